@@ -1,0 +1,3 @@
+from ocrd.catalog.catalog import Catalog, CatalogEntry
+
+__all__ = ["Catalog", "CatalogEntry"]

@@ -1,0 +1,254 @@
+"""One typed settings object for the daemon.
+
+Precedence, lowest first: built-in defaults < TOML file (``/etc/ocrd/ocrd.toml`` when it exists,
+or ``--config`` / ``$OCRD_CONFIG``) < ``OCRD_*`` environment variables (nested keys joined with
+``__``: ``OCRD_HTTP__PORT=9000``) < command-line flags. The file is read once at start-up (and
+again on SIGHUP) and the resulting ``Settings`` is passed down; nothing reads the environment
+later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ocrd.control.address import default_runtime_dir, default_socket_path
+from ocrd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/ocrd/ocrd.toml")
+ENV_CONFIG = "OCRD_CONFIG"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``300``, ``"300"``, ``"5m"``, ``"1h30m"`` or ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 300, '30s', '5m' or '1h'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not text or "".join(n + u for n, u in parts) != text:
+                raise ValueError(
+                    f"{value!r} is not a duration; use seconds or units like '30s', '5m', '1h'"
+                ) from None
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds < 0 or seconds != seconds:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the OpenAI-compatible API binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API (0 picks a free one).")
+    allow_remote_image_urls: bool = Field(
+        False,
+        description="Fetch http(s) image URLs in requests. Off: only data: URLs are accepted.",
+    )
+    request_timeout: Duration = Field(
+        600.0, gt=0, description="Longest a runner may take to answer one request."
+    )
+
+
+class LimitsSettings(_Section):
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest HTTP request body.")
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="Largest single image, after base64 decoding."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Most pixels (width x height) one image may declare."
+    )
+    max_images_per_request: int = Field(16, gt=0, description="Most images in one request.")
+
+
+class GrpcSettings(_Section):
+    socket: Path = Field(
+        default_factory=default_socket_path, description="Unix socket of the control plane."
+    )
+    socket_mode: int = Field(0o660, ge=0, le=0o777, description="Permissions of the socket file.")
+    socket_group: str | None = Field(
+        None, description="Group that owns the socket (members may administer ocrd)."
+    )
+
+    @field_validator("socket_mode", mode="before")
+    @classmethod
+    def _octal_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return int(value, 8)
+        return value
+
+
+class SchedulerSettings(_Section):
+    keep_alive: Duration = Field(300.0, description="Idle time after which a model unloads.")
+    queue_size: int = Field(
+        16, ge=0, description="Requests that may wait per model; beyond it HTTP 429 + Retry-After."
+    )
+    auto_load: bool = Field(True, description="Load a model on its first request.")
+    max_loaded_models: int = Field(
+        0, ge=0, description="Most models loaded at once (0: no limit); the LRU idle one is evicted."
+    )
+    load_timeout: Duration = Field(600.0, gt=0, description="Longest a model may take to load.")
+    drain_timeout: Duration = Field(
+        30.0, ge=0, description="How long shutdown and unload wait for in-flight requests."
+    )
+    reap_interval: Duration = Field(
+        5.0, gt=0, description="How often idle models are checked against their keep-alive."
+    )
+
+
+class BuiltinSettings(_Section):
+    ppocr_det_limit_side_len: int = Field(
+        960,
+        gt=0,
+        description="PP-OCR detector resizes so the longest side is at most this (speed vs small text).",
+    )
+    tesseract_cmd: str = Field("tesseract", description="The tesseract binary.")
+    tesseract_languages: str = Field(
+        "eng+rus", description="Tesseract language packs, '+'-joined (Debian: tesseract-ocr-LANG)."
+    )
+    tesseract_psm: int = Field(
+        3, ge=0, le=13, description="Tesseract page segmentation mode (3: automatic, 6: one block)."
+    )
+
+
+class ModelSettings(_Section):
+    """Per-model overrides, as ``[models."builtin/ppocr"]`` (id or alias)."""
+
+    keep_alive: Duration | None = None
+    pinned: bool = False
+    queue_size: int | None = Field(None, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OCRD_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    default_model: str = Field("builtin/ppocr", description="Model used when a request names none.")
+    runtime_dir: Path = Field(
+        default_factory=default_runtime_dir,
+        description="Private sockets of runners live here (mode 0700).",
+    )
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    builtin: BuiltinSettings = Field(default_factory=BuiltinSettings)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+
+    # Where the file layer came from; set by load_settings, never read from a source.
+    config_path: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls, _file_layer(cls)))
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The TOML file's contents, as one layer below the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _file_layer(cls: type) -> dict[str, Any]:
+    return getattr(cls, "file_layer", {})
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None) -> tuple[Path | None, bool]:
+    """The file to read and whether it must exist (named by flag or env) or may be absent."""
+    if explicit:
+        return Path(explicit), True
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def read_config_file(path: Path | None, required: bool) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable by this user") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Builds the settings from every layer; raises ConfigError with one line naming the key."""
+    path, required = resolve_config_path(config)
+    data = read_config_file(path, required)
+    layered = type("Settings", (Settings,), {"file_layer": data, "__annotations__": {"file_layer": ClassVar[dict[str, Any]]}})
+    try:
+        settings = layered(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, path if data else None)) from None
+    settings.config_path = path if data or required else None
+    return settings
+
+
+def _describe_validation_error(exc: ValidationError, path: Path | None) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        what = "unknown key"
+    else:
+        what = f"{error['msg']} (got {error.get('input')!r})"
+    env_name = "OCRD_" + "__".join(str(part) for part in error["loc"]).upper()
+    if env_name in os.environ:
+        where = f" (from ${env_name})"
+    else:
+        where = f" in {path}" if path else ""
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{key}: {what}{where}{more}"
+
+
+def model_overrides(settings: Settings, model_id: str, aliases: list[str]) -> ModelSettings:
+    """The ``[models.X]`` section for a model, looked up by canonical id, then by alias."""
+    for key in [model_id, *aliases]:
+        if key in settings.models:
+            return settings.models[key]
+    return ModelSettings()

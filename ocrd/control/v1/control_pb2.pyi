@@ -1,0 +1,352 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_STATE_UNSPECIFIED: _ClassVar[ModelState]
+    MODEL_STATE_NOT_LOADED: _ClassVar[ModelState]
+    MODEL_STATE_LOADING: _ClassVar[ModelState]
+    MODEL_STATE_READY: _ClassVar[ModelState]
+    MODEL_STATE_UNLOADING: _ClassVar[ModelState]
+    MODEL_STATE_FAILED: _ClassVar[ModelState]
+MODEL_STATE_UNSPECIFIED: ModelState
+MODEL_STATE_NOT_LOADED: ModelState
+MODEL_STATE_LOADING: ModelState
+MODEL_STATE_READY: ModelState
+MODEL_STATE_UNLOADING: ModelState
+MODEL_STATE_FAILED: ModelState
+
+class ModelInfo(_message.Message):
+    __slots__ = ("id", "aliases", "engine", "state", "device", "pid", "memory_bytes", "pinned", "keep_alive_seconds", "in_flight", "queued", "queue_capacity", "last_used", "loaded_at", "error", "description")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    engine: str
+    state: ModelState
+    device: str
+    pid: int
+    memory_bytes: int
+    pinned: bool
+    keep_alive_seconds: float
+    in_flight: int
+    queued: int
+    queue_capacity: int
+    last_used: _timestamp_pb2.Timestamp
+    loaded_at: _timestamp_pb2.Timestamp
+    error: str
+    description: str
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("version", "pid", "uptime_seconds", "http_url", "grpc_addresses", "models", "config_path", "default_model")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_URL_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    pid: int
+    uptime_seconds: float
+    http_url: str
+    grpc_addresses: _containers.RepeatedScalarFieldContainer[str]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    config_path: str
+    default_model: str
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., http_url: _Optional[str] = ..., grpc_addresses: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., config_path: _Optional[str] = ..., default_model: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("loaded_only",)
+    LOADED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    loaded_only: bool
+    def __init__(self, loaded_only: _Optional[bool] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("model", "keep_alive_seconds", "pin", "engine", "quantization")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PIN_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    keep_alive_seconds: float
+    pin: bool
+    engine: str
+    quantization: str
+    def __init__(self, model: _Optional[str] = ..., keep_alive_seconds: _Optional[float] = ..., pin: _Optional[bool] = ..., engine: _Optional[str] = ..., quantization: _Optional[str] = ...) -> None: ...
+
+class LoadModelProgress(_message.Message):
+    __slots__ = ("model", "state", "stage", "progress", "message")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    state: ModelState
+    stage: str
+    progress: float
+    message: str
+    def __init__(self, model: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ("model", "was_loaded", "freed_bytes")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WAS_LOADED_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    was_loaded: bool
+    freed_bytes: int
+    def __init__(self, model: _Optional[str] = ..., was_loaded: _Optional[bool] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+
+class ExplainModeRequest(_message.Message):
+    __slots__ = ("model", "engine")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    engine: str
+    def __init__(self, model: _Optional[str] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class ExplainModeResponse(_message.Message):
+    __slots__ = ("model", "engine", "device", "quantization", "gpu_memory_utilization", "estimated_bytes", "reasons", "fits")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    engine: str
+    device: str
+    quantization: str
+    gpu_memory_utilization: float
+    estimated_bytes: int
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    fits: bool
+    def __init__(self, model: _Optional[str] = ..., engine: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., estimated_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., fits: _Optional[bool] = ...) -> None: ...
+
+class GetGpuRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GpuProcess(_message.Message):
+    __slots__ = ("pid", "used_bytes", "model", "name")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    used_bytes: int
+    model: str
+    name: str
+    def __init__(self, pid: _Optional[int] = ..., used_bytes: _Optional[int] = ..., model: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GpuDevice(_message.Message):
+    __slots__ = ("index", "name", "uuid", "total_bytes", "used_bytes", "free_bytes", "utilization_percent", "processes")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    uuid: str
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+    utilization_percent: int
+    processes: _containers.RepeatedCompositeFieldContainer[GpuProcess]
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., uuid: _Optional[str] = ..., total_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., utilization_percent: _Optional[int] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ...) -> None: ...
+
+class GetGpuResponse(_message.Message):
+    __slots__ = ("available", "reason", "driver_version", "cuda_version", "devices")
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CUDA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    available: bool
+    reason: str
+    driver_version: str
+    cuda_version: str
+    devices: _containers.RepeatedCompositeFieldContainer[GpuDevice]
+    def __init__(self, available: _Optional[bool] = ..., reason: _Optional[str] = ..., driver_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[GpuDevice, _Mapping]]] = ...) -> None: ...
+
+class ListCacheRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CachedRevision(_message.Message):
+    __slots__ = ("commit", "refs", "size_bytes", "last_modified")
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_MODIFIED_FIELD_NUMBER: _ClassVar[int]
+    commit: str
+    refs: _containers.RepeatedScalarFieldContainer[str]
+    size_bytes: int
+    last_modified: _timestamp_pb2.Timestamp
+    def __init__(self, commit: _Optional[str] = ..., refs: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., last_modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CachedRepo(_message.Message):
+    __slots__ = ("repo_id", "repo_type", "size_bytes", "revisions", "last_accessed", "last_modified", "loaded_by_engine", "in_catalog")
+    REPO_ID_FIELD_NUMBER: _ClassVar[int]
+    REPO_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACCESSED_FIELD_NUMBER: _ClassVar[int]
+    LAST_MODIFIED_FIELD_NUMBER: _ClassVar[int]
+    LOADED_BY_ENGINE_FIELD_NUMBER: _ClassVar[int]
+    IN_CATALOG_FIELD_NUMBER: _ClassVar[int]
+    repo_id: str
+    repo_type: str
+    size_bytes: int
+    revisions: _containers.RepeatedCompositeFieldContainer[CachedRevision]
+    last_accessed: _timestamp_pb2.Timestamp
+    last_modified: _timestamp_pb2.Timestamp
+    loaded_by_engine: str
+    in_catalog: bool
+    def __init__(self, repo_id: _Optional[str] = ..., repo_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., revisions: _Optional[_Iterable[_Union[CachedRevision, _Mapping]]] = ..., last_accessed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_by_engine: _Optional[str] = ..., in_catalog: _Optional[bool] = ...) -> None: ...
+
+class ListCacheResponse(_message.Message):
+    __slots__ = ("cache_dir", "repos", "total_bytes")
+    CACHE_DIR_FIELD_NUMBER: _ClassVar[int]
+    REPOS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    cache_dir: str
+    repos: _containers.RepeatedCompositeFieldContainer[CachedRepo]
+    total_bytes: int
+    def __init__(self, cache_dir: _Optional[str] = ..., repos: _Optional[_Iterable[_Union[CachedRepo, _Mapping]]] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class DeleteCacheRequest(_message.Message):
+    __slots__ = ("model", "revision", "dry_run", "force")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    revision: str
+    dry_run: bool
+    force: bool
+    def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ..., dry_run: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteCacheResponse(_message.Message):
+    __slots__ = ("freed_bytes", "deleted_paths")
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_PATHS_FIELD_NUMBER: _ClassVar[int]
+    freed_bytes: int
+    deleted_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, freed_bytes: _Optional[int] = ..., deleted_paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PullModelRequest(_message.Message):
+    __slots__ = ("model", "revision")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    revision: str
+    def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ...) -> None: ...
+
+class PullModelProgress(_message.Message):
+    __slots__ = ("model", "file", "downloaded_bytes", "total_bytes", "done", "message")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    file: str
+    downloaded_bytes: int
+    total_bytes: int
+    done: bool
+    message: str
+    def __init__(self, model: _Optional[str] = ..., file: _Optional[str] = ..., downloaded_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., done: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class CleanupRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class CleanupResponse(_message.Message):
+    __slots__ = ("unloaded_models", "ended_pids", "removed_containers", "freed_bytes")
+    UNLOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_PIDS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    unloaded_models: _containers.RepeatedScalarFieldContainer[str]
+    ended_pids: _containers.RepeatedScalarFieldContainer[int]
+    removed_containers: _containers.RepeatedScalarFieldContainer[str]
+    freed_bytes: int
+    def __init__(self, unloaded_models: _Optional[_Iterable[str]] = ..., ended_pids: _Optional[_Iterable[int]] = ..., removed_containers: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("sequence", "time", "kind", "model", "state", "message", "progress")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    time: _timestamp_pb2.Timestamp
+    kind: str
+    model: str
+    state: ModelState
+    message: str
+    progress: float
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., message: _Optional[str] = ..., progress: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,80 @@
+"""What the scheduler needs from a runner, whatever runs the model (subprocess or container).
+
+A runner serves one model over the OpenAI protocol on a private endpoint. The scheduler starts
+it, leases it to requests (which talk to it through ``client()``), and stops it. A runner that
+ends on its own calls the ``on_exit`` callback it was given, once, with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ocrd.catalog import CatalogEntry
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """One step of a load, as a runner reports it."""
+
+    stage: str
+    progress: float = -1.0  # fraction in [0, 1]; negative when unknown
+    message: str = ""
+
+
+ProgressCallback = Callable[[LoadProgress], None]
+ExitCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """Everything a runner needs to start: the model, the engine and its options."""
+
+    model: CatalogEntry
+    engine: str
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(abc.ABC):
+    """One model served by one process (or container)."""
+
+    spec: RunnerSpec
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model.id
+
+    @property
+    @abc.abstractmethod
+    def pid(self) -> int | None:
+        """Process id, for accounting and `ocrctl ps`; None when not running."""
+
+    @property
+    @abc.abstractmethod
+    def memory_bytes(self) -> int:
+        """Memory the runner holds, as last measured (0 when unknown)."""
+
+    @abc.abstractmethod
+    async def start(self, progress: ProgressCallback, on_exit: ExitCallback) -> None:
+        """Starts the runner and returns once it answers requests.
+
+        Raises ``ModelLoadFailed`` (with the runner's own reason) when it cannot load; nothing is
+        left running then. ``on_exit`` is called once if the runner ends after a successful start
+        without ``stop()`` having been called.
+        """
+
+    @abc.abstractmethod
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client whose base URL is the runner's OpenAI endpoint."""
+
+    @abc.abstractmethod
+    async def stop(self, grace: float) -> None:
+        """Stops the runner: asks politely, waits up to ``grace`` seconds, then kills it."""
+
+
+RunnerFactory = Callable[[RunnerSpec], Runner]
