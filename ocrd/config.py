@@ -15,7 +15,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ocrd.control.address import default_runtime_dir, default_socket_path
@@ -92,9 +100,17 @@ class GrpcSettings(_Section):
     @field_validator("socket_mode", mode="before")
     @classmethod
     def _octal_string(cls, value: Any) -> Any:
+        # Permissions read best in octal: "0660" in TOML or $OCRD_GRPC__SOCKET_MODE.
         if isinstance(value, str):
-            return int(value, 8)
+            try:
+                return int(value, 8)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an octal file mode such as '0660'") from None
         return value
+
+    @field_serializer("socket_mode")
+    def _as_octal(self, value: int) -> str:
+        return f"0{value:o}"
 
 
 class SchedulerSettings(_Section):

@@ -123,6 +123,15 @@ class InsufficientMemory(OcrdError):
     default_code = "insufficient_memory"
 
 
+class CapacityExhausted(OcrdError):
+    """No room for another model (max_loaded_models) and every loaded one is busy or pinned."""
+
+    http_status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"
+    openai_type = "server_error"
+    default_code = "capacity_exhausted"
+
+
 class EngineUnavailable(OcrdError):
     """The engine a model needs is not installed or not reachable on this host."""
 

@@ -12,7 +12,8 @@ import enum
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("ocrd.events")
@@ -43,7 +44,7 @@ class Event:
 class EventBus:
     def __init__(self, subscriber_buffer: int = 1024):
         self._sequence = itertools.count(1)
-        self._subscribers: set[_Subscription] = set()
+        self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._listeners: list[Callable[[Event], None]] = []
         self._buffer = subscriber_buffer
 
@@ -71,18 +72,18 @@ class EventBus:
         """Synchronous callback for every event (logging, sd_notify STATUS, metrics)."""
         self._listeners.append(listener)
 
-    async def subscribe(self, model: str | None = None) -> AsyncIterator[Event]:
-        """Yields events from now on (only ``model``'s when given) until the caller stops."""
-        subscription = _Subscription(self._buffer, model)
+    def subscribe(self, model: str | None = None) -> Subscription:
+        """Events from this moment on (only ``model``'s when given), as an async iterator.
+
+        Registered at once, so nothing published after this call is missed. The bus holds
+        subscriptions weakly: a reader that drops its subscription is forgotten with it.
+        """
+        subscription = Subscription(self._buffer, model)
         self._subscribers.add(subscription)
-        try:
-            while True:
-                yield await subscription.next()
-        finally:
-            self._subscribers.discard(subscription)
+        return subscription
 
 
-class _Subscription:
+class Subscription:
     def __init__(self, size: int, model: str | None):
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
         self._model = model
@@ -97,6 +98,12 @@ class _Subscription:
             self._queue.get_nowait()
             self._dropped += 1
         self._queue.put_nowait(event)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self.next()
 
     async def next(self) -> Event:
         if self._dropped:

@@ -1,0 +1,5 @@
+import sys
+
+from ocrd.cli import main
+
+sys.exit(main())

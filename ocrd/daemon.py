@@ -1,0 +1,193 @@
+"""Wiring: builds the core, runs HTTP (uvicorn) and gRPC (grpc.aio) in one event loop.
+
+Start-up order: scheduler, then the HTTP socket and the control socket are bound, then READY=1.
+Shutdown (SIGTERM/SIGINT): STOPPING=1, /health and gRPC health turn to not-serving, the HTTP
+server stops accepting and drains in-flight requests (bounded by scheduler.drain_timeout), the
+control plane stops, every runner is stopped, exit 0. SIGHUP re-reads the configuration file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ocrd import __version__
+from ocrd.catalog import Catalog
+from ocrd.config import Settings, load_settings
+from ocrd.control.server import start_control_server
+from ocrd.control.service import ControlServicer, DaemonInfo
+from ocrd.errors import ConfigError, OcrdError
+from ocrd.events import Event, EventBus, ModelState
+from ocrd.http.app import build_app
+from ocrd.http.state import AppState
+from ocrd.runners.base import RunnerSpec
+from ocrd.runners.process import ProcessRunner
+from ocrd.scheduler import Scheduler
+from ocrd.systemd import SYSTEMD_VARIABLES, Notifier, run_watchdog, watchdog_interval
+
+log = logging.getLogger("ocrd")
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns the signals."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, config_arg: str | None = None,
+                 overrides: dict[str, Any] | None = None):
+        self.settings = settings
+        self._config_arg = config_arg
+        self._overrides = overrides or {}
+        self.notifier = Notifier()
+        self.events = EventBus()
+        self.catalog = Catalog.load_default({"tesseract": settings.builtin.tesseract_cmd})
+        self.scheduler = Scheduler(settings, self.catalog, self._make_runner, self.events)
+        self.info = DaemonInfo(
+            version=__version__,
+            config_path=str(settings.config_path or ""),
+            default_model=settings.default_model,
+        )
+        self.app_state = AppState(settings=settings, scheduler=self.scheduler, version=__version__)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _make_runner(self, spec: RunnerSpec) -> ProcessRunner:
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
+        return ProcessRunner(
+            spec,
+            self.settings.runtime_dir / "runners",
+            request_timeout=self.settings.http.request_timeout,
+            env=env,
+        )
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.scheduler.start()
+        http_socket = _bind_http(self.settings)
+        host, port = http_socket.getsockname()[:2]
+        self.info.http_url = f"http://{_url_host(host)}:{port}"
+        http = _HttpServer(uvicorn.Config(
+            build_app(self.app_state), log_config=None, access_log=self.settings.log_level == "debug",
+            timeout_graceful_shutdown=int(self.settings.scheduler.drain_timeout) or 1,
+            lifespan="off",
+        ))
+        control = await start_control_server(self.settings, ControlServicer(self.scheduler, self.info))
+        self.info.grpc_addresses = list(control.addresses)
+        http_task = asyncio.create_task(http.serve(sockets=[http_socket]), name="ocrd-http")
+        self._tasks.append(http_task)
+        while not http.started:
+            if http_task.done():
+                await http_task
+                raise ConfigError(f"the HTTP server could not start on {self.info.http_url}")
+            await asyncio.sleep(0.01)
+        self._announce_ready()
+        await self._stop.wait()
+        await self._shutdown(http, http_task, control)
+        return 0
+
+    def _announce_ready(self) -> None:
+        log.info("ocrd %s serving the OpenAI API on %s and the control plane on %s",
+                 __version__, self.info.http_url, ", ".join(self.info.grpc_addresses))
+        self.notifier.ready(self.status_line())
+        self.events.add_listener(self._on_event)
+        interval = watchdog_interval()
+        if interval is not None:
+            self._tasks.append(asyncio.create_task(run_watchdog(self.notifier, interval)))
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind.startswith("model.") and event.kind != "model.progress":
+            self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        """What `systemctl status ocrd` shows: which models are loaded or loading."""
+        active = [info for info in self.scheduler.models() if info.state != ModelState.NOT_LOADED]
+        if not active:
+            return f"serving {self.info.http_url}; no model loaded"
+        parts = [f"{info.id} ({info.state.value})" for info in active]
+        return f"serving {self.info.http_url}; " + ", ".join(parts)
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the configuration; a bad file is logged and the old one kept."""
+        self.notifier.reloading()
+        try:
+            settings = load_settings(self._config_arg, self._overrides)
+        except ConfigError as exc:
+            log.error("configuration not reloaded: %s", exc.message)
+            self.events.publish(Event(kind="config.reloaded", message=f"rejected: {exc.message}"))
+        else:
+            _warn_about_restart_only_changes(self.settings, settings)
+            self.settings = settings
+            self.app_state.settings = settings
+            self.scheduler.apply_settings(settings)
+            self.events.publish(Event(kind="config.reloaded", message="configuration reloaded"))
+            log.info("configuration reloaded from %s", settings.config_path or "defaults")
+        self.notifier.ready(self.status_line())
+
+    async def _shutdown(self, http: _HttpServer, http_task: asyncio.Task[None], control: Any) -> None:
+        log.info("stopping: draining in-flight requests, then stopping runners")
+        self.notifier.stopping("stopping: draining requests")
+        self.app_state.stopping = True
+        await control.health.enter_graceful_shutdown()
+        http.should_exit = True
+        await http_task
+        await control.stop(grace=1.0)
+        await self.scheduler.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("ocrd stopped")
+
+
+def _bind_http(settings: Settings) -> socket.socket:
+    host, port = settings.http.host, settings.http.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, reuse_port=False, backlog=2048)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} for HTTP ({exc.strerror}); "
+            f"set http.port or http.host (or --port/--host)"
+        ) from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _warn_about_restart_only_changes(old: Settings, new: Settings) -> None:
+    for section, keys in {"http": ("host", "port"), "grpc": ("socket", "socket_mode", "socket_group")}.items():
+        for key in keys:
+            if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
+                log.warning("%s.%s changed; it takes effect after a restart", section, key)
+    if old.runtime_dir != new.runtime_dir:
+        log.warning("runtime_dir changed; it takes effect after a restart")
+
+
+def serve(settings: Settings, config_arg: str | None, overrides: dict[str, Any]) -> int:
+    """Runs the daemon until SIGTERM/SIGINT; returns the process exit code."""
+    Path(settings.runtime_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    async def main() -> int:
+        return await Daemon(settings, config_arg=config_arg, overrides=overrides).run()
+
+    try:
+        return asyncio.run(main())
+    except OcrdError as exc:
+        log.error("%s", exc.message)
+        return 1

@@ -1,0 +1,80 @@
+"""The seed's plain endpoints: ``/health``, ``POST /models/load``, ``POST /models/unload``.
+
+Same core as ``ocrctl load``/``unload`` (the scheduler); kept for scripts written against the
+original servers, which POST ``{"model": "..."}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ocrd.config import parse_duration
+from ocrd.errors import InvalidRequest
+from ocrd.http.body import read_json_object
+from ocrd.http.state import AppState
+from ocrd.scheduler import SlotInfo
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    state: AppState = request.app.state.ocrd
+    models = [
+        {"id": info.id, "state": info.state.value}
+        for info in state.scheduler.models()
+        if info.state.value != "not_loaded"
+    ]
+    status = "stopping" if state.stopping else "ok"
+    body = {"status": status, "version": state.version, "models": models}
+    return JSONResponse(body, status_code=503 if state.stopping else 200)
+
+
+@router.post("/models/load")
+async def load_model(request: Request) -> dict[str, Any]:
+    state: AppState = request.app.state.ocrd
+    raw = await read_json_object(request)
+    model = _model_field(raw)
+    keep_alive = raw.get("keep_alive")
+    try:
+        seconds = None if keep_alive is None else parse_duration(keep_alive)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="keep_alive") from None
+    pin = raw.get("pin", False)
+    if not isinstance(pin, bool):
+        raise InvalidRequest("'pin' must be true or false", param="pin")
+    info = await state.scheduler.load(model, keep_alive=seconds, pin=pin)
+    return {"status": "loaded", **_summary(info)}
+
+
+@router.post("/models/unload")
+async def unload_model(request: Request) -> dict[str, Any]:
+    state: AppState = request.app.state.ocrd
+    result = await state.scheduler.unload(_model_field(await read_json_object(request)))
+    return {
+        "status": "unloaded" if result.was_loaded else "not_loaded",
+        "model": result.model,
+        "freed_bytes": result.freed_bytes,
+    }
+
+
+def _model_field(raw: dict[str, Any]) -> str:
+    model = raw.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required: the id or alias of a model", param="model")
+    return model
+
+
+def _summary(info: SlotInfo) -> dict[str, Any]:
+    return {
+        "model": info.id,
+        "state": info.state.value,
+        "engine": info.engine,
+        "pid": info.pid,
+        "memory_bytes": info.memory_bytes,
+        "pinned": info.pinned,
+        "keep_alive_seconds": info.keep_alive,
+    }

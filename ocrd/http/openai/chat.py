@@ -1,0 +1,87 @@
+"""``POST /v1/chat/completions``: validate, lease the model, forward to its runner.
+
+The lease is taken before the response starts, so every error up to the runner's first byte is
+an ordinary HTTP status (404, 429, 503, ...); for streams it is held until the last event has
+been sent (or the client went away), and released by the response itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from ocrd.http import proxy
+from ocrd.http.body import read_json_object
+from ocrd.http.images import prepare_images
+from ocrd.http.openai.protocol import parse_chat_request
+from ocrd.http.state import AppState
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(request: Request) -> Response:
+    state: AppState = request.app.state.ocrd
+    raw = await read_json_object(request)
+    chat = parse_chat_request(raw)
+    state.scheduler.resolve(chat.model)  # unknown model: 404 before any image work
+    images = await prepare_images(
+        chat, state.settings.limits, state.settings.http.allow_remote_image_urls
+    )
+    body = _with_image_urls(raw, [image.url for image in images])
+    return await _forward(state, chat.model, body, stream=chat.stream)
+
+
+async def _forward(state: AppState, model: str, body: dict[str, Any], stream: bool) -> Response:
+    stack = contextlib.AsyncExitStack()
+    try:
+        runner = await stack.enter_async_context(state.scheduler.acquire(model))
+        if not stream:
+            try:
+                return await proxy.complete(runner, body)
+            finally:
+                await stack.aclose()
+        upstream = await proxy.open_stream(runner, body)
+    except BaseException:
+        await stack.aclose()
+        raise
+    return _LeasedStream(proxy.relay_events(runner, upstream), stack)
+
+
+class _LeasedStream(StreamingResponse):
+    """A stream that releases its lease when the response ends, however it ends."""
+
+    def __init__(self, content: Any, stack: contextlib.AsyncExitStack):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            await self._stack.aclose()
+
+
+def _with_image_urls(raw: dict[str, Any], urls: list[str]) -> dict[str, Any]:
+    """The request as forwarded: every image_url replaced by its validated data: URL, in order."""
+    remaining = iter(urls)
+    messages = []
+    for message in raw["messages"]:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    image_url = dict(part.get("image_url") or {})
+                    image_url["url"] = next(remaining)
+                    part = {**part, "image_url": image_url}
+                parts.append(part)
+            message = {**message, "content": parts}
+        messages.append(message)
+    return {**raw, "messages": messages}

@@ -1,0 +1,565 @@
+"""The scheduler: the one owner of model state (after Ollama's ``server/sched.go``).
+
+A *slot* per known model holds its state (not loaded / loading / ready / unloading / failed), its
+runner, its lease count and its bounded queue. Requests take a *lease* with
+``async with scheduler.acquire(model) as runner`` and a leased model is never unloaded or
+evicted. Nothing else mutates model state; transports call in here and every transition is
+published on the event bus.
+
+Concurrency model: everything runs on the daemon's one event loop. Each slot has its own
+``asyncio.Condition`` so a load (which can take minutes) only blocks requests for that model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ocrd.catalog import Catalog, CatalogEntry
+from ocrd.config import Settings, model_overrides
+from ocrd.errors import (
+    CapacityExhausted,
+    Conflict,
+    ModelLoadFailed,
+    ModelNotReady,
+    OcrdError,
+    QueueFull,
+    ShuttingDown,
+)
+from ocrd.events import Event, EventBus, ModelState
+from ocrd.runners.base import LoadProgress, Runner, RunnerFactory, RunnerSpec
+
+log = logging.getLogger("ocrd.scheduler")
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """A read-only snapshot of one slot, for transports."""
+
+    id: str
+    aliases: tuple[str, ...]
+    description: str
+    engine: str
+    state: ModelState
+    device: str
+    pid: int | None
+    memory_bytes: int
+    pinned: bool
+    keep_alive: float
+    in_flight: int
+    queued: int
+    queue_capacity: int
+    last_used: float | None  # wall-clock seconds since the epoch
+    loaded_at: float | None
+    error: str
+
+
+@dataclass(frozen=True)
+class UnloadResult:
+    model: str
+    was_loaded: bool
+    freed_bytes: int
+
+
+@dataclass
+class _Slot:
+    entry: CatalogEntry
+    engine: str
+    keep_alive: float
+    pinned: bool
+    queue_capacity: int
+    state: ModelState = ModelState.NOT_LOADED
+    runner: Runner | None = None
+    leases: int = 0
+    waiting: int = 0
+    error: str = ""
+    last_used: float | None = None  # monotonic, from the scheduler's clock
+    last_used_wall: float | None = None
+    loaded_at_wall: float | None = None
+    load_task: asyncio.Task[None] | None = None
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Requests run one at a time per runner for engines that serve sequentially; the queue in
+    # front of this semaphore is what `queue_capacity` bounds.
+    turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    # Recent request durations, for the Retry-After estimate.
+    recent_seconds: float = 1.0
+    # Load-time overrides (`ocrctl load --pin --keep-alive`) win over the config until unload.
+    keep_alive_override: float | None = None
+    pin_override: bool = False
+    # Counted against max_loaded_models from the moment a load begins until the runner is gone.
+    holds_room: bool = False
+    load_future: asyncio.Future[None] | None = None
+    signal: _Signal = field(default_factory=lambda: _Signal())
+
+
+class _Signal:
+    """Wakes every waiter of a slot when its state changes (callable from sync callbacks)."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        self._future = None
+
+    async def wait(self) -> None:
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        # shield: a cancelled waiter must not cancel the future the other waiters share.
+        await asyncio.shield(self._future)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        runner_factory: RunnerFactory,
+        events: EventBus | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ):
+        self._settings = settings
+        self._catalog = catalog
+        self._factory = runner_factory
+        self.events = events or EventBus()
+        self._clock = clock
+        self._wall = wall_clock
+        self._slots: dict[str, _Slot] = {}
+        self._room = asyncio.Lock()
+        self._closing = False
+        self._reaper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- lookup and snapshots ------------------------------------------------------------------
+
+    def resolve(self, name: str) -> CatalogEntry:
+        return self._catalog.resolve(name)
+
+    def models(self) -> list[SlotInfo]:
+        """Every model this host can serve, in catalog order, whatever its state."""
+        return [self._info(self._slot_for(entry)) for entry in self._catalog.available()]
+
+    def info(self, name: str) -> SlotInfo:
+        return self._info(self._slot(name))
+
+    def _slot(self, name: str) -> _Slot:
+        return self._slot_for(self._catalog.resolve(name))
+
+    def _slot_for(self, entry: CatalogEntry) -> _Slot:
+        slot = self._slots.get(entry.id)
+        if slot is None:
+            slot = _Slot(entry=entry, engine=entry.default_engine, keep_alive=0, pinned=False,
+                         queue_capacity=0)
+            self._configure(slot)
+            self._slots[entry.id] = slot
+        return slot
+
+    def _configure(self, slot: _Slot) -> None:
+        """Applies the settings (and load-time overrides) to a slot."""
+        overrides = model_overrides(self._settings, slot.entry.id, list(slot.entry.aliases))
+        configured = overrides.keep_alive
+        slot.keep_alive = (
+            slot.keep_alive_override
+            if slot.keep_alive_override is not None
+            else configured if configured is not None else self._settings.scheduler.keep_alive
+        )
+        slot.pinned = slot.pin_override or overrides.pinned
+        slot.queue_capacity = (
+            overrides.queue_size
+            if overrides.queue_size is not None
+            else self._settings.scheduler.queue_size
+        )
+
+    def _info(self, slot: _Slot) -> SlotInfo:
+        runner = slot.runner
+        return SlotInfo(
+            id=slot.entry.id,
+            aliases=slot.entry.aliases,
+            description=slot.entry.description,
+            engine=slot.engine,
+            state=slot.state,
+            device=runner.spec.device if runner else "",
+            pid=runner.pid if runner else None,
+            memory_bytes=runner.memory_bytes if runner else 0,
+            pinned=slot.pinned,
+            keep_alive=0.0 if slot.pinned else slot.keep_alive,
+            in_flight=slot.leases,
+            queued=slot.waiting,
+            queue_capacity=slot.queue_capacity,
+            last_used=slot.last_used_wall,
+            loaded_at=slot.loaded_at_wall if slot.state == ModelState.READY else None,
+            error=slot.error,
+        )
+
+    # --- requests ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def acquire(self, name: str) -> AsyncIterator[Runner]:
+        """A lease on a ready runner for ``name``, loading it first when needed.
+
+        Requests for one model queue FIFO (bounded); a full queue raises QueueFull (HTTP 429).
+        """
+        if self._closing:
+            raise ShuttingDown("ocrd is shutting down")
+        slot = self._slot(name)
+        if slot.waiting >= slot.queue_capacity and (slot.leases or slot.waiting):
+            self._publish(slot, "request.rejected",
+                          f"queue full ({slot.waiting} waiting, capacity {slot.queue_capacity})")
+            raise QueueFull(
+                f"model {slot.entry.id!r} is busy: {slot.waiting} requests are already waiting "
+                f"(queue size {slot.queue_capacity}); retry later",
+                retry_after=self._retry_after(slot),
+            )
+        slot.waiting += 1
+        try:
+            await slot.turn.acquire()
+            try:
+                runner = await self._ensure_ready(slot)
+            except BaseException:
+                slot.turn.release()
+                raise
+        finally:
+            slot.waiting -= 1
+        slot.leases += 1
+        started = self._clock()
+        try:
+            yield runner
+        finally:
+            slot.leases -= 1
+            slot.turn.release()
+            self._mark_used(slot, self._clock() - started)
+
+    def _mark_used(self, slot: _Slot, seconds: float) -> None:
+        slot.last_used = self._clock()
+        slot.last_used_wall = self._wall()
+        slot.recent_seconds = 0.8 * slot.recent_seconds + 0.2 * max(seconds, 0.01)
+        slot.signal.notify()
+        if slot.keep_alive == 0 and not slot.pinned:
+            self._spawn(self.reap_idle())
+
+    def _retry_after(self, slot: _Slot) -> int:
+        return max(1, round(slot.recent_seconds * (slot.waiting + 1)))
+
+    async def _ensure_ready(self, slot: _Slot) -> Runner:
+        while True:
+            if self._closing:
+                raise ShuttingDown("ocrd is shutting down")
+            if slot.state == ModelState.READY and slot.runner is not None:
+                return slot.runner
+            if slot.state == ModelState.UNLOADING:
+                await slot.signal.wait()
+                continue
+            if slot.state == ModelState.LOADING and slot.load_future is not None:
+                future = slot.load_future
+            elif self._settings.scheduler.auto_load:
+                future = self._begin_load(slot)
+            else:
+                raise ModelNotReady(
+                    f"model {slot.entry.id!r} is not loaded and auto-load is off; "
+                    f"load it with `ocrctl load {slot.entry.id}`"
+                )
+            await asyncio.shield(future)
+
+    # --- loading -------------------------------------------------------------------------------
+
+    async def load(
+        self, name: str, *, keep_alive: float | None = None, pin: bool = False
+    ) -> SlotInfo:
+        async for _ in self.load_progress(name, keep_alive=keep_alive, pin=pin):
+            pass
+        return self.info(name)
+
+    async def load_progress(
+        self, name: str, *, keep_alive: float | None = None, pin: bool = False
+    ) -> AsyncIterator[Event]:
+        """Starts (or joins) a load and yields its events until the model is ready.
+
+        The load itself runs in its own task: a caller that goes away does not cancel it.
+        """
+        if self._closing:
+            raise ShuttingDown("ocrd is shutting down")
+        slot = self._slot(name)
+        if keep_alive is not None:
+            slot.keep_alive_override = keep_alive
+        slot.pin_override = slot.pin_override or pin
+        self._configure(slot)
+        if slot.state == ModelState.READY:
+            yield Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
+                        message="already loaded", progress=1.0)
+            return
+        subscription = self.events.subscribe(slot.entry.id)
+        if slot.state == ModelState.UNLOADING:
+            await slot.signal.wait()
+        future = slot.load_future if slot.state == ModelState.LOADING else self._begin_load(slot)
+        assert future is not None
+        waiter = asyncio.ensure_future(asyncio.shield(future))
+        try:
+            while not waiter.done():
+                reader = asyncio.ensure_future(subscription.next())
+                await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not reader.done():
+                    reader.cancel()
+                    break
+                event = reader.result()
+                if event.kind in ("model.loading", "model.progress"):
+                    yield event
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        waiter.result()  # raises the load's error
+        yield Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
+                    message="ready", progress=1.0)
+
+    def _begin_load(self, slot: _Slot) -> asyncio.Future[None]:
+        slot.state = ModelState.LOADING
+        slot.error = ""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Failed loads are reported through their waiters; don't let asyncio log them again.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        slot.load_future = future
+        self._publish(slot, "model.loading", f"loading with the {slot.engine} engine")
+        self._spawn(self._run_load(slot, future))
+        return future
+
+    async def _run_load(self, slot: _Slot, future: asyncio.Future[None]) -> None:
+        runner: Runner | None = None
+        try:
+            await self._make_room(slot)
+            runner = self._factory(self._runner_spec(slot))
+            started = runner
+            await asyncio.wait_for(
+                runner.start(
+                    progress=lambda step: self._on_progress(slot, step),
+                    on_exit=lambda reason: self._on_runner_exit(slot, started, reason),
+                ),
+                timeout=self._settings.scheduler.load_timeout,
+            )
+            if self._closing:
+                raise ShuttingDown("ocrd is shutting down")
+        except BaseException as exc:
+            error = _load_error(slot, exc, self._settings.scheduler.load_timeout)
+            if runner is not None:
+                await _stop_quietly(runner, grace=0)
+            slot.state = ModelState.FAILED
+            slot.error = error.message
+            slot.holds_room = False
+            self._publish(slot, "model.failed", error.message)
+            future.set_exception(error)
+            slot.signal.notify()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        slot.runner = runner
+        slot.state = ModelState.READY
+        slot.loaded_at_wall = self._wall()
+        slot.last_used = self._clock()  # keep-alive counts from the load
+        memory = f", {runner.memory_bytes / 2**20:.0f} MiB" if runner.memory_bytes else ""
+        self._publish(slot, "model.ready", f"ready (pid {runner.pid}{memory})", progress=1.0)
+        future.set_result(None)
+        slot.signal.notify()
+
+    def _runner_spec(self, slot: _Slot) -> RunnerSpec:
+        return RunnerSpec(model=slot.entry, engine=slot.engine, device="cpu",
+                          options=engine_options(slot.entry, slot.engine, self._settings))
+
+    def _on_progress(self, slot: _Slot, step: LoadProgress) -> None:
+        if slot.state == ModelState.LOADING:
+            self._publish(slot, "model.progress", step.message or step.stage,
+                          progress=step.progress, stage=step.stage)
+
+    def _on_runner_exit(self, slot: _Slot, runner: Runner, reason: str) -> None:
+        """A runner ended on its own: its requests fail by themselves, the slot goes FAILED."""
+        if slot.runner is not runner:
+            return
+        slot.runner = None
+        slot.holds_room = False
+        slot.state = ModelState.FAILED
+        slot.error = f"runner exited: {reason}"
+        self._publish(slot, "model.failed", slot.error)
+        slot.signal.notify()
+
+    async def _make_room(self, slot: _Slot) -> None:
+        """Evicts least-recently-used idle models while max_loaded_models would be exceeded."""
+        limit = self._settings.scheduler.max_loaded_models
+        async with self._room:
+            while limit:
+                occupied = [s for s in self._slots.values() if s.holds_room and s is not slot]
+                if len(occupied) < limit:
+                    break
+                idle = [s for s in occupied if _is_idle(s) and not s.pinned]
+                if not idle:
+                    busy = ", ".join(s.entry.id for s in occupied)
+                    raise CapacityExhausted(
+                        f"cannot load {slot.entry.id!r}: {limit} models are loaded "
+                        f"(max_loaded_models) and none is idle and unpinned ({busy}); "
+                        f"unload one with `ocrctl unload MODEL`"
+                    )
+                victim = min(idle, key=lambda s: s.last_used or 0.0)
+                await self._unload_slot(victim, f"evicted to make room for {slot.entry.id}")
+            slot.holds_room = True
+
+    # --- unloading -----------------------------------------------------------------------------
+
+    async def unload(self, name: str) -> UnloadResult:
+        """Unloads a model once its in-flight requests finish (bounded by drain_timeout)."""
+        slot = self._slot(name)
+        while slot.state in (ModelState.LOADING, ModelState.UNLOADING):
+            await slot.signal.wait()
+        if slot.state != ModelState.READY:
+            if slot.state == ModelState.FAILED:
+                slot.state = ModelState.NOT_LOADED
+                slot.signal.notify()
+            self._reset_overrides(slot)
+            return UnloadResult(slot.entry.id, was_loaded=False, freed_bytes=0)
+        freed = slot.runner.memory_bytes if slot.runner else 0
+        await self._unload_slot(slot, "unloaded on request")
+        return UnloadResult(slot.entry.id, was_loaded=True, freed_bytes=freed)
+
+    async def _unload_slot(self, slot: _Slot, reason: str) -> None:
+        slot.state = ModelState.UNLOADING
+        self._publish(slot, "model.unloading", reason)
+        deadline = self._clock() + self._settings.scheduler.drain_timeout
+        while slot.leases:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                slot.state = ModelState.READY if slot.runner else ModelState.FAILED
+                self._publish(slot, "model.ready", "unload abandoned: requests still running")
+                slot.signal.notify()
+                raise Conflict(
+                    f"model {slot.entry.id!r} is still serving {slot.leases} request(s) after "
+                    f"{self._settings.scheduler.drain_timeout:.0f}s; try again when they finish"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slot.signal.wait(), timeout=remaining)
+        runner, slot.runner = slot.runner, None
+        if runner is not None:
+            await _stop_quietly(runner, grace=self._settings.scheduler.drain_timeout)
+        slot.state = ModelState.NOT_LOADED
+        slot.holds_room = False
+        slot.loaded_at_wall = None
+        self._reset_overrides(slot)
+        self._publish(slot, "model.unloaded", reason)
+        slot.signal.notify()
+
+    def _reset_overrides(self, slot: _Slot) -> None:
+        slot.keep_alive_override = None
+        slot.pin_override = False
+        self._configure(slot)
+
+    async def reap_idle(self) -> list[str]:
+        """Unloads every ready model idle for longer than its keep-alive; returns their ids."""
+        now = self._clock()
+        expired = [
+            slot for slot in self._slots.values()
+            if slot.state == ModelState.READY and _is_idle(slot) and not slot.pinned
+            and now - (slot.last_used or now) >= slot.keep_alive
+        ]
+        for slot in expired:
+            if slot.state == ModelState.READY and _is_idle(slot):
+                with contextlib.suppress(Conflict):
+                    await self._unload_slot(slot, f"idle for {slot.keep_alive:.0f}s (keep-alive)")
+        return [slot.entry.id for slot in expired]
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the idle reaper (call from the running event loop)."""
+        self._reaper = asyncio.create_task(self._reap_forever(), name="ocrd-reaper")
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.scheduler.reap_interval)
+            try:
+                await self.reap_idle()
+            except Exception:
+                log.exception("idle reaper failed")
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Takes a reloaded configuration (SIGHUP): keep-alive, pins and queue sizes."""
+        self._settings = settings
+        for slot in self._slots.values():
+            self._configure(slot)
+
+    async def shutdown(self) -> None:
+        """Refuses new requests, waits (bounded) for in-flight ones, stops every runner."""
+        self._closing = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        self.events.publish(Event(kind="daemon.stopping", message="stopping all runners"))
+        deadline = self._clock() + self._settings.scheduler.drain_timeout
+        for slot in self._slots.values():
+            slot.signal.notify()  # waiters see _closing and give up
+            while slot.leases and self._clock() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(slot.signal.wait(), deadline - self._clock())
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        stops = []
+        for slot in self._slots.values():
+            runner, slot.runner = slot.runner, None
+            if runner is not None:
+                stops.append(_stop_quietly(runner, grace=5.0))
+            if slot.state != ModelState.NOT_LOADED:
+                slot.state = ModelState.NOT_LOADED
+                self._publish(slot, "model.unloaded", "daemon stopping")
+        await asyncio.gather(*stops)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _publish(self, slot: _Slot, kind: str, message: str, *, progress: float = -1.0,
+                 stage: str = "") -> None:
+        event = self.events.publish(Event(kind=kind, model=slot.entry.id, state=slot.state,
+                                          message=message, progress=progress, stage=stage))
+        log.info("%s %s: %s", event.kind, event.model, event.message)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _is_idle(slot: _Slot) -> bool:
+    return slot.leases == 0 and slot.waiting == 0
+
+
+def _load_error(slot: _Slot, exc: BaseException, timeout: float) -> OcrdError:
+    if isinstance(exc, OcrdError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ModelLoadFailed(f"model {slot.entry.id!r} did not load within {timeout:.0f}s")
+    if isinstance(exc, asyncio.CancelledError):
+        return ShuttingDown(f"loading {slot.entry.id!r} was cancelled: ocrd is shutting down")
+    log.error("loading %s failed", slot.entry.id, exc_info=exc)
+    return ModelLoadFailed(f"model {slot.entry.id!r} failed to load: {exc}")
+
+
+async def _stop_quietly(runner: Runner, grace: float) -> None:
+    try:
+        await runner.stop(grace)
+    except Exception:
+        log.exception("stopping the runner of %s failed", runner.model_id)
+
+
+def engine_options(entry: CatalogEntry, engine: str, settings: Settings) -> dict[str, Any]:
+    """What the runner of ``engine`` needs beyond the catalog entry, from the settings."""
+    options = dict(entry.engine_options.get(engine, {}))
+    if engine == "builtin":
+        builtin = settings.builtin
+        if options.get("backend") == "ppocr":
+            options.setdefault("det_limit_side_len", builtin.ppocr_det_limit_side_len)
+        elif options.get("backend") == "tesseract":
+            options.setdefault("tesseract_cmd", builtin.tesseract_cmd)
+            options.setdefault("languages", builtin.tesseract_languages)
+            options.setdefault("psm", builtin.tesseract_psm)
+    return options
