@@ -6,14 +6,18 @@ runner, its lease count and its bounded queue. Requests take a *lease* with
 evicted. Nothing else mutates model state; transports call in here and every transition is
 published on the event bus.
 
-Concurrency model: everything runs on the daemon's one event loop. Each slot has its own
-``asyncio.Condition`` so a load (which can take minutes) only blocks requests for that model.
+Concurrency model: everything runs on the daemon's one event loop. Each slot has its own wake-up
+signal and load future, so a load (which can take minutes) only blocks requests for that model.
+Loads and unloads run in tasks of their own: a caller that goes away (a closed HTTP connection, a
+cancelled gRPC stream) never leaves a slot half loaded or half unloaded. Timeouts (load, drain)
+are event-loop time; the injected ``clock`` only measures idleness for keep-alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +35,7 @@ from ocrd.errors import (
     QueueFull,
     ShuttingDown,
 )
-from ocrd.events import Event, EventBus, ModelState
+from ocrd.events import Event, EventBus, ModelState, Subscription
 from ocrd.runners.base import LoadProgress, Runner, RunnerFactory, RunnerSpec
 
 log = logging.getLogger("ocrd.scheduler")
@@ -83,10 +87,8 @@ class _Slot:
     last_used: float | None = None  # monotonic, from the scheduler's clock
     last_used_wall: float | None = None
     loaded_at_wall: float | None = None
-    load_task: asyncio.Task[None] | None = None
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    # Requests run one at a time per runner for engines that serve sequentially; the queue in
-    # front of this semaphore is what `queue_capacity` bounds.
+    # Requests run one at a time per runner; the requests waiting for a ready runner or for
+    # this turn are what `queue_capacity` bounds.
     turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     # Recent request durations, for the Retry-After estimate.
     recent_seconds: float = 1.0
@@ -110,11 +112,13 @@ class _Signal:
             self._future.set_result(None)
         self._future = None
 
-    async def wait(self) -> None:
+    def wait(self) -> asyncio.Future[None]:
+        """The next notify(). Registered when called, not when first awaited, so a notify()
+        between the caller's check and its await (e.g. inside wait_for's task) is not lost."""
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
         # shield: a cancelled waiter must not cancel the future the other waiters share.
-        await asyncio.shield(self._future)
+        return asyncio.shield(self._future)
 
 
 class Scheduler:
@@ -212,22 +216,10 @@ class Scheduler:
         if self._closing:
             raise ShuttingDown("ocrd is shutting down")
         slot = self._slot(name)
-        if slot.waiting >= slot.queue_capacity and (slot.leases or slot.waiting):
-            self._publish(slot, "request.rejected",
-                          f"queue full ({slot.waiting} waiting, capacity {slot.queue_capacity})")
-            raise QueueFull(
-                f"model {slot.entry.id!r} is busy: {slot.waiting} requests are already waiting "
-                f"(queue size {slot.queue_capacity}); retry later",
-                retry_after=self._retry_after(slot),
-            )
+        self._check_queue(slot)
         slot.waiting += 1
         try:
-            await slot.turn.acquire()
-            try:
-                runner = await self._ensure_ready(slot)
-            except BaseException:
-                slot.turn.release()
-                raise
+            runner = await self._wait_turn(slot)
         finally:
             slot.waiting -= 1
         slot.leases += 1
@@ -238,6 +230,31 @@ class Scheduler:
             slot.leases -= 1
             slot.turn.release()
             self._mark_used(slot, self._clock() - started)
+
+    def _check_queue(self, slot: _Slot) -> None:
+        # The request holding the lease is not waiting. While nobody holds one (idle, loading),
+        # one more may wait: that one is next to run, so queue_size 0 still serves one at a time.
+        capacity = slot.queue_capacity + (0 if slot.leases else 1)
+        if slot.waiting < capacity:
+            return
+        self._publish(slot, "request.rejected",
+                      f"queue full ({slot.waiting} waiting, capacity {slot.queue_capacity})")
+        raise QueueFull(
+            f"model {slot.entry.id!r} is busy: {slot.waiting} requests are already waiting "
+            f"(queue size {slot.queue_capacity}); retry later",
+            retry_after=self._retry_after(slot),
+        )
+
+    async def _wait_turn(self, slot: _Slot) -> Runner:
+        """A ready runner and this request's turn on it (FIFO)."""
+        while True:
+            # Outside the turn, so that every waiter joins the one load and sees its error.
+            await slot.turn.acquire()
+            await self._ensure_ready(slot)
+            if slot.state == ModelState.READY and slot.runner is not None and not self._closing:
+                return slot.runner
+            # The model went (unload, crash, shutdown) while this request queued: start over.
+            slot.turn.release()
 
     def _mark_used(self, slot: _Slot, seconds: float) -> None:
         slot.last_used = self._clock()
@@ -250,12 +267,12 @@ class Scheduler:
     def _retry_after(self, slot: _Slot) -> int:
         return max(1, round(slot.recent_seconds * (slot.waiting + 1)))
 
-    async def _ensure_ready(self, slot: _Slot) -> Runner:
+    async def _ensure_ready(self, slot: _Slot) -> None:
         while True:
             if self._closing:
                 raise ShuttingDown("ocrd is shutting down")
-            if slot.state == ModelState.READY and slot.runner is not None:
-                return slot.runner
+            if slot.state == ModelState.READY:
+                return
             if slot.state == ModelState.UNLOADING:
                 await slot.signal.wait()
                 continue
@@ -284,41 +301,41 @@ class Scheduler:
     ) -> AsyncIterator[Event]:
         """Starts (or joins) a load and yields its events until the model is ready.
 
-        The load itself runs in its own task: a caller that goes away does not cancel it.
+        Ends with a ``model.ready`` event; raises the load's error if it fails. The load runs in
+        its own task: a caller that goes away does not cancel it.
         """
         if self._closing:
             raise ShuttingDown("ocrd is shutting down")
         slot = self._slot(name)
-        if keep_alive is not None:
-            slot.keep_alive_override = keep_alive
-        slot.pin_override = slot.pin_override or pin
-        self._configure(slot)
+        self._override(slot, keep_alive, pin)
+        # Subscribed before the load can begin, so none of its events is missed.
+        subscription = self.events.subscribe(slot.entry.id)
+        while slot.state == ModelState.UNLOADING:
+            await slot.signal.wait()
+        if self._closing:
+            raise ShuttingDown("ocrd is shutting down")
         if slot.state == ModelState.READY:
             yield Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
                         message="already loaded", progress=1.0)
             return
-        subscription = self.events.subscribe(slot.entry.id)
-        if slot.state == ModelState.UNLOADING:
-            await slot.signal.wait()
         future = slot.load_future if slot.state == ModelState.LOADING else self._begin_load(slot)
         assert future is not None
-        waiter = asyncio.ensure_future(asyncio.shield(future))
-        try:
-            while not waiter.done():
-                reader = asyncio.ensure_future(subscription.next())
-                await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if not reader.done():
-                    reader.cancel()
-                    break
-                event = reader.result()
-                if event.kind in ("model.loading", "model.progress"):
-                    yield event
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-        waiter.result()  # raises the load's error
-        yield Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
-                    message="ready", progress=1.0)
+        ready: Event | None = None
+        while ready is None and (event := await _next_event(subscription, future)) is not None:
+            if event.kind in ("model.loading", "model.progress"):
+                yield event
+            elif event.kind == "model.ready":
+                ready = event
+        future.result()  # raises the load's error
+        yield ready or Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
+                             message="ready", progress=1.0)
+
+    def _override(self, slot: _Slot, keep_alive: float | None, pin: bool) -> None:
+        """Load-time keep-alive and pin, which win over the config until the model unloads."""
+        if keep_alive is not None:
+            slot.keep_alive_override = keep_alive
+        slot.pin_override = slot.pin_override or pin
+        self._configure(slot)
 
     def _begin_load(self, slot: _Slot) -> asyncio.Future[None]:
         slot.state = ModelState.LOADING
@@ -336,26 +353,21 @@ class Scheduler:
         try:
             await self._make_room(slot)
             runner = self._factory(self._runner_spec(slot))
-            started = runner
             await asyncio.wait_for(
                 runner.start(
-                    progress=lambda step: self._on_progress(slot, step),
-                    on_exit=lambda reason: self._on_runner_exit(slot, started, reason),
+                    progress=functools.partial(self._on_progress, slot),
+                    on_exit=functools.partial(self._on_runner_exit, slot, runner),
                 ),
                 timeout=self._settings.scheduler.load_timeout,
             )
             if self._closing:
                 raise ShuttingDown("ocrd is shutting down")
         except BaseException as exc:
-            error = _load_error(slot, exc, self._settings.scheduler.load_timeout)
             if runner is not None:
+                # Still LOADING meanwhile: later arrivals join this load and get its error too.
                 await _stop_quietly(runner, grace=0)
-            slot.state = ModelState.FAILED
-            slot.error = error.message
-            slot.holds_room = False
-            self._publish(slot, "model.failed", error.message)
-            future.set_exception(error)
-            slot.signal.notify()
+            timeout = self._settings.scheduler.load_timeout
+            self._fail_load(slot, future, _load_error(slot, exc, timeout))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
@@ -366,6 +378,15 @@ class Scheduler:
         memory = f", {runner.memory_bytes / 2**20:.0f} MiB" if runner.memory_bytes else ""
         self._publish(slot, "model.ready", f"ready (pid {runner.pid}{memory})", progress=1.0)
         future.set_result(None)
+        slot.signal.notify()
+
+    def _fail_load(self, slot: _Slot, future: asyncio.Future[None], error: OcrdError) -> None:
+        slot.state = ModelState.FAILED
+        slot.error = error.message
+        slot.holds_room = False
+        self._publish(slot, "model.failed", error.message)
+        if not future.done():
+            future.set_exception(error)
         slot.signal.notify()
 
     def _runner_spec(self, slot: _Slot) -> RunnerSpec:
@@ -383,8 +404,12 @@ class Scheduler:
             return
         slot.runner = None
         slot.holds_room = False
-        slot.state = ModelState.FAILED
         slot.error = f"runner exited: {reason}"
+        if slot.state == ModelState.UNLOADING:
+            # The unload under way finishes the slot; a new load must not start meanwhile.
+            log.warning("%s: %s while unloading", slot.entry.id, slot.error)
+            return
+        slot.state = ModelState.FAILED
         self._publish(slot, "model.failed", slot.error)
         slot.signal.notify()
 
@@ -396,7 +421,9 @@ class Scheduler:
                 occupied = [s for s in self._slots.values() if s.holds_room and s is not slot]
                 if len(occupied) < limit:
                     break
-                idle = [s for s in occupied if _is_idle(s) and not s.pinned]
+                # Only READY models can go: a loading one is about to be used.
+                idle = [s for s in occupied
+                        if s.state == ModelState.READY and _is_idle(s) and not s.pinned]
                 if not idle:
                     busy = ", ".join(s.entry.id for s in occupied)
                     raise CapacityExhausted(
@@ -422,33 +449,39 @@ class Scheduler:
             self._reset_overrides(slot)
             return UnloadResult(slot.entry.id, was_loaded=False, freed_bytes=0)
         freed = slot.runner.memory_bytes if slot.runner else 0
-        await self._unload_slot(slot, "unloaded on request")
+        # A task of its own: a caller that goes away must not leave the slot UNLOADING.
+        await asyncio.shield(self._spawn(self._unload_slot(slot, "unloaded on request")))
         return UnloadResult(slot.entry.id, was_loaded=True, freed_bytes=freed)
 
     async def _unload_slot(self, slot: _Slot, reason: str) -> None:
         slot.state = ModelState.UNLOADING
         self._publish(slot, "model.unloading", reason)
-        deadline = self._clock() + self._settings.scheduler.drain_timeout
-        while slot.leases:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                slot.state = ModelState.READY if slot.runner else ModelState.FAILED
-                self._publish(slot, "model.ready", "unload abandoned: requests still running")
-                slot.signal.notify()
-                raise Conflict(
-                    f"model {slot.entry.id!r} is still serving {slot.leases} request(s) after "
-                    f"{self._settings.scheduler.drain_timeout:.0f}s; try again when they finish"
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(slot.signal.wait(), timeout=remaining)
-        runner, slot.runner = slot.runner, None
-        if runner is not None:
-            await _stop_quietly(runner, grace=self._settings.scheduler.drain_timeout)
+        timeout = self._settings.scheduler.drain_timeout
+        if not await _drain([slot], timeout):
+            self._abandon_unload(slot)
+            raise Conflict(
+                f"model {slot.entry.id!r} is still serving {slot.leases} request(s) after "
+                f"{timeout:g}s; try again when they finish"
+            )
+        if slot.runner is not None:
+            await _stop_quietly(slot.runner, grace=timeout)
+            # Cleared only once stopped: if this task is cancelled, shutdown still stops it.
+            slot.runner = None
         slot.state = ModelState.NOT_LOADED
         slot.holds_room = False
         slot.loaded_at_wall = None
         self._reset_overrides(slot)
         self._publish(slot, "model.unloaded", reason)
+        slot.signal.notify()
+
+    def _abandon_unload(self, slot: _Slot) -> None:
+        """Requests outlasted the drain: the model keeps serving them (unless it died meanwhile)."""
+        if slot.runner is not None:
+            slot.state = ModelState.READY
+            self._publish(slot, "model.ready", "unload abandoned: requests still running")
+        else:
+            slot.state = ModelState.FAILED
+            self._publish(slot, "model.failed", slot.error)
         slot.signal.notify()
 
     def _reset_overrides(self, slot: _Slot) -> None:
@@ -458,17 +491,22 @@ class Scheduler:
 
     async def reap_idle(self) -> list[str]:
         """Unloads every ready model idle for longer than its keep-alive; returns their ids."""
+        if self._closing:
+            return []
         now = self._clock()
         expired = [
             slot for slot in self._slots.values()
             if slot.state == ModelState.READY and _is_idle(slot) and not slot.pinned
             and now - (slot.last_used or now) >= slot.keep_alive
         ]
+        reaped = []
         for slot in expired:
+            # Re-checked: an earlier unload in this loop gave requests time to arrive.
             if slot.state == ModelState.READY and _is_idle(slot):
                 with contextlib.suppress(Conflict):
-                    await self._unload_slot(slot, f"idle for {slot.keep_alive:.0f}s (keep-alive)")
-        return [slot.entry.id for slot in expired]
+                    await self._unload_slot(slot, f"idle for {slot.keep_alive:g}s (keep-alive)")
+                    reaped.append(slot.entry.id)
+        return reaped
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -496,24 +534,27 @@ class Scheduler:
         if self._reaper is not None:
             self._reaper.cancel()
         self.events.publish(Event(kind="daemon.stopping", message="stopping all runners"))
-        deadline = self._clock() + self._settings.scheduler.drain_timeout
         for slot in self._slots.values():
             slot.signal.notify()  # waiters see _closing and give up
-            while slot.leases and self._clock() < deadline:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(slot.signal.wait(), deadline - self._clock())
+        await _drain(list(self._slots.values()), self._settings.scheduler.drain_timeout)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        stops = []
-        for slot in self._slots.values():
-            runner, slot.runner = slot.runner, None
-            if runner is not None:
-                stops.append(_stop_quietly(runner, grace=5.0))
-            if slot.state != ModelState.NOT_LOADED:
-                slot.state = ModelState.NOT_LOADED
-                self._publish(slot, "model.unloaded", "daemon stopping")
-        await asyncio.gather(*stops)
+        await asyncio.gather(*(self._close_slot(slot) for slot in self._slots.values()))
+
+    async def _close_slot(self, slot: _Slot) -> None:
+        future = slot.load_future
+        if future is not None and not future.done():
+            # Its task was cancelled before it ran, so nothing else will wake its waiters.
+            self._fail_load(slot, future, ShuttingDown("ocrd is shutting down"))
+        if slot.runner is not None:
+            await _stop_quietly(slot.runner, grace=5.0)
+            slot.runner = None
+        slot.holds_room = False
+        if slot.state != ModelState.NOT_LOADED:
+            slot.state = ModelState.NOT_LOADED
+            self._publish(slot, "model.unloaded", "daemon stopping")
+        slot.signal.notify()
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -523,21 +564,51 @@ class Scheduler:
                                           message=message, progress=progress, stage=stage))
         log.info("%s %s: %s", event.kind, event.model, event.message)
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        # Whoever needs the outcome awaits the task; the rest must not be logged as lost.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
 
 
 def _is_idle(slot: _Slot) -> bool:
     return slot.leases == 0 and slot.waiting == 0
 
 
+async def _drain(slots: list[_Slot], timeout: float) -> bool:
+    """Waits until no slot of ``slots`` holds a lease; False when ``timeout`` seconds pass first."""
+    try:
+        async with asyncio.timeout(timeout):
+            for slot in slots:
+                while slot.leases:
+                    await slot.signal.wait()  # every lease release notifies
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _next_event(subscription: Subscription, future: asyncio.Future[None]) -> Event | None:
+    """The subscription's next event, or None once ``future`` is done and no event is queued."""
+    reader = asyncio.ensure_future(subscription.next())
+    try:
+        # wait() never cancels ``future``: a caller that goes away leaves the load running.
+        await asyncio.wait({reader, future}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not reader.done():
+            reader.cancel()
+    # A queued event completes the reader before the done future wakes us, so none is skipped.
+    return reader.result() if reader.done() else None
+
+
 def _load_error(slot: _Slot, exc: BaseException, timeout: float) -> OcrdError:
     if isinstance(exc, OcrdError):
         return exc
     if isinstance(exc, TimeoutError):
-        return ModelLoadFailed(f"model {slot.entry.id!r} did not load within {timeout:.0f}s")
+        return ModelLoadFailed(
+            f"model {slot.entry.id!r} did not load within {timeout:g}s (scheduler.load_timeout)"
+        )
     if isinstance(exc, asyncio.CancelledError):
         return ShuttingDown(f"loading {slot.entry.id!r} was cancelled: ocrd is shutting down")
     log.error("loading %s failed", slot.entry.id, exc_info=exc)

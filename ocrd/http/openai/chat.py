@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from ocrd.http import proxy
 from ocrd.http.body import read_json_object
-from ocrd.http.images import prepare_images
+from ocrd.http.images import forward_payload, prepare_images
 from ocrd.http.openai.protocol import parse_chat_request
 from ocrd.http.state import AppState
 
@@ -32,7 +32,7 @@ async def create_chat_completion(request: Request) -> Response:
     images = await prepare_images(
         chat, state.settings.limits, state.settings.http.allow_remote_image_urls
     )
-    body = _with_image_urls(raw, [image.url for image in images])
+    body = forward_payload(chat, images)
     return await _forward(state, chat.model, body, stream=chat.stream)
 
 
@@ -66,22 +66,3 @@ class _LeasedStream(StreamingResponse):
         finally:
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
             await self._stack.aclose()
-
-
-def _with_image_urls(raw: dict[str, Any], urls: list[str]) -> dict[str, Any]:
-    """The request as forwarded: every image_url replaced by its validated data: URL, in order."""
-    remaining = iter(urls)
-    messages = []
-    for message in raw["messages"]:
-        content = message.get("content")
-        if isinstance(content, list):
-            parts = []
-            for part in content:
-                if isinstance(part, dict) and part.get("type") == "image_url":
-                    image_url = dict(part.get("image_url") or {})
-                    image_url["url"] = next(remaining)
-                    part = {**part, "image_url": image_url}
-                parts.append(part)
-            message = {**message, "content": parts}
-        messages.append(message)
-    return {**raw, "messages": messages}

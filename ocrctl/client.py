@@ -1,0 +1,95 @@
+"""The connection to ocrd's control plane, and what its failures mean to a person.
+
+Only the generated stubs and ``ocrd.control.address`` (which the daemon binds with, so both
+always agree on the default socket) come from ocrd: ocrctl must stay a thin client that starts
+fast and works against a daemon of another version.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.message import Message
+
+from ocrd.control.address import default_address, to_grpc_target
+from ocrd.control.v1 import control_pb2_grpc
+
+# Unary calls answer in milliseconds; a daemon that takes longer than this is wedged.
+DEFAULT_UNARY_TIMEOUT = 30.0
+START_HINT = "start it with 'ocrd serve' or 'systemctl start ocrd'"
+# grpc-core's wording for "the connection itself failed" (as opposed to a status from ocrd).
+_CONNECT_FAILED = "failed to connect to all addresses"
+
+
+class CommandError(Exception):
+    """A failure ocrctl explains in one line (``ocrctl: <message>``, exit 1)."""
+
+
+class Client:
+    """A sync channel to the daemon; streams have no deadline unless --timeout is given."""
+
+    def __init__(self, address: str | None, timeout: float | None = None):
+        self.target = to_grpc_target(address) if address else default_address()
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(self.target)
+        self.stub = control_pb2_grpc.ControlStub(self._channel)
+
+    def call(self, method: str, request: Message) -> Message:
+        """A unary RPC by name, e.g. ``call("GetStatus", GetStatusRequest())``."""
+        timeout = self.timeout if self.timeout is not None else DEFAULT_UNARY_TIMEOUT
+        return getattr(self.stub, method)(request, timeout=timeout)
+
+    def stream(self, method: str, request: Message) -> grpc.Call:
+        """A server-streaming RPC; iterate it, or ``cancel()`` it to stop following."""
+        return getattr(self.stub, method)(request, timeout=self.timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def describe_rpc_error(error: grpc.RpcError, target: str) -> str:
+    """One line for an RPC that failed: connection problems in words, else ocrd's own message."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    if code is grpc.StatusCode.UNAVAILABLE and details.startswith(_CONNECT_FAILED):
+        if "Permission denied" in details:
+            return permission_message(target)
+        return f"ocrd is not running at {target} ({START_HINT})"
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded":
+        return f"ocrd at {target} did not answer in time (--timeout)"
+    return details
+
+
+def permission_message(target: str) -> str:
+    path = target.removeprefix("unix://").removeprefix("unix:")
+    group = _group_of(path)
+    if group in (None, "root"):
+        group = "ocrd"  # the packaged default (grpc.socket_group); joining root is no advice
+    return (
+        f"permission denied on {path}: join group {group} "
+        f"(sudo usermod -aG {group} $USER, then log in again) or use sudo"
+    )
+
+
+def _group_of(path: str) -> str | None:
+    try:
+        return grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (OSError, KeyError):
+        return None
+
+
+def follow(call: grpc.Call) -> Iterator[Message]:
+    """Iterates a stream and cancels it if the reader stops early (Ctrl-C, an exception)."""
+    try:
+        yield from call
+    finally:
+        call.cancel()

@@ -1,0 +1,161 @@
+"""The ``ocrd.v1.Control`` servicer: thin handlers over the scheduler.
+
+Each handler converts the request, calls the scheduler, and converts the answer back. Errors are
+raised, never set on the context by hand: ``ocrd.control.errors.ErrorInterceptor`` turns an
+``OcrdError`` into its status code and anything else into INTERNAL.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc.aio
+
+from ocrd.control import convert
+from ocrd.control.v1 import control_pb2 as pb
+from ocrd.control.v1 import control_pb2_grpc
+from ocrd.errors import InvalidRequest, NotImplementedYet
+from ocrd.events import ModelState
+from ocrd.scheduler import Scheduler, SlotInfo
+
+# Engines and quantizations this version can honour when a client asks for one explicitly.
+SUPPORTED_ENGINES = {"", "builtin"}
+SUPPORTED_QUANTIZATIONS = {"", "none"}
+
+_CPU_ONLY = "this ocrd serves the builtin CPU engine only"
+NOT_YET = {
+    "ExplainMode": f"ExplainMode arrives with automatic engine choice (GPU accounting and planner); {_CPU_ONLY}",
+    "GetGpu": f"GetGpu arrives with GPU accounting (NVML); {_CPU_ONLY} and does not inspect GPUs",
+    "ListCache": f"ListCache arrives with the shared Hugging Face cache inventory; {_CPU_ONLY}, whose models ship inside the rapidocr wheel",
+    "DeleteCache": f"DeleteCache arrives with the shared Hugging Face cache inventory; {_CPU_ONLY}, whose models ship inside the rapidocr wheel",
+    "PullModel": f"PullModel arrives with the transformers and vLLM engines and their shared Hugging Face cache; {_CPU_ONLY}, which needs no download",
+    "Cleanup": "Cleanup arrives with the adoption of orphaned runners and containers; 'ocrctl unload MODEL' frees a model now",
+}
+
+
+@dataclass
+class DaemonInfo:
+    """What GetStatus reports about the daemon itself.
+
+    Mutable on purpose: the daemon builds the servicer before its listeners are bound, then fills
+    in ``http_url`` (port 0 picks a free one) and ``grpc_addresses`` once they are.
+    """
+
+    version: str
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)  # epoch seconds
+    http_url: str = ""
+    grpc_addresses: list[str] = field(default_factory=list)
+    config_path: str = ""
+    default_model: str = ""
+
+
+class ControlServicer(control_pb2_grpc.ControlServicer):
+    def __init__(
+        self, scheduler: Scheduler, daemon_info: DaemonInfo, *, clock: Callable[[], float] = time.time
+    ):
+        self._scheduler = scheduler
+        self._info = daemon_info
+        self._clock = clock  # wall clock, for uptime; tests pass a fixed one
+
+    async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
+        info = self._info
+        return pb.GetStatusResponse(
+            version=info.version,
+            pid=info.pid,
+            uptime_seconds=max(0.0, self._clock() - info.started_at),
+            http_url=info.http_url,
+            grpc_addresses=list(info.grpc_addresses),
+            models=self._model_infos(loaded_only=True),
+            config_path=info.config_path,
+            default_model=info.default_model,
+        )
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=self._model_infos(loaded_only=request.loaded_only))
+
+    async def LoadModel(
+        self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.LoadModelProgress]:
+        check_engine_request(request.engine, request.quantization)
+        model = self._scheduler.resolve(request.model).id
+        keep_alive = request.keep_alive_seconds if request.HasField("keep_alive_seconds") else None
+        last = None
+        steps = self._scheduler.load_progress(model, keep_alive=keep_alive, pin=request.pin)
+        async for item in steps:
+            last = convert.load_progress(item, model)
+            yield last
+        # The proto promises a last message in READY, also when the model already was loaded
+        # (then the scheduler has no load to report).
+        if last is None or last.state != pb.MODEL_STATE_READY:
+            yield _ready_step(self._scheduler.info(model))
+
+    async def UnloadModel(
+        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadModelResponse:
+        return convert.unload_result(await self._scheduler.unload(request.model))
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        model = self._scheduler.resolve(request.model).id if request.model else None
+        events = self._scheduler.events.subscribe(model)
+        # Headers go out once the subscription exists: a client that waits for them knows that
+        # every event published from then on reaches it. The stream ends when the client cancels.
+        await context.send_initial_metadata(())
+        async for item in events:
+            yield convert.event(item)
+
+    async def ExplainMode(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedYet(NOT_YET["ExplainMode"])
+
+    async def GetGpu(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedYet(NOT_YET["GetGpu"])
+
+    async def ListCache(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedYet(NOT_YET["ListCache"])
+
+    async def DeleteCache(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedYet(NOT_YET["DeleteCache"])
+
+    async def PullModel(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedYet(NOT_YET["PullModel"])
+
+    async def Cleanup(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedYet(NOT_YET["Cleanup"])
+
+    def _model_infos(self, *, loaded_only: bool) -> list[pb.ModelInfo]:
+        slots = self._scheduler.models()
+        if loaded_only:
+            slots = [slot for slot in slots if slot.state is not ModelState.NOT_LOADED]
+        return [convert.model_info(slot) for slot in slots]
+
+
+def check_engine_request(engine: str, quantization: str) -> None:
+    """Refuses explicit engine / quantization choices this version cannot honour."""
+    if engine not in SUPPORTED_ENGINES:
+        raise InvalidRequest(
+            f"engine {engine!r} is not available: only the builtin engine exists in this version of "
+            "ocrd (transformers and vLLM arrive later); leave --mode unset or use 'builtin'",
+            param="engine",
+        )
+    if quantization not in SUPPORTED_QUANTIZATIONS:
+        raise InvalidRequest(
+            f"quantization {quantization!r} is not available: only the builtin engine exists in this "
+            "version of ocrd and it does not quantize; leave --quant unset or use 'none'",
+            param="quantization",
+        )
+
+
+def _ready_step(slot: SlotInfo) -> pb.LoadModelProgress:
+    where = f" on {slot.device}" if slot.device else ""
+    return pb.LoadModelProgress(
+        model=slot.id,
+        state=convert.state_to_pb(slot.state),
+        stage="ready" if slot.state is ModelState.READY else slot.state.value,
+        progress=1.0 if slot.state is ModelState.READY else -1.0,
+        message=f"{slot.id} is {slot.state.value.replace('_', ' ')}{where}",
+    )

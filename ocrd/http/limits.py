@@ -1,0 +1,86 @@
+"""``BodySizeLimit``: a pure ASGI middleware that caps request bodies (``limits.max_body_bytes``).
+
+A declared ``Content-Length`` over the limit is answered 413 at once, before a byte of the body is
+read. A body without one (chunked) is counted as the app reads it; once over, the app's next read
+raises and whatever the app then answers is replaced by the 413. Responses pass through message by
+message, so streaming responses stay streaming.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ocrd.errors import PayloadTooLarge
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"request body is larger than {self.max_bytes} bytes (limits.max_body_bytes)"
+        )
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The unread body stays on the connection, so it must not be reused for another request.
+        error = self._error()
+        headers = {**error.http_headers(), "Connection": "close"}
+        response = JSONResponse(error.to_openai(), status_code=error.http_status, headers=headers)
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        await self._counted(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = 0
+        tripped = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, tripped
+            if tripped:
+                raise self._error()
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    tripped = True
+                    raise self._error()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            # Once tripped, the app's own answer (FastAPI turns a failed body read into its 400)
+            # is dropped and ours is sent instead.
+            if tripped and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not tripped or started:
+                raise
+        if tripped and not started:
+            await self._reject(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server rejects a malformed length; count instead
+    return None

@@ -1,0 +1,153 @@
+"""The builtin engine: classic OCR (PP-OCR via rapidocr, or tesseract) behind the chat API.
+
+Semantics, as the OpenAI API sees them:
+
+* The output is the text of every image of the last user message, in order; for each image its
+  lines in reading order, one output line per detected text line; images are separated by one
+  blank line. An image without text contributes an empty block, so ``content.split("\\n\\n")``
+  always gives one block per image (lines are never empty).
+* Text parts of the prompt are ignored: OCR has no instructions to follow. They still count as
+  prompt tokens.
+* A "token" is a whitespace-separated word. ``max_tokens`` cuts the output after that many words
+  (finish_reason "length"); ``stop`` cuts it before the first occurrence of any stop string
+  (finish_reason "stop"). temperature, top_p and seed are ignored: OCR is deterministic.
+
+Options (``--options`` JSON): ``{"backend": "ppocr", "det_limit_side_len": 960}`` or
+``{"backend": "tesseract", "tesseract_cmd": "tesseract", "languages": "eng+rus", "psm": 3}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from PIL import Image
+
+from ocrd.errors import InvalidRequest
+from ocrd.worker.engines import (
+    ChatInput,
+    Engine,
+    EngineOptionsError,
+    Generation,
+    GenerationParams,
+    ProgressFn,
+)
+from ocrd.worker.ocr_backends import PpocrBackend, TesseractBackend
+
+log = logging.getLogger("ocrd.worker.builtin")
+
+_KNOWN_OPTIONS = {
+    "ppocr": {"backend", "det_limit_side_len"},
+    "tesseract": {"backend", "tesseract_cmd", "languages", "psm"},
+}
+_WORD = re.compile(r"\S+")
+IMAGE_SEPARATOR = "\n\n"
+
+
+class OcrBackend(Protocol):
+    def load(self, progress: ProgressFn) -> None: ...
+
+    def recognise(self, image: Image.Image) -> list[str]: ...
+
+
+def count_words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def apply_limits(text: str, max_words: int | None, stops: tuple[str, ...]) -> tuple[str, str]:
+    """``text`` cut at the first stop string, then after ``max_words`` words; and the finish reason."""
+    cuts = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    if cuts:
+        text = text[: min(cuts)]
+    if max_words is not None:
+        words = list(_WORD.finditer(text))
+        if len(words) > max_words:
+            return text[: words[max_words - 1].end()], "length"
+    return text, "stop"
+
+
+def split_lines(text: str) -> list[str]:
+    """Stream pieces: each line with its newline, the last one without; joined they are ``text``."""
+    pieces = [line + "\n" for line in text.split("\n")]
+    pieces[-1] = pieces[-1][:-1]
+    return [piece for piece in pieces if piece]
+
+
+class BuiltinGeneration(Generation):
+    def __init__(self, backend: OcrBackend, chat: ChatInput, params: GenerationParams):
+        self._backend = backend
+        self._images = chat.images
+        self._params = params
+        self.prompt_tokens = sum(count_words(text) for text in chat.all_text)
+
+    def __iter__(self) -> Iterator[str]:
+        # OCR yields a whole image at a time, so the limits are applied to the full text and the
+        # stream is cut into lines afterwards: streamed and non-streamed output are identical.
+        text, reason = apply_limits(self._recognise_all(), self._params.max_tokens, self._params.stop)
+        self.finish_reason = reason
+        self.completion_tokens = count_words(text)
+        yield from split_lines(text)
+
+    def _recognise_all(self) -> str:
+        text = ""
+        for index, image in enumerate(self._images):
+            block = "\n".join(self._backend.recognise(image))
+            text = block if index == 0 else text + IMAGE_SEPARATOR + block
+            if self._limits_reached(text):
+                break  # later images cannot change the (already truncated) output
+        return text
+
+    def _limits_reached(self, text: str) -> bool:
+        max_words = self._params.max_tokens
+        if max_words is not None and count_words(text) > max_words:
+            return True
+        return any(s and s in text for s in self._params.stop)
+
+
+class BuiltinEngine(Engine):
+    def __init__(self, model_id: str, backend: OcrBackend):
+        super().__init__(model_id)
+        self.backend = backend
+
+    def load(self, progress: ProgressFn) -> None:
+        self.backend.load(progress)
+
+    def generate(self, chat: ChatInput, params: GenerationParams) -> Generation:
+        if not chat.images:
+            raise InvalidRequest(
+                "the last user message has no image; OCR needs at least one image_url part", param="messages"
+            )
+        return BuiltinGeneration(self.backend, chat, params)
+
+
+def _option(options: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    value = options.get(name, default)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise EngineOptionsError(f"builtin option {name!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def create_engine(model_id: str, options: dict[str, Any]) -> BuiltinEngine:
+    """The builtin engine for ``options`` (see the module docstring); usage errors raise."""
+    backend_name = options.get("backend")
+    if not isinstance(backend_name, str) or backend_name not in _KNOWN_OPTIONS:
+        raise EngineOptionsError(f"unknown builtin backend {backend_name!r}; use 'ppocr' or 'tesseract'")
+    # Unknown keys are logged, not fatal: a newer daemon may pass options an older runner lacks.
+    for name in sorted(set(options) - _KNOWN_OPTIONS[backend_name]):
+        log.warning("ignoring unknown builtin option %r for backend %r", name, backend_name)
+    if backend_name == "ppocr":
+        side = _option(options, "det_limit_side_len", int, 960)
+        if side <= 0:
+            raise EngineOptionsError("builtin option 'det_limit_side_len' must be positive")
+        backend: OcrBackend = PpocrBackend(side)
+    else:
+        languages = _option(options, "languages", str, "eng")
+        if not all(languages.split("+")):
+            raise EngineOptionsError(f"builtin option 'languages' must be like 'eng+rus', got {languages!r}")
+        psm = _option(options, "psm", int, 3)
+        if not 0 <= psm <= 13:
+            raise EngineOptionsError(f"builtin option 'psm' must be 0..13, got {psm}")
+        backend = TesseractBackend(_option(options, "tesseract_cmd", str, "tesseract"), languages, psm)
+    return BuiltinEngine(model_id, backend)

@@ -1,0 +1,155 @@
+"""The OpenAI-compatible HTTP app of a runner process, over any ``Engine``.
+
+Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (plain and streamed).
+Nothing here knows about OCR or transformers.
+
+Generation is blocking, so it runs in worker threads (``asyncio.to_thread``) and the event loop
+stays free for ``/health`` while a long request runs. One request generates at a time: an
+asyncio lock queues requests, and a thread lock around every step guarantees that a request
+whose client went away (its coroutine cancelled while its thread still runs) cannot overlap the
+next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ocrd.errors import OcrdError, as_ocrd_error
+from ocrd.worker.chat import chat_input, parse_request
+from ocrd.worker.engines import Engine, Generation
+
+log = logging.getLogger("ocrd.worker.server")
+
+_DONE = b"data: [DONE]\n\n"
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The fields every chunk of one completion shares."""
+
+    model: str
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def body(self, text: str, generation: Generation) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text, "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": generation.finish_reason}
+        return self._envelope("chat.completion", [choice]) | {"usage": usage(generation)}
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return _sse(self._envelope("chat.completion.chunk", [choice]))
+
+    def usage_chunk(self, generation: Generation) -> bytes:
+        return _sse(self._envelope("chat.completion.chunk", []) | {"usage": usage(generation)})
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "choices": choices}
+
+
+def usage(generation: Generation) -> dict[str, int]:
+    prompt, completion = generation.prompt_tokens, generation.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class Generator:
+    """Runs generations one at a time, off the event loop."""
+
+    def __init__(self) -> None:
+        self._queue = asyncio.Lock()
+        self._step_lock = threading.Lock()
+
+    async def text(self, generation: Generation) -> str:
+        async with self._queue:
+            return await asyncio.to_thread(self._collect, generation)
+
+    async def pieces(self, generation: Generation) -> AsyncIterator[str]:
+        async with self._queue:
+            iterator = iter(generation)
+            while (piece := await asyncio.to_thread(self._next, iterator)) is not None:
+                yield piece
+
+    def _collect(self, generation: Generation) -> str:
+        with self._step_lock:
+            return "".join(generation)
+
+    def _next(self, iterator: Iterator[str]) -> str | None:
+        with self._step_lock:
+            return next(iterator, None)
+
+
+async def _stream(generator: Generator, generation: Generation, meta: Completion, include_usage: bool):
+    # The role chunk goes out before any work: it tells the client the runner has the request.
+    yield meta.chunk({"role": "assistant", "content": ""})
+    try:
+        async for piece in generator.pieces(generation):
+            if piece:
+                yield meta.chunk({"content": piece})
+    except Exception as exc:  # the status line is sent already: report in-band, as OpenAI does
+        if not isinstance(exc, OcrdError):
+            log.exception("generation failed mid-stream")
+        yield _sse(as_ocrd_error(exc).to_openai())
+        yield _DONE
+        return
+    yield meta.chunk({}, generation.finish_reason)
+    if include_usage:
+        yield meta.usage_chunk(generation)
+    yield _DONE
+
+
+def create_app(engine: Engine) -> FastAPI:
+    """The runner's app, serving the already loaded ``engine``."""
+    app = FastAPI(title=f"ocrd runner: {engine.model_id}", docs_url=None, redoc_url=None, openapi_url=None)
+    generator = Generator()
+    started = int(time.time())
+
+    @app.exception_handler(OcrdError)
+    async def ocrd_error(_request: Request, exc: OcrdError) -> JSONResponse:
+        return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=exc.http_headers())
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=exc)
+        return JSONResponse(as_ocrd_error(exc).to_openai(), status_code=500)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "model": engine.model_id}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": engine.model_id, "object": "model", "created": started, "owned_by": "ocrd"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        parsed = parse_request(await request.body())
+        chat = await asyncio.to_thread(chat_input, parsed)  # image decoding is CPU work
+        generation = engine.generate(chat, parsed.params())  # input errors surface here, as 400
+        meta = Completion(model=engine.model_id)
+        if parsed.stream:
+            return StreamingResponse(
+                _stream(generator, generation, meta, parsed.include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        text = await generator.text(generation)
+        return JSONResponse(meta.body(text, generation))
+
+    return app

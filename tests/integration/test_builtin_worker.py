@@ -1,0 +1,384 @@
+"""The builtin runner process, for real: `python -m ocrd.worker` with rapidocr and tesseract.
+
+Each backend's runner is started once per module; tests talk to it over its Unix socket with
+httpx, as the daemon does. Start-up, failure and shutdown tests start their own runners, using the
+tesseract backend where they can because it loads in about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.render import char_accuracy, data_url, render_text_image
+
+ROOT = Path(__file__).resolve().parents[2]
+# Hang guards only (a broken runner must not stall the suite); nothing asserts on speed.
+START_TIMEOUT = 240.0
+EXIT_TIMEOUT = 60.0
+
+ENGLISH = [
+    "ocrd serves OCR models over an OpenAI API.",
+    "Every model runs in its own process.",
+    "The builtin engine needs no GPU at all.",
+]
+ENGLISH_2 = ["Second page, first line.", "It ends here: 42 items."]
+RUSSIAN = [
+    "Съешь же ещё этих мягких французских булок,",
+    "да выпей чаю. Распознавание текста работает",
+    "без видеокарты и без доступа к сети.",
+]
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def worker_argv(socket_path: Path, options: dict, model_id: str = "builtin/test") -> list[str]:
+    return [sys.executable, "-m", "ocrd.worker", "--model-id", model_id, "--engine", "builtin",
+            "--socket", str(socket_path), "--options", json.dumps(options)]
+
+
+class Worker:
+    """A runner subprocess whose stdout lines are read by a thread into a queue."""
+
+    def __init__(self, argv: list[str], workdir: Path, name: str):
+        self.socket = workdir / f"{name}.sock"
+        self.stderr_path = workdir / f"{name}.stderr"
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=stderr, env=worker_env(), cwd=ROOT
+            )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.events: list[dict] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode("utf-8"))
+        self.lines.put(None)
+
+    def next_line(self) -> str | None:
+        return self.lines.get(timeout=START_TIMEOUT)
+
+    def until_final(self) -> dict:
+        """Reads events up to `ready` or `error` (or end of output); every line must be JSON."""
+        while (line := self.next_line()) is not None:
+            event = json.loads(line)  # stdout carries nothing but JSON lines
+            self.events.append(event)
+            if event["event"] in ("ready", "error"):
+                return event
+        raise AssertionError(f"runner ended without ready/error; stderr:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+    def client(self) -> httpx.Client:
+        transport = httpx.HTTPTransport(uds=str(self.socket))
+        return httpx.Client(transport=transport, base_url="http://runner", timeout=120)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=EXIT_TIMEOUT)
+
+
+def start_worker(workdir: Path, name: str, options: dict) -> Worker:
+    return Worker(worker_argv(workdir / f"{name}.sock", options), workdir, name)
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    # Short path under /tmp: Unix socket paths are limited to 107 bytes.
+    path = Path(tempfile.mkdtemp(prefix="ocrdw-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(workdir: Path, name: str, options: dict) -> Iterator[Worker]:
+    worker = start_worker(workdir, name, options)
+    try:
+        final = worker.until_final()
+        assert final["event"] == "ready", f"{final}\n{worker.stderr()}"
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def ppocr(workdir: Path) -> Iterator[Worker]:
+    yield from _running(workdir, "ppocr", {"backend": "ppocr", "det_limit_side_len": 960})
+
+
+@pytest.fixture(scope="module")
+def tesseract(workdir: Path) -> Iterator[Worker]:
+    options = {"backend": "tesseract", "tesseract_cmd": "tesseract", "languages": "eng+rus", "psm": 3}
+    yield from _running(workdir, "tesseract", options)
+
+
+def chat_body(*pngs: bytes, text: str = "Read the text in the image.", **extra) -> dict:
+    content = [{"type": "text", "text": text}]
+    content += [{"type": "image_url", "image_url": {"url": data_url(png)}} for png in pngs]
+    return {"model": "builtin/test", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def complete(worker: Worker, body: dict) -> dict:
+    with worker.client() as client:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def stream_events(worker: Worker, body: dict) -> list:
+    """The parsed `data:` payloads of a streamed completion, "[DONE]" kept as a string."""
+    events: list = []
+    with worker.client() as client, client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                payload = line[len("data: "):]
+                events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def content_of(result: dict) -> str:
+    return result["choices"][0]["message"]["content"]
+
+
+# --- start-up protocol ---------------------------------------------------------------------------
+
+
+def test_progress_events_come_before_ready(ppocr: Worker, tesseract: Worker):
+    for worker in (ppocr, tesseract):
+        *progress, ready = worker.events
+        assert progress and all(e["event"] == "progress" for e in progress)
+        for event in progress:
+            assert event["stage"] and isinstance(event["message"], str)
+            assert event["progress"] == -1 or 0 <= event["progress"] <= 1
+        assert ready == {"event": "ready", "pid": worker.proc.pid, "memory_bytes": ready["memory_bytes"]}
+        assert isinstance(ready["memory_bytes"], int) and ready["memory_bytes"] > 10_000_000
+    assert [e["stage"] for e in tesseract.events[:2]] == ["checking tesseract", "checking language packs"]
+    assert "importing rapidocr" in [e.get("stage") for e in ppocr.events]
+
+
+def test_socket_is_private_and_health_and_models_answer(ppocr: Worker):
+    assert stat.S_IMODE(os.stat(ppocr.socket).st_mode) == 0o600
+    with ppocr.client() as client:
+        assert client.get("/health").json() == {"status": "ok", "model": "builtin/test"}
+        models = client.get("/v1/models").json()
+    assert models["object"] == "list"
+    [card] = models["data"]
+    assert card["id"] == "builtin/test" and card["object"] == "model" and card["owned_by"] == "ocrd"
+    assert isinstance(card["created"], int)
+
+
+def test_runner_does_not_load_torch(ppocr: Worker):
+    # The builtin engine must stay light; /proc/PID/maps lists every shared object loaded.
+    maps = Path(f"/proc/{ppocr.proc.pid}/maps").read_text()
+    assert "libtorch" not in maps
+
+
+# --- OCR ----------------------------------------------------------------------------------------
+
+
+def test_english_lines_via_ppocr(ppocr: Worker):
+    result = complete(ppocr, chat_body(render_text_image(ENGLISH), text="Please read this image"))
+    text = content_of(result)
+    assert char_accuracy("\n".join(ENGLISH), text) >= 0.95, text
+    assert len(text.split("\n")) == len(ENGLISH)  # one output line per text line
+    assert result["choices"][0]["finish_reason"] == "stop"
+    assert result["usage"] == {
+        "prompt_tokens": 4,  # words of the text part
+        "completion_tokens": len(text.split()),
+        "total_tokens": 4 + len(text.split()),
+    }
+
+
+def test_russian_lines_via_tesseract(tesseract: Worker):
+    text = content_of(complete(tesseract, chat_body(render_text_image(RUSSIAN))))
+    assert char_accuracy("\n".join(RUSSIAN), text) >= 0.90, text
+    assert len(text.split("\n")) == len(RUSSIAN)
+
+
+def test_two_images_give_both_texts_in_order(ppocr: Worker):
+    text = content_of(complete(ppocr, chat_body(render_text_image(ENGLISH), render_text_image(ENGLISH_2))))
+    first, second = text.split("\n\n")
+    assert char_accuracy("\n".join(ENGLISH), first) >= 0.95, text
+    assert char_accuracy("\n".join(ENGLISH_2), second) >= 0.95, text
+
+
+def test_stream_equals_non_stream_and_events_come_in_order(ppocr: Worker):
+    pngs = (render_text_image(ENGLISH_2), render_text_image(ENGLISH[:1]))
+    plain = complete(ppocr, chat_body(*pngs))
+    events = stream_events(ppocr, chat_body(*pngs, stream=True, stream_options={"include_usage": True}))
+    assert events[-1] == "[DONE]"
+    role, *contents, finish, usage_chunk, _ = events
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"]["content"] for c in contents) == content_of(plain)
+    assert len(contents) == len(content_of(plain).split("\n"))  # one chunk per output line
+    assert finish["choices"][0]["delta"] == {} and finish["choices"][0]["finish_reason"] == "stop"
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"] == plain["usage"]
+    chunks = events[:-1]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({(c["id"], c["created"], c["model"]) for c in chunks}) == 1
+    assert all(c["choices"][0]["finish_reason"] is None for c in [role, *contents])
+
+
+def test_stream_without_usage_has_no_usage_chunk(tesseract: Worker):
+    events = stream_events(tesseract, chat_body(render_text_image(["Just one line."]), stream=True))
+    assert events[-1] == "[DONE]"
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+    assert all("usage" not in e for e in events[:-1])
+
+
+def test_max_tokens_cuts_the_output_in_words(ppocr: Worker):
+    png = render_text_image(ENGLISH)
+    result = complete(ppocr, chat_body(png, max_tokens=2))
+    assert len(content_of(result).split()) == 2
+    assert result["choices"][0]["finish_reason"] == "length"
+    assert result["usage"]["completion_tokens"] == 2
+    events = stream_events(ppocr, chat_body(png, stream=True, max_completion_tokens=2))
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]) == content_of(result)
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
+
+
+def test_stop_string_cuts_before_its_first_occurrence(tesseract: Worker):
+    result = complete(tesseract, chat_body(render_text_image(["keep this STOP drop that"]), stop=["STOP"]))
+    assert content_of(result).strip() == "keep this"
+    assert result["choices"][0]["finish_reason"] == "stop"
+
+
+def test_responses_validate_against_openai_schemas(ppocr: Worker):
+    from tests.support.openapi import validate
+
+    png = render_text_image(ENGLISH_2)
+    validate("CreateChatCompletionResponse", complete(ppocr, chat_body(png)))
+    events = stream_events(ppocr, chat_body(png, stream=True, stream_options={"include_usage": True}))
+    for chunk in events[:-1]:
+        validate("CreateChatCompletionStreamResponse", chunk)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def _image_part(url: str) -> dict:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+BAD_REQUESTS = {
+    "bad base64": [_image_part("data:image/png;base64,%%%not-base64%%%")],
+    "not an image": [_image_part(data_url(b"these bytes are no picture at all"))],
+    "no image": [{"type": "text", "text": "There is no image here."}],
+}
+
+
+@pytest.mark.parametrize("case", [*BAD_REQUESTS, "n=2"])
+def test_bad_input_is_400_with_openai_error_envelope(tesseract: Worker, case: str):
+    if case == "n=2":
+        body = chat_body(render_text_image(["x"]), n=2)
+    else:
+        body = {"model": "builtin/test", "messages": [{"role": "user", "content": BAD_REQUESTS[case]}]}
+    for stream in (False, True):
+        with tesseract.client() as client:
+            response = client.post("/v1/chat/completions", json={**body, "stream": stream})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "invalid_request_error" and error["message"]
+    with tesseract.client() as client:
+        assert client.get("/health").status_code == 200  # the runner is fine afterwards
+
+
+# --- failures and lifecycle ---------------------------------------------------------------------
+
+
+def test_missing_language_pack_is_an_error_event_and_exit_1(workdir: Path):
+    worker = start_worker(workdir, "nolang", {"backend": "tesseract", "languages": "eng+xxx", "psm": 3})
+    final = worker.until_final()
+    assert final["event"] == "error"
+    assert "'xxx'" in final["message"] and "tesseract-ocr-xxx" in final["message"]
+    assert "\n" not in final["message"]
+    assert worker.proc.wait(timeout=EXIT_TIMEOUT) == 1
+    assert worker.next_line() is None  # nothing after the error event
+    assert not worker.socket.exists()
+    assert "Traceback" not in final["message"]
+
+
+def test_unknown_backend_exits_2(workdir: Path):
+    worker = start_worker(workdir, "nobackend", {"backend": "easyocr"})
+    final = worker.until_final()
+    assert final["event"] == "error" and "easyocr" in final["message"]
+    assert worker.proc.wait(timeout=EXIT_TIMEOUT) == 2
+    assert not worker.socket.exists()
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(workdir: Path):
+    worker = start_worker(workdir, "sigterm", {"backend": "tesseract", "languages": "eng", "psm": 3})
+    assert worker.until_final()["event"] == "ready"
+    pngs = [render_text_image(ENGLISH)] * 4
+    events: list = []
+    with worker.client() as client:
+        with client.stream("POST", "/v1/chat/completions", json=chat_body(*pngs, stream=True)) as response:
+            lines = response.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
+            events.append(json.loads(first[6:]))  # the role chunk: the runner has the request
+            worker.proc.send_signal(signal.SIGTERM)
+            events += [line[6:] for line in lines if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "stop"
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[1:-2])
+    assert len(text.split("\n\n")) == 4 and char_accuracy("\n".join(ENGLISH), text.split("\n\n")[3]) >= 0.9
+    assert worker.proc.wait(timeout=EXIT_TIMEOUT) == 0
+    assert not worker.socket.exists()
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts: nobody may reap orphans in a container)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_runner_dies_with_its_parent(workdir: Path):
+    argv = worker_argv(workdir / "orphan.sock", {"backend": "tesseract", "languages": "eng", "psm": 3})
+    parent_code = (
+        "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); print(p.pid, flush=True); p.wait()"
+    )
+    parent = Worker([sys.executable, "-c", parent_code, *argv], workdir, "orphan")
+    runner_pid = int(parent.next_line())
+    try:
+        assert parent.until_final()["event"] == "ready"
+        parent.proc.kill()
+        parent.proc.wait(timeout=EXIT_TIMEOUT)
+        assert parent.next_line() is None  # the pipe closes only when the runner is gone too
+        assert _gone(runner_pid) or _wait_gone(runner_pid)
+    finally:
+        if not _gone(runner_pid):
+            os.kill(runner_pid, signal.SIGKILL)
+
+
+def _wait_gone(pid: int) -> bool:
+    # The pipe can close a moment before the kernel marks the process dead.
+    for _ in range(int(EXIT_TIMEOUT * 10)):
+        if _gone(pid):
+            return True
+        threading.Event().wait(0.1)
+    return False

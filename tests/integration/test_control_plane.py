@@ -1,0 +1,372 @@
+"""The gRPC control plane for real: start_control_server on a Unix socket, the real Scheduler with
+FakeRunners behind it, and grpc.aio clients (Control, the standard health service, reflection).
+
+ocrctl against this same server: tests/integration/test_ocrctl.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import logging
+import os
+import socket
+import stat
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from ocrd.control.server import start_control_server
+from ocrd.control.service import ControlServicer, DaemonInfo
+from ocrd.control.v1 import control_pb2 as pb
+from ocrd.errors import GENERIC_INTERNAL_MESSAGE, ConfigError, ModelLoadFailed
+from tests.support.control import (  # noqa: F401 - fixtures
+    PPOCR,
+    PPOCR_MEMORY,
+    channel,
+    control,
+    daemon_info,
+    runners,
+    scheduler,
+    settings,
+    settings_for,
+    socket_dir,
+    stub,
+)
+
+
+async def load_all(stub, **request) -> list[pb.LoadModelProgress]:
+    return [step async for step in stub.LoadModel(pb.LoadModelRequest(**request))]
+
+
+async def status_code_of(awaitable) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await awaitable
+    return caught.value
+
+
+# --- Control RPCs -----------------------------------------------------------------------------
+
+
+async def test_status_reports_the_daemon_and_only_models_with_a_slot_in_use(stub, control):
+    status = await stub.GetStatus(pb.GetStatusRequest())
+    assert (status.version, status.pid, status.http_url) == ("9.8.7", 4242, "http://127.0.0.1:8000")
+    assert list(status.grpc_addresses) == control.addresses
+    assert status.default_model == PPOCR and status.uptime_seconds >= 0
+    assert list(status.models) == []
+
+    await load_all(stub, model="ppocr")
+    status = await stub.GetStatus(pb.GetStatusRequest())
+    assert [(m.id, m.state) for m in status.models] == [(PPOCR, pb.MODEL_STATE_READY)]
+
+
+async def test_list_models_lists_every_servable_model_and_filters_loaded_ones(stub):
+    everything = await stub.ListModels(pb.ListModelsRequest())
+    ppocr = next(m for m in everything.models if m.id == PPOCR)
+    assert list(ppocr.aliases) == ["ppocr"] and ppocr.engine == "builtin" and ppocr.description
+    assert {m.state for m in everything.models} == {pb.MODEL_STATE_NOT_LOADED}
+    assert list((await stub.ListModels(pb.ListModelsRequest(loaded_only=True))).models) == []
+
+    await load_all(stub, model=PPOCR)
+    loaded = (await stub.ListModels(pb.ListModelsRequest(loaded_only=True))).models
+    assert [m.id for m in loaded] == [PPOCR]
+    assert loaded[0].memory_bytes == PPOCR_MEMORY and loaded[0].pid > 0
+    assert loaded[0].device == "cpu" and loaded[0].HasField("loaded_at")
+
+
+async def test_load_streams_progress_while_loading_and_ends_ready(stub, runners):
+    runners.plan(PPOCR, progress=runners._plans[PPOCR].progress, gated=True, memory_bytes=PPOCR_MEMORY)
+    call = stub.LoadModel(pb.LoadModelRequest(model="ppocr"))
+    seen = []
+    async for step in call:
+        seen.append(step)
+        if step.stage == "loading recognizer":
+            break
+    # The steps arrived while the model was still loading: the stream is live, not a replay.
+    listing = await stub.ListModels(pb.ListModelsRequest(loaded_only=True))
+    assert [m.state for m in listing.models] == [pb.MODEL_STATE_LOADING]
+    runners.made(PPOCR)[0].release()
+    seen += [step async for step in call]
+
+    assert all(step.model == PPOCR for step in seen)
+    assert [s.stage for s in seen if s.progress >= 0][:3] == [
+        "runner started", "loading detector", "loading recognizer"
+    ]
+    assert [s.state for s in seen[:-1]] == [pb.MODEL_STATE_LOADING] * (len(seen) - 1)
+    assert seen[-1].state == pb.MODEL_STATE_READY and seen[-1].progress == 1.0
+
+
+async def test_load_of_a_loaded_model_still_ends_with_ready(stub):
+    await load_all(stub, model=PPOCR)
+    again = await load_all(stub, model="ppocr")
+    assert again[-1].state == pb.MODEL_STATE_READY
+
+
+async def test_load_applies_pin_and_keep_alive(stub):
+    await load_all(stub, model=PPOCR, keep_alive_seconds=42.0)
+    (model,) = (await stub.ListModels(pb.ListModelsRequest(loaded_only=True))).models
+    assert model.keep_alive_seconds == 42.0 and not model.pinned
+
+    await load_all(stub, model=PPOCR, pin=True)
+    (model,) = (await stub.ListModels(pb.ListModelsRequest(loaded_only=True))).models
+    assert model.pinned and model.keep_alive_seconds == 0.0  # the proto's "0 when pinned"
+
+
+async def test_failed_load_ends_the_stream_with_the_errors_status_and_reason(stub, runners):
+    runners.plan(PPOCR, error=ModelLoadFailed("runner exited: libonnxruntime.so missing"))
+    call = stub.LoadModel(pb.LoadModelRequest(model=PPOCR))
+    error = await status_code_of(load_stream(call))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "libonnxruntime.so missing" in error.details()
+    (model,) = (await stub.ListModels(pb.ListModelsRequest(loaded_only=True))).models
+    assert model.state == pb.MODEL_STATE_FAILED and "libonnxruntime.so missing" in model.error
+
+
+async def load_stream(call) -> None:
+    async for _ in call:
+        pass
+
+
+async def test_unload_frees_the_model_and_says_when_there_was_nothing_to_do(stub, runners):
+    await load_all(stub, model=PPOCR)
+    result = await stub.UnloadModel(pb.UnloadModelRequest(model="ppocr"))
+    assert (result.model, result.was_loaded, result.freed_bytes) == (PPOCR, True, PPOCR_MEMORY)
+    assert runners.made(PPOCR)[0].stopped
+    assert list((await stub.ListModels(pb.ListModelsRequest(loaded_only=True))).models) == []
+
+    again = await stub.UnloadModel(pb.UnloadModelRequest(model=PPOCR))
+    assert (again.was_loaded, again.freed_bytes) == (False, 0)
+
+
+@pytest.mark.parametrize("rpc", ["LoadModel", "UnloadModel", "WatchEvents"])
+async def test_unknown_model_is_not_found(stub, rpc):
+    request = {
+        "LoadModel": pb.LoadModelRequest, "UnloadModel": pb.UnloadModelRequest,
+        "WatchEvents": pb.WatchEventsRequest,
+    }[rpc](model="no-such-model")
+    call = getattr(stub, rpc)(request)
+    error = await status_code_of(load_stream(call) if rpc != "UnloadModel" else call)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "'no-such-model' does not exist" in error.details()
+
+
+@pytest.mark.parametrize(
+    ("engine", "quantization", "named"), [("vllm", "", "engine"), ("", "4bit", "quantization")]
+)
+async def test_engines_and_quantizations_this_version_lacks_are_invalid(stub, engine, quantization, named):
+    call = stub.LoadModel(pb.LoadModelRequest(model=PPOCR, engine=engine, quantization=quantization))
+    error = await status_code_of(load_stream(call))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert named in error.details() and "only the builtin engine" in error.details()
+
+
+async def test_explicit_builtin_engine_without_quantization_loads(stub):
+    steps = await load_all(stub, model=PPOCR, engine="builtin", quantization="none")
+    assert steps[-1].state == pb.MODEL_STATE_READY
+
+
+LATER_RPCS = {
+    "ExplainMode": (pb.ExplainModeRequest(model=PPOCR), "automatic engine choice"),
+    "GetGpu": (pb.GetGpuRequest(), "GPU accounting"),
+    "ListCache": (pb.ListCacheRequest(), "Hugging Face cache"),
+    "DeleteCache": (pb.DeleteCacheRequest(model=PPOCR), "Hugging Face cache"),
+    "PullModel": (pb.PullModelRequest(model=PPOCR), "Hugging Face cache"),
+    "Cleanup": (pb.CleanupRequest(), "orphaned runners"),
+}
+
+
+@pytest.mark.parametrize("rpc", sorted(LATER_RPCS))
+async def test_rpcs_of_later_milestones_are_unimplemented_and_say_what_brings_them(stub, rpc):
+    request, reason = LATER_RPCS[rpc]
+    call = getattr(stub, rpc)(request)
+    error = await status_code_of(load_stream(call) if rpc == "PullModel" else call)
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.details().startswith(f"{rpc} arrives with") and reason in error.details()
+
+
+async def test_watch_events_resolves_an_alias_and_follows_that_model_until_cancelled(stub, scheduler):
+    call = stub.WatchEvents(pb.WatchEventsRequest(model="ppocr"))
+    await call.initial_metadata()  # sent once the subscription exists
+    await load_all(stub, model=PPOCR)
+    kinds = []
+    async for event in call:
+        assert event.model == PPOCR and event.sequence > 0 and event.HasField("time")
+        kinds.append(event.kind)
+        if event.kind == "model.ready":
+            break
+    assert kinds[0] == "model.loading" and "model.progress" in kinds
+
+    # The handler ends when the client cancels: its subscription leaves the bus (the bus holds
+    # subscriptions weakly, so it goes once the handler's frame is gone).
+    assert len(scheduler.events._subscribers) == 1
+    call.cancel()
+    for _ in range(1000):
+        if not scheduler.events._subscribers:
+            break
+        await asyncio.sleep(0.005)
+    assert len(scheduler.events._subscribers) == 0
+
+
+# --- errors that are not OcrdErrors -------------------------------------------------------------
+
+
+class _BrokenStreamServicer(ControlServicer):
+    """A servicer with a bug in a streaming handler, after its first message."""
+
+    async def WatchEvents(self, request, context):
+        yield pb.Event(kind="first")
+        raise KeyError("bug")
+
+
+async def test_a_bug_becomes_internal_with_a_generic_message_and_a_logged_traceback(
+    stub, daemon_info, caplog
+):
+    daemon_info.version = 123  # not a string: building the response raises TypeError
+    with caplog.at_level(logging.ERROR, logger="ocrd.control"):
+        error = await status_code_of(stub.GetStatus(pb.GetStatusRequest()))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == GENERIC_INTERNAL_MESSAGE
+    (record,) = [r for r in caplog.records if r.name == "ocrd.control"]
+    assert record.exc_info is not None and record.exc_info[0] is TypeError
+
+
+async def test_a_bug_in_a_stream_becomes_internal_after_what_was_sent(settings, scheduler, daemon_info):
+    server = await start_control_server(settings, _BrokenStreamServicer(scheduler, daemon_info))
+    try:
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            call = pb_stub(channel).WatchEvents(pb.WatchEventsRequest())
+            assert (await call.read()).kind == "first"
+            error = await status_code_of(call.read())
+    finally:
+        await server.stop(None)
+    assert error.code() == grpc.StatusCode.INTERNAL and error.details() == GENERIC_INTERNAL_MESSAGE
+
+
+def pb_stub(channel):
+    from ocrd.control.v1 import control_pb2_grpc
+
+    return control_pb2_grpc.ControlStub(channel)
+
+
+# --- health and reflection ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["", "ocrd.v1.Control"])
+async def test_standard_health_check_answers_serving(channel, service):
+    health = health_pb2_grpc.HealthStub(channel)
+    answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def reflect(channel, path: str, request: reflection_pb2.ServerReflectionRequest):
+    # v1 and v1alpha share their messages field for field (only the package differs), so
+    # v1alpha's generated classes speak v1 on the wire; the method path selects the version.
+    method = channel.stream_stream(
+        path,
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    call = method(iter([request]))
+    return [answer async for answer in call][0]
+
+
+V1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+
+
+async def test_reflection_v1_lists_and_describes_the_control_service(channel):
+    listing = await reflect(channel, V1, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {service.name for service in listing.list_services_response.service}
+    assert {"ocrd.v1.Control", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
+
+    answer = await reflect(
+        channel, V1, reflection_pb2.ServerReflectionRequest(file_containing_symbol="ocrd.v1.Control")
+    )
+    files = [descriptor_pb2.FileDescriptorProto.FromString(raw)
+             for raw in answer.file_descriptor_response.file_descriptor_proto]
+    control_file = next(f for f in files if f.package == "ocrd.v1")
+    methods = {m.name for m in control_file.service[0].method}
+    assert {"GetStatus", "LoadModel", "WatchEvents"} <= methods
+    assert "google/protobuf/timestamp.proto" in {f.name for f in files}  # dependencies included
+
+
+async def test_reflection_v1_describes_itself_and_v1alpha_still_answers(channel):
+    answer = await reflect(
+        channel, V1,
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+    )
+    (raw,) = answer.file_descriptor_response.file_descriptor_proto
+    assert descriptor_pb2.FileDescriptorProto.FromString(raw).package == "grpc.reflection.v1"
+
+    v1alpha = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = v1alpha.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name async for answer in call for s in answer.list_services_response.service}
+    assert "ocrd.v1.Control" in names
+
+
+# --- the socket ---------------------------------------------------------------------------------
+
+
+async def test_socket_is_created_0660_in_a_new_0755_directory_and_removed_on_stop(control, settings):
+    path = settings.grpc.socket
+    info = os.stat(path)
+    assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o755
+    assert control.addresses == [f"unix://{path}"]
+    await control.stop(None)
+    assert not path.exists()
+
+
+async def test_socket_group_is_applied(socket_dir, scheduler, daemon_info):
+    group = next((g for g in grp.getgrall() if g.gr_gid != os.getgid()), None)
+    if group is None or (os.geteuid() != 0 and group.gr_name not in _my_groups()):
+        pytest.skip("needs a second group this user may give files to")
+    settings = settings_for(socket_dir, socket_group=group.gr_name, socket_mode=0o640)
+    server = await start_control_server(settings, ControlServicer(scheduler, daemon_info))
+    try:
+        info = os.stat(settings.grpc.socket)
+        assert (info.st_gid, stat.S_IMODE(info.st_mode)) == (group.gr_gid, 0o640)
+    finally:
+        await server.stop(None)
+
+
+def _my_groups() -> set[str]:
+    return {grp.getgrgid(gid).gr_name for gid in os.getgroups()}
+
+
+async def test_unknown_socket_group_is_a_clear_config_error_leaving_no_socket(socket_dir, scheduler, daemon_info):
+    settings = settings_for(socket_dir, socket_group="no-such-group-ocrd")
+    with pytest.raises(ConfigError, match="group 'no-such-group-ocrd' does not exist"):
+        await start_control_server(settings, ControlServicer(scheduler, daemon_info))
+    assert not settings.grpc.socket.exists()
+
+
+async def test_a_second_server_on_a_live_socket_is_refused_and_the_first_keeps_serving(
+    control, settings, scheduler, daemon_info, stub
+):
+    with pytest.raises(ConfigError, match="already serving on unix://"):
+        await start_control_server(settings, ControlServicer(scheduler, daemon_info))
+    assert (await stub.GetStatus(pb.GetStatusRequest())).version == "9.8.7"
+
+
+async def test_a_stale_socket_from_a_crash_is_replaced(settings, scheduler, daemon_info):
+    settings.grpc.socket.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as dead:  # bound, never listening: what a crash leaves
+        dead.bind(os.fspath(settings.grpc.socket))
+    server = await start_control_server(settings, ControlServicer(scheduler, daemon_info))
+    try:
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            assert (await pb_stub(channel).GetStatus(pb.GetStatusRequest())).version == "9.8.7"
+    finally:
+        await server.stop(None)
+
+
+async def test_a_file_that_is_not_a_socket_is_left_alone(settings, scheduler, daemon_info):
+    settings.grpc.socket.parent.mkdir(parents=True)
+    settings.grpc.socket.write_text("precious")
+    with pytest.raises(ConfigError, match="is not a socket"):
+        await start_control_server(settings, ControlServicer(scheduler, daemon_info))
+    assert settings.grpc.socket.read_text() == "precious"
