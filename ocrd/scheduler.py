@@ -249,8 +249,8 @@ class Scheduler:
         """A ready runner and this request's turn on it (FIFO)."""
         while True:
             # Outside the turn, so that every waiter joins the one load and sees its error.
-            await slot.turn.acquire()
             await self._ensure_ready(slot)
+            await slot.turn.acquire()
             if slot.state == ModelState.READY and slot.runner is not None and not self._closing:
                 return slot.runner
             # The model went (unload, crash, shutdown) while this request queued: start over.

@@ -11,8 +11,11 @@ from ocrd.control.v1 import control_pb2 as pb
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = add_command(commands, common, "events", "follow model state changes and load progress (Ctrl-C stops)", run_events)
-    parser.add_argument("--model", default="", metavar="MODEL", help="only this model's events (id or alias)")
+    summary = "follow model state changes and load progress (Ctrl-C stops)"
+    parser = add_command(commands, common, "events", summary, run_events)
+    parser.add_argument(
+        "--model", default="", metavar="MODEL", help="only this model's events (id or alias)"
+    )
 
 
 def run_events(client: Client, args: argparse.Namespace) -> int:

@@ -18,13 +18,17 @@ from ocrd.control.v1 import control_pb2 as pb
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     mode = commands.add_parser("mode", help="engine choice", description="engine choice")
     mode_commands = mode.add_subparsers(dest="mode_command", metavar="COMMAND", required=True)
-    explain = add_command(mode_commands, common, "explain", "which engine ocrd would use for a model, and why", run_explain)
+    explain = add_command(
+        mode_commands, common, "explain", "which engine ocrd would use for a model, and why",
+        run_explain,
+    )
     explain.add_argument("model", metavar="MODEL")
     explain.add_argument("--mode", default="", metavar="ENGINE", help="engine preference to explain")
 
     add_command(commands, common, "gpu", "GPU devices, their memory and who holds it", run_gpu)
 
-    cache = commands.add_parser("cache", help="the shared Hugging Face cache", description="the shared Hugging Face cache")
+    cache_summary = "the shared Hugging Face cache"
+    cache = commands.add_parser("cache", help=cache_summary, description=cache_summary)
     cache_commands = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
     add_command(cache_commands, common, "ls", "cached repositories, revisions and sizes", run_cache_ls)
     rm = add_command(cache_commands, common, "rm", "delete a model from the cache", run_cache_rm)
@@ -37,7 +41,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     pull.add_argument("model", metavar="MODEL")
     pull.add_argument("--revision", default="", help="branch, tag or commit (default: main)")
 
-    cleanup = add_command(commands, common, "cleanup", "unload idle models, end orphaned runners", run_cleanup)
+    cleanup = add_command(
+        commands, common, "cleanup", "unload idle models, end orphaned runners", run_cleanup
+    )
     cleanup.add_argument("--dry-run", action="store_true", help="show what would be done")
 
 
@@ -57,7 +63,9 @@ def run_cache_ls(client: Client, args: argparse.Namespace) -> int:
 
 
 def run_cache_rm(client: Client, args: argparse.Namespace) -> int:
-    request = pb.DeleteCacheRequest(model=args.model, revision=args.revision, dry_run=args.dry_run, force=args.force)
+    request = pb.DeleteCacheRequest(
+        model=args.model, revision=args.revision, dry_run=args.dry_run, force=args.force
+    )
     print_json(client.call("DeleteCache", request))
     return 0
 

@@ -34,8 +34,13 @@ DEFAULT_HTTP_TIMEOUT = 600.0  # a first request may load the model
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = add_command(commands, common, "ocr", "recognise the text in image files", run_ocr)
     parser.add_argument("files", nargs="+", metavar="FILE", help=f"images ({SUPPORTED})")
-    parser.add_argument("--model", default="", metavar="MODEL", help="model id or alias (default: the daemon's default model)")
-    parser.add_argument("--prompt", default="", metavar="TEXT", help="instruction sent with the image (VLMs)")
+    parser.add_argument(
+        "--model", default="", metavar="MODEL",
+        help="model id or alias (default: the daemon's default model)",
+    )
+    parser.add_argument(
+        "--prompt", default="", metavar="TEXT", help="instruction sent with the image (VLMs)"
+    )
 
 
 def run_ocr(client: Client, args: argparse.Namespace) -> int:
@@ -75,7 +80,9 @@ def _recognise(http: Any, url: str, model: str, path: Path, prompt: str) -> dict
     try:
         return response.json()
     except ValueError:
-        raise CommandError(f"ocrd answered HTTP {response.status_code} with something that is not JSON") from None
+        raise CommandError(
+            f"ocrd answered HTTP {response.status_code} with something that is not JSON"
+        ) from None
 
 
 def data_url(path: Path) -> str:

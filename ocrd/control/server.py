@@ -50,7 +50,9 @@ class ControlServer:
         _remove_if_ours(self.socket_path, self._socket_identity)
 
 
-async def start_control_server(settings: Settings, servicer: control_pb2_grpc.ControlServicer) -> ControlServer:
+async def start_control_server(
+    settings: Settings, servicer: control_pb2_grpc.ControlServicer
+) -> ControlServer:
     """Binds the control socket and starts serving; ConfigError (one line) when it cannot."""
     path = Path(settings.grpc.socket).absolute()
     _check_path_length(path)

@@ -19,20 +19,26 @@ from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import InvalidRequest, NotImplementedYet
 from ocrd.events import ModelState
-from ocrd.scheduler import Scheduler, SlotInfo
+from ocrd.scheduler import Scheduler
 
 # Engines and quantizations this version can honour when a client asks for one explicitly.
 SUPPORTED_ENGINES = {"", "builtin"}
 SUPPORTED_QUANTIZATIONS = {"", "none"}
 
 _CPU_ONLY = "this ocrd serves the builtin CPU engine only"
+_HF_CACHE = "the shared Hugging Face cache inventory"
 NOT_YET = {
-    "ExplainMode": f"ExplainMode arrives with automatic engine choice (GPU accounting and planner); {_CPU_ONLY}",
+    "ExplainMode": "ExplainMode arrives with automatic engine choice (GPU accounting and "
+    f"planner); {_CPU_ONLY}",
     "GetGpu": f"GetGpu arrives with GPU accounting (NVML); {_CPU_ONLY} and does not inspect GPUs",
-    "ListCache": f"ListCache arrives with the shared Hugging Face cache inventory; {_CPU_ONLY}, whose models ship inside the rapidocr wheel",
-    "DeleteCache": f"DeleteCache arrives with the shared Hugging Face cache inventory; {_CPU_ONLY}, whose models ship inside the rapidocr wheel",
-    "PullModel": f"PullModel arrives with the transformers and vLLM engines and their shared Hugging Face cache; {_CPU_ONLY}, which needs no download",
-    "Cleanup": "Cleanup arrives with the adoption of orphaned runners and containers; 'ocrctl unload MODEL' frees a model now",
+    "ListCache": f"ListCache arrives with {_HF_CACHE}; {_CPU_ONLY}, whose models ship inside "
+    "the rapidocr wheel",
+    "DeleteCache": f"DeleteCache arrives with {_HF_CACHE}; {_CPU_ONLY}, whose models ship "
+    "inside the rapidocr wheel",
+    "PullModel": "PullModel arrives with the transformers and vLLM engines and their shared "
+    f"Hugging Face cache; {_CPU_ONLY}, which needs no download",
+    "Cleanup": "Cleanup arrives with the adoption of orphaned runners and containers; "
+    "'ocrctl unload MODEL' frees a model now",
 }
 
 
@@ -61,7 +67,9 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         self._info = daemon_info
         self._clock = clock  # wall clock, for uptime; tests pass a fixed one
 
-    async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatusResponse:
         info = self._info
         return pb.GetStatusResponse(
             version=info.version,
@@ -74,7 +82,9 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
             default_model=info.default_model,
         )
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=self._model_infos(loaded_only=request.loaded_only))
 
     async def LoadModel(
@@ -83,15 +93,11 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         check_engine_request(request.engine, request.quantization)
         model = self._scheduler.resolve(request.model).id
         keep_alive = request.keep_alive_seconds if request.HasField("keep_alive_seconds") else None
-        last = None
+        # The scheduler ends with a "model.ready" event (also for a model already loaded), or
+        # raises: the proto's "last message READY, or a non-OK status".
         steps = self._scheduler.load_progress(model, keep_alive=keep_alive, pin=request.pin)
         async for item in steps:
-            last = convert.load_progress(item, model)
-            yield last
-        # The proto promises a last message in READY, also when the model already was loaded
-        # (then the scheduler has no load to report).
-        if last is None or last.state != pb.MODEL_STATE_READY:
-            yield _ready_step(self._scheduler.info(model))
+            yield convert.load_progress(item, model)
 
     async def UnloadModel(
         self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
@@ -149,13 +155,3 @@ def check_engine_request(engine: str, quantization: str) -> None:
             param="quantization",
         )
 
-
-def _ready_step(slot: SlotInfo) -> pb.LoadModelProgress:
-    where = f" on {slot.device}" if slot.device else ""
-    return pb.LoadModelProgress(
-        model=slot.id,
-        state=convert.state_to_pb(slot.state),
-        stage="ready" if slot.state is ModelState.READY else slot.state.value,
-        progress=1.0 if slot.state is ModelState.READY else -1.0,
-        message=f"{slot.id} is {slot.state.value.replace('_', ' ')}{where}",
-    )

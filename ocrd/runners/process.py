@@ -76,7 +76,10 @@ class ProcessRunner(Runner):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            env=self._env,
+            # The worker compares this with its parent at start-up: if we died before it set
+            # PR_SET_PDEATHSIG, it exits instead of serving as an orphan.
+            env={**(self._env if self._env is not None else os.environ),
+                 "OCRD_PARENT_PID": str(os.getpid())},
         )
         self._tasks.append(asyncio.create_task(self._pump_stderr()))
         try:

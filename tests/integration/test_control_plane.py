@@ -23,10 +23,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ocrd.control.server import start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.control.v1 import control_pb2 as pb
+from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import GENERIC_INTERNAL_MESSAGE, ConfigError, ModelLoadFailed
 from tests.support.control import (  # noqa: F401 - fixtures
     PPOCR,
     PPOCR_MEMORY,
+    STEPS,
     channel,
     control,
     daemon_info,
@@ -43,10 +45,16 @@ async def load_all(stub, **request) -> list[pb.LoadModelProgress]:
     return [step async for step in stub.LoadModel(pb.LoadModelRequest(**request))]
 
 
-async def status_code_of(awaitable) -> grpc.aio.AioRpcError:
+async def rpc_error(awaitable) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await awaitable
     return caught.value
+
+
+async def drain(call) -> None:
+    """Reads a stream to its end (raising its error status, if any)."""
+    async for _ in call:
+        pass
 
 
 # --- Control RPCs -----------------------------------------------------------------------------
@@ -56,7 +64,7 @@ async def test_status_reports_the_daemon_and_only_models_with_a_slot_in_use(stub
     status = await stub.GetStatus(pb.GetStatusRequest())
     assert (status.version, status.pid, status.http_url) == ("9.8.7", 4242, "http://127.0.0.1:8000")
     assert list(status.grpc_addresses) == control.addresses
-    assert status.default_model == PPOCR and status.uptime_seconds >= 0
+    assert status.default_model == PPOCR and status.uptime_seconds == 90.0
     assert list(status.models) == []
 
     await load_all(stub, model="ppocr")
@@ -79,7 +87,7 @@ async def test_list_models_lists_every_servable_model_and_filters_loaded_ones(st
 
 
 async def test_load_streams_progress_while_loading_and_ends_ready(stub, runners):
-    runners.plan(PPOCR, progress=runners._plans[PPOCR].progress, gated=True, memory_bytes=PPOCR_MEMORY)
+    runners.plan(PPOCR, progress=STEPS, gated=True, memory_bytes=PPOCR_MEMORY)
     call = stub.LoadModel(pb.LoadModelRequest(model="ppocr"))
     seen = []
     async for step in call:
@@ -119,16 +127,11 @@ async def test_load_applies_pin_and_keep_alive(stub):
 async def test_failed_load_ends_the_stream_with_the_errors_status_and_reason(stub, runners):
     runners.plan(PPOCR, error=ModelLoadFailed("runner exited: libonnxruntime.so missing"))
     call = stub.LoadModel(pb.LoadModelRequest(model=PPOCR))
-    error = await status_code_of(load_stream(call))
+    error = await rpc_error(drain(call))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert "libonnxruntime.so missing" in error.details()
     (model,) = (await stub.ListModels(pb.ListModelsRequest(loaded_only=True))).models
     assert model.state == pb.MODEL_STATE_FAILED and "libonnxruntime.so missing" in model.error
-
-
-async def load_stream(call) -> None:
-    async for _ in call:
-        pass
 
 
 async def test_unload_frees_the_model_and_says_when_there_was_nothing_to_do(stub, runners):
@@ -149,7 +152,7 @@ async def test_unknown_model_is_not_found(stub, rpc):
         "WatchEvents": pb.WatchEventsRequest,
     }[rpc](model="no-such-model")
     call = getattr(stub, rpc)(request)
-    error = await status_code_of(load_stream(call) if rpc != "UnloadModel" else call)
+    error = await rpc_error(drain(call) if rpc != "UnloadModel" else call)
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "'no-such-model' does not exist" in error.details()
 
@@ -159,7 +162,7 @@ async def test_unknown_model_is_not_found(stub, rpc):
 )
 async def test_engines_and_quantizations_this_version_lacks_are_invalid(stub, engine, quantization, named):
     call = stub.LoadModel(pb.LoadModelRequest(model=PPOCR, engine=engine, quantization=quantization))
-    error = await status_code_of(load_stream(call))
+    error = await rpc_error(drain(call))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert named in error.details() and "only the builtin engine" in error.details()
 
@@ -183,7 +186,7 @@ LATER_RPCS = {
 async def test_rpcs_of_later_milestones_are_unimplemented_and_say_what_brings_them(stub, rpc):
     request, reason = LATER_RPCS[rpc]
     call = getattr(stub, rpc)(request)
-    error = await status_code_of(load_stream(call) if rpc == "PullModel" else call)
+    error = await rpc_error(drain(call) if rpc == "PullModel" else call)
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error.details().startswith(f"{rpc} arrives with") and reason in error.details()
 
@@ -227,7 +230,7 @@ async def test_a_bug_becomes_internal_with_a_generic_message_and_a_logged_traceb
 ):
     daemon_info.version = 123  # not a string: building the response raises TypeError
     with caplog.at_level(logging.ERROR, logger="ocrd.control"):
-        error = await status_code_of(stub.GetStatus(pb.GetStatusRequest()))
+        error = await rpc_error(stub.GetStatus(pb.GetStatusRequest()))
     assert error.code() == grpc.StatusCode.INTERNAL
     assert error.details() == GENERIC_INTERNAL_MESSAGE
     (record,) = [r for r in caplog.records if r.name == "ocrd.control"]
@@ -238,18 +241,12 @@ async def test_a_bug_in_a_stream_becomes_internal_after_what_was_sent(settings, 
     server = await start_control_server(settings, _BrokenStreamServicer(scheduler, daemon_info))
     try:
         async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
-            call = pb_stub(channel).WatchEvents(pb.WatchEventsRequest())
+            call = control_pb2_grpc.ControlStub(channel).WatchEvents(pb.WatchEventsRequest())
             assert (await call.read()).kind == "first"
-            error = await status_code_of(call.read())
+            error = await rpc_error(call.read())
     finally:
         await server.stop(None)
     assert error.code() == grpc.StatusCode.INTERNAL and error.details() == GENERIC_INTERNAL_MESSAGE
-
-
-def pb_stub(channel):
-    from ocrd.control.v1 import control_pb2_grpc
-
-    return control_pb2_grpc.ControlStub(channel)
 
 
 # --- health and reflection ----------------------------------------------------------------------
@@ -359,7 +356,7 @@ async def test_a_stale_socket_from_a_crash_is_replaced(settings, scheduler, daem
     server = await start_control_server(settings, ControlServicer(scheduler, daemon_info))
     try:
         async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
-            assert (await pb_stub(channel).GetStatus(pb.GetStatusRequest())).version == "9.8.7"
+            assert (await control_pb2_grpc.ControlStub(channel).GetStatus(pb.GetStatusRequest())).version == "9.8.7"
     finally:
         await server.stop(None)
 

@@ -47,7 +47,7 @@ NOT_RUNNING = "ocrctl: ocrd is not running at {} (start it with 'ocrd serve' or 
 async def test_status_shows_the_daemon_then_the_loaded_models(ocrctl, control):
     before = await ocrctl("status")
     assert before.rc == 0, before.err
-    assert before.out.startswith("ocrd 9.8.7 (pid 4242), up ")
+    assert before.out.startswith("ocrd 9.8.7 (pid 4242), up 1m30s\n")
     assert "http://127.0.0.1:8000" in before.out and control.addresses[0] in before.out
     assert "no models loaded" in before.out
 

@@ -31,6 +31,8 @@ from tests.support.fake_runner import FakeRunnerFactory
 REPO = Path(__file__).resolve().parents[2]
 PPOCR = "builtin/ppocr"
 PPOCR_MEMORY = 150 * 2**20
+STARTED_AT = 1_700_000_000.0  # the daemon's start, and the servicer's fixed clock after it
+UPTIME = 90.0
 STEPS = (
     LoadProgress("runner started", 0.1, "runner process started"),
     LoadProgress("loading detector", 0.5, "loading the text detector"),
@@ -73,7 +75,8 @@ async def scheduler(settings: Settings, runners: FakeRunnerFactory) -> AsyncIter
 @pytest.fixture
 def daemon_info() -> DaemonInfo:
     return DaemonInfo(
-        version="9.8.7", pid=4242, http_url="http://127.0.0.1:8000", default_model=PPOCR
+        version="9.8.7", pid=4242, started_at=STARTED_AT, http_url="http://127.0.0.1:8000",
+        default_model=PPOCR,
     )
 
 
@@ -81,7 +84,8 @@ def daemon_info() -> DaemonInfo:
 async def control(
     settings: Settings, scheduler: Scheduler, daemon_info: DaemonInfo
 ) -> AsyncIterator[ControlServer]:
-    server = await start_control_server(settings, ControlServicer(scheduler, daemon_info))
+    servicer = ControlServicer(scheduler, daemon_info, clock=lambda: STARTED_AT + UPTIME)
+    server = await start_control_server(settings, servicer)
     daemon_info.grpc_addresses = list(server.addresses)  # as the daemon does once bound
     yield server
     await server.stop(None)

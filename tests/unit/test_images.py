@@ -294,7 +294,7 @@ class _CountingHandler(BaseHTTPRequestHandler):
 def local_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
     _CountingHandler.requests = 0
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
     server.shutdown()

@@ -52,6 +52,12 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+async def answer(request: Request) -> BaseException | None:
+    """The error a request ended with; fails (rather than hangs) when it is still waiting."""
+    await until(request.task.done, "the request was answered")
+    return request.task.exception()
+
+
 async def settle() -> None:
     """Gives every runnable task its chance, to show that something does NOT happen."""
     for _ in range(50):
@@ -121,6 +127,22 @@ def _no_ocrd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in [n for n in os.environ if n.startswith("OCRD_")]:
         monkeypatch.delenv(name)
+
+
+def _cancel_everything(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+
+
+@pytest.fixture(autouse=True)
+async def _hang_guard():
+    """Turns a hang (a lost wake-up, a leaked turn) into a failed test instead of a stuck run.
+
+    Not a speed check: every test here finishes in milliseconds; this only fires on a deadlock.
+    """
+    handle = asyncio.get_running_loop().call_later(10, _cancel_everything, asyncio.get_running_loop())
+    yield
+    handle.cancel()
 
 
 @pytest.fixture
@@ -341,11 +363,10 @@ async def test_request_beyond_the_queue_size_is_rejected_with_retry_after(make):
     await holder.leased.wait()
     h.request("a"), h.request("a")
     await until(lambda: h.scheduler.info("a").queued == 2, "two requests queued")
-    with pytest.raises(QueueFull) as refused:
-        async with h.scheduler.acquire("a"):
-            pass
-    assert refused.value.retry_after >= 1
-    assert refused.value.http_headers()["Retry-After"] == str(refused.value.retry_after)
+    refused = await answer(h.request("a"))
+    assert isinstance(refused, QueueFull)
+    assert refused.retry_after >= 1
+    assert refused.http_headers()["Retry-After"] == str(refused.retry_after)
     assert h.kinds("org/model-a")[-1] == "request.rejected"
     assert h.scheduler.info("a").queued == 2
 
@@ -369,9 +390,7 @@ async def test_queue_size_zero_serves_one_request_and_refuses_the_rest(make):
     h = make(queue_size=0)
     holder = h.request("a")
     await holder.leased.wait()
-    with pytest.raises(QueueFull):
-        async with h.scheduler.acquire("a"):
-            pass
+    assert isinstance(await answer(h.request("a")), QueueFull)
     await holder.finish()
     async with h.scheduler.acquire("a"):
         pass
@@ -425,6 +444,18 @@ async def test_runner_crash_marks_the_model_failed_and_the_next_request_starts_a
     assert h.factory.made("org/model-a") == [first, second]
 
 
+async def test_request_queued_behind_a_runner_that_crashed_gets_a_new_runner(make):
+    h = make()
+    holder = h.request("a")
+    await holder.leased.wait()
+    queued = h.request("a", hold=False)
+    await until(lambda: h.scheduler.info("a").queued == 1, "one request queued")
+    holder.runner.crash("segfault")
+    await holder.finish()  # its request failed against the dead runner; the lease ends anyway
+    assert await answer(queued) is None
+    assert queued.runner is h.factory.made("org/model-a")[1] and queued.runner.running
+
+
 async def test_load_failure_reaches_every_waiter_and_the_next_request_retries(make):
     h = make()
     h.factory.plan("org/model-a", gated=True, error=ModelLoadFailed("CUDA out of memory"))
@@ -432,7 +463,7 @@ async def test_load_failure_reaches_every_waiter_and_the_next_request_retries(ma
     runner = await h.factory.wait_started("org/model-a")
     await until(lambda: h.scheduler.info("a").queued == 3, "three requests waiting")
     runner.release()
-    outcomes = await asyncio.gather(*(r.task for r in requests), return_exceptions=True)
+    outcomes = [await answer(request) for request in requests]
     assert all(isinstance(o, ModelLoadFailed) for o in outcomes)
     assert {str(o) for o in outcomes} == {"CUDA out of memory"}
     assert len(h.factory.runners) == 1  # one load, shared, not one per waiter
@@ -528,9 +559,8 @@ async def test_capacity_exhausted_when_the_loaded_model_is_leased(make):
     h = make(max_loaded_models=1)
     holder = h.request("a")
     await holder.leased.wait()
-    with pytest.raises(CapacityExhausted, match="org/model-a"):
-        async with h.scheduler.acquire("b"):
-            pass
+    refused = await answer(h.request("b"))
+    assert isinstance(refused, CapacityExhausted) and "org/model-a" in str(refused)
     assert h.state("a") == ModelState.READY and not holder.runner.stopped
 
 

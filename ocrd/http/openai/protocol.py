@@ -203,6 +203,8 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
         value = json.loads(body, parse_constant=_reject_constant)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and NaN/Infinity
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidRequest("request body is not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
     return value
@@ -212,7 +214,7 @@ def parse_chat_request(raw: Any) -> ChatCompletionRequest:
     """Validate a decoded ``/v1/chat/completions`` body; errors become ``InvalidRequest`` (400)."""
     if not isinstance(raw, dict):
         raise InvalidRequest("request body must be a JSON object")
-    bad = _non_finite_path(raw, ())
+    bad = _non_finite_path(raw)
     if bad is not None:
         param = _param(bad)
         raise InvalidRequest(f"{param}: NaN and infinite numbers are not allowed", param=param)
@@ -222,20 +224,21 @@ def parse_chat_request(raw: Any) -> ChatCompletionRequest:
         raise invalid_request_from_errors(exc.errors(include_url=False)) from None
 
 
-def _non_finite_path(value: Any, path: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    # Unknown fields are forwarded unvalidated, so NaN/inf must be caught anywhere in the body.
-    if isinstance(value, float) and not math.isfinite(value):
-        return path
-    if isinstance(value, dict):
-        items: Iterable[tuple[Any, Any]] = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        found = _non_finite_path(item, (*path, key))
-        if found is not None:
-            return found
+def _non_finite_path(root: Any) -> tuple[Any, ...] | None:
+    """Where the first NaN/inf is. Unknown fields are forwarded unvalidated, so the whole body is
+    searched; iteratively, as a deeply nested body must not overflow the stack."""
+    pending: list[tuple[tuple[Any, ...], Any]] = [((), root)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path
+        if isinstance(value, dict):
+            items: Iterable[tuple[Any, Any]] = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        pending.extend(((*path, key), item) for key, item in reversed(list(items)))
     return None
 
 

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Start-up and builtin-OCR overhead of ocrd, measured side by side in one run.
+
+1. Time from `ocrd serve` to READY=1 (read on a NOTIFY_SOCKET this script owns), and the
+   daemon's idle RSS once ready (no model loaded).
+2. Builtin OCR throughput: the same images OCR'd (a) by rapidocr called directly in this process
+   with the settings ocrd's ppocr runner uses, and (b) through ocrd's HTTP API (proxy + runner
+   process), sequentially, after one warm-up each. Reported as images/s and their ratio.
+
+    .venv/bin/python bench/startup.py [--images 8] [--repeats 3] [--startups 5]
+
+Numbers depend on the machine; only the ratios are meant to travel. Record results in
+docs/benchmarks.md with the machine they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.render import render_text_image  # noqa: E402
+
+LINES = [
+    "Invoice 2024-117 for services rendered in March",
+    "Total due within thirty days: 1,250.00 EUR",
+    "Please quote the reference number with your payment",
+    "Thank you for choosing a daemon that just works",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Daemon:
+    """`ocrd serve` in a temp dir, with a NOTIFY_SOCKET to time READY=1."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.notify_path = workdir / "notify.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.notify_path))
+        config = workdir / "ocrd.toml"
+        config.write_text(
+            f'runtime_dir = "{workdir}/run"\n[http]\nport = {self.port}\n'
+            f'[grpc]\nsocket = "{workdir}/ocrd.sock"\n'
+        )
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ocrd", "serve", "--config", str(config)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.ready_after = self._wait_ready()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self) -> float:
+        self.notify.settimeout(60)
+        while True:
+            message = self.notify.recv(4096).decode()
+            if "READY=1" in message.splitlines():
+                return time.perf_counter() - self.started
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self.notify.close()
+
+
+def bench_startup(count: int) -> tuple[list[float], list[int]]:
+    seconds, rss = [], []
+    for _ in range(count):
+        with tempfile.TemporaryDirectory(prefix="ocrd-bench-", dir="/tmp") as tmp:
+            daemon = Daemon(Path(tmp))
+            seconds.append(daemon.ready_after)
+            time.sleep(0.5)  # let start-up allocations settle before reading RSS
+            rss.append(rss_bytes(daemon.process.pid))
+            daemon.stop()
+    return seconds, rss
+
+
+def direct_rapidocr(images: list[bytes], repeats: int) -> float:
+    """Images per second with rapidocr in-process, configured like ocrd's ppocr runner."""
+    from rapidocr import RapidOCR
+
+    from ocrd.config import BuiltinSettings
+
+    side = BuiltinSettings().ppocr_det_limit_side_len
+    ocr = RapidOCR(params={"Det.limit_type": "max", "Det.limit_side_len": side})
+    decoded = [Image.open(io.BytesIO(png)).convert("RGB") for png in images]
+    ocr(decoded[0])  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for image in decoded:
+            ocr(image)
+    return repeats * len(images) / (time.perf_counter() - started)
+
+
+def through_ocrd(url: str, images: list[bytes], repeats: int) -> float:
+    """Images per second through ocrd's OpenAI endpoint (base64 upload, proxy, runner)."""
+    bodies = [
+        {
+            "model": "ppocr",
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+                "url": "data:image/png;base64," + base64.b64encode(png).decode()}}]}],
+        }
+        for png in images
+    ]
+    with httpx.Client(base_url=url, timeout=300) as client:
+        client.post("/v1/chat/completions", json=bodies[0]).raise_for_status()  # load + warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            for body in bodies:
+                client.post("/v1/chat/completions", json=body).raise_for_status()
+        return repeats * len(images) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--startups", type=int, default=5)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    startup, rss = bench_startup(args.startups)
+    images = [render_text_image(LINES[i % len(LINES):] + LINES[: i % len(LINES)])
+              for i in range(args.images)]
+    direct = direct_rapidocr(images, args.repeats)
+    with tempfile.TemporaryDirectory(prefix="ocrd-bench-", dir="/tmp") as tmp:
+        daemon = Daemon(Path(tmp))
+        try:
+            proxied = through_ocrd(daemon.url, images, args.repeats)
+        finally:
+            daemon.stop()
+    result = {
+        "startup_to_ready_s": {"median": statistics.median(startup), "min": min(startup),
+                               "max": max(startup), "runs": len(startup)},
+        "idle_rss_mib": statistics.median(rss) / 2**20,
+        "ppocr_images_per_s": {"direct_rapidocr": direct, "through_ocrd": proxied,
+                               "ratio_ocrd_over_direct": proxied / direct},
+        "images": args.images, "repeats": args.repeats, "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
