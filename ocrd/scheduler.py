@@ -76,9 +76,9 @@ class UnloadResult:
 class _Slot:
     entry: CatalogEntry
     engine: str
-    keep_alive: float
-    pinned: bool
-    queue_capacity: int
+    keep_alive: float = 0.0  # these three: from the settings, see Scheduler._configure
+    pinned: bool = False
+    queue_capacity: int = 0
     state: ModelState = ModelState.NOT_LOADED
     runner: Runner | None = None
     leases: int = 0
@@ -162,27 +162,18 @@ class Scheduler:
     def _slot_for(self, entry: CatalogEntry) -> _Slot:
         slot = self._slots.get(entry.id)
         if slot is None:
-            slot = _Slot(entry=entry, engine=entry.default_engine, keep_alive=0, pinned=False,
-                         queue_capacity=0)
+            slot = _Slot(entry=entry, engine=entry.default_engine)
             self._configure(slot)
             self._slots[entry.id] = slot
         return slot
 
     def _configure(self, slot: _Slot) -> None:
         """Applies the settings (and load-time overrides) to a slot."""
-        overrides = model_overrides(self._settings, slot.entry.id, list(slot.entry.aliases))
-        configured = overrides.keep_alive
-        slot.keep_alive = (
-            slot.keep_alive_override
-            if slot.keep_alive_override is not None
-            else configured if configured is not None else self._settings.scheduler.keep_alive
-        )
-        slot.pinned = slot.pin_override or overrides.pinned
-        slot.queue_capacity = (
-            overrides.queue_size
-            if overrides.queue_size is not None
-            else self._settings.scheduler.queue_size
-        )
+        model = model_overrides(self._settings, slot.entry.id, list(slot.entry.aliases))
+        default = self._settings.scheduler
+        slot.keep_alive = _first(slot.keep_alive_override, model.keep_alive, default.keep_alive)
+        slot.pinned = slot.pin_override or model.pinned
+        slot.queue_capacity = _first(model.queue_size, default.queue_size)
 
     def _info(self, slot: _Slot) -> SlotInfo:
         runner = slot.runner
@@ -239,10 +230,12 @@ class Scheduler:
             return
         self._publish(slot, "request.rejected",
                       f"queue full ({slot.waiting} waiting, capacity {slot.queue_capacity})")
+        # Retry-After: the waiting requests and this one, at the recent pace.
+        retry_after = max(1, round(slot.recent_seconds * (slot.waiting + 1)))
         raise QueueFull(
             f"model {slot.entry.id!r} is busy: {slot.waiting} requests are already waiting "
             f"(queue size {slot.queue_capacity}); retry later",
-            retry_after=self._retry_after(slot),
+            retry_after=retry_after,
         )
 
     async def _wait_turn(self, slot: _Slot) -> Runner:
@@ -263,9 +256,6 @@ class Scheduler:
         slot.signal.notify()
         if slot.keep_alive == 0 and not slot.pinned:
             self._spawn(self.reap_idle())
-
-    def _retry_after(self, slot: _Slot) -> int:
-        return max(1, round(slot.recent_seconds * (slot.waiting + 1)))
 
     async def _ensure_ready(self, slot: _Slot) -> None:
         while True:
@@ -307,16 +297,15 @@ class Scheduler:
         if self._closing:
             raise ShuttingDown("ocrd is shutting down")
         slot = self._slot(name)
-        self._override(slot, keep_alive, pin)
-        # Subscribed before the load can begin, so none of its events is missed.
-        subscription = self.events.subscribe(slot.entry.id)
         while slot.state == ModelState.UNLOADING:
-            await slot.signal.wait()
+            await slot.signal.wait()  # else the unload, finishing, would reset the overrides
         if self._closing:
             raise ShuttingDown("ocrd is shutting down")
+        self._override(slot, keep_alive, pin)
+        # No await from here to the load's start: subscribed now, none of its events is missed.
+        subscription = self.events.subscribe(slot.entry.id)
         if slot.state == ModelState.READY:
-            yield Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
-                        message="already loaded", progress=1.0)
+            yield _ready_event(slot, "already loaded")
             return
         future = slot.load_future if slot.state == ModelState.LOADING else self._begin_load(slot)
         assert future is not None
@@ -327,8 +316,7 @@ class Scheduler:
             elif event.kind == "model.ready":
                 ready = event
         future.result()  # raises the load's error
-        yield ready or Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
-                             message="ready", progress=1.0)
+        yield ready or _ready_event(slot, "ready")
 
     def _override(self, slot: _Slot, keep_alive: float | None, pin: bool) -> None:
         """Load-time keep-alive and pin, which win over the config until the model unloads."""
@@ -353,13 +341,9 @@ class Scheduler:
         try:
             await self._make_room(slot)
             runner = self._factory(self._runner_spec(slot))
-            await asyncio.wait_for(
-                runner.start(
-                    progress=functools.partial(self._on_progress, slot),
-                    on_exit=functools.partial(self._on_runner_exit, slot, runner),
-                ),
-                timeout=self._settings.scheduler.load_timeout,
-            )
+            starting = runner.start(progress=functools.partial(self._on_progress, slot),
+                                    on_exit=functools.partial(self._on_runner_exit, slot, runner))
+            await asyncio.wait_for(starting, timeout=self._settings.scheduler.load_timeout)
             if self._closing:
                 raise ShuttingDown("ocrd is shutting down")
         except BaseException as exc:
@@ -571,6 +555,15 @@ class Scheduler:
         # Whoever needs the outcome awaits the task; the rest must not be logged as lost.
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return task
+
+
+def _first(*values: Any) -> Any:
+    return next(value for value in values if value is not None)
+
+
+def _ready_event(slot: _Slot, message: str) -> Event:
+    return Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
+                 message=message, progress=1.0)
 
 
 def _is_idle(slot: _Slot) -> bool:

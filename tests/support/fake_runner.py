@@ -90,7 +90,8 @@ class FakeRunner(Runner):
         def answer(request: httpx.Request) -> httpx.Response:
             return httpx.Response(200, json={"model": self.model_id, "path": request.url.path})
 
-        return httpx.AsyncClient(base_url="http://fake-runner", transport=httpx.MockTransport(answer))
+        transport = httpx.MockTransport(answer)
+        return httpx.AsyncClient(base_url="http://fake-runner", transport=transport)
 
 
 class FakeRunnerFactory:

@@ -8,6 +8,7 @@ timeouts are the few-millisecond load/drain timeouts of the tests about those ti
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,8 +124,6 @@ CATALOG = Catalog([
 
 @pytest.fixture(autouse=True)
 def _no_ocrd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     for name in [n for n in os.environ if n.startswith("OCRD_")]:
         monkeypatch.delenv(name)
 
@@ -140,7 +139,8 @@ async def _hang_guard():
 
     Not a speed check: every test here finishes in milliseconds; this only fires on a deadlock.
     """
-    handle = asyncio.get_running_loop().call_later(10, _cancel_everything, asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    handle = loop.call_later(10, _cancel_everything, loop)
     yield
     handle.cancel()
 
@@ -267,6 +267,21 @@ async def test_unload_completes_even_when_its_caller_goes_away(make):
     assert holder.runner.stopped
 
 
+async def test_runner_dying_during_an_unload_does_not_start_a_new_one_before_it_ends(make):
+    h = make()
+    holder = h.request("a")
+    await holder.leased.wait()
+    unloading = asyncio.create_task(h.scheduler.unload("a"))
+    await until(lambda: h.state("a") == ModelState.UNLOADING, "unload started")
+    holder.runner.crash("segfault")
+    next_request = h.request("a")
+    await settle()
+    assert h.state("a") == ModelState.UNLOADING and len(h.factory.runners) == 1
+    await holder.finish()
+    await unloading
+    assert await next_request.finish() is h.factory.runners[1]
+
+
 async def test_unload_of_a_failed_model_resets_it_to_not_loaded(make):
     h = make()
     h.factory.plan("org/model-a", error=ModelLoadFailed("no weights"))
@@ -352,6 +367,19 @@ async def test_load_time_keep_alive_and_pin_last_until_unload(make):
     assert await h.scheduler.reap_idle() == []
     await h.scheduler.unload("a")
     assert not h.scheduler.info("a").pinned
+
+
+async def test_pin_given_while_the_model_is_unloading_survives_that_unload(make):
+    h = make()
+    holder = h.request("a")
+    await holder.leased.wait()
+    unloading = asyncio.create_task(h.scheduler.unload("a"))
+    await until(lambda: h.state("a") == ModelState.UNLOADING, "unload started")
+    pinning = asyncio.create_task(h.scheduler.load("a", pin=True))
+    await holder.finish()
+    await unloading
+    assert (await pinning).pinned
+    assert h.scheduler.info("a").state == ModelState.READY
 
 
 # --- the bounded queue ------------------------------------------------------------------------
@@ -550,7 +578,8 @@ async def test_loading_beyond_max_loaded_models_evicts_the_least_recently_used_i
     async with h.scheduler.acquire("a"):  # a is now more recently used than b
         pass
     await h.scheduler.load("c")
-    assert [h.state(m) for m in "abc"] == [ModelState.READY, ModelState.NOT_LOADED, ModelState.READY]
+    states = [h.state(m) for m in "abc"]
+    assert states == [ModelState.READY, ModelState.NOT_LOADED, ModelState.READY]
     assert h.factory.made("org/model-b")[0].stopped
     assert not h.factory.made("org/model-a")[0].stopped
 
