@@ -160,7 +160,9 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    default_model: str = Field("builtin/ppocr", description="Model used when a request names none.")
+    default_model: str = Field(
+        "builtin/ppocr", description="Model `ocrctl ocr` uses when no --model is given."
+    )
     runtime_dir: Path = Field(
         default_factory=default_runtime_dir,
         description="Private sockets of runners live here (mode 0700).",

@@ -21,7 +21,6 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ocrd.catalog import Catalog, CatalogEntry
@@ -37,88 +36,14 @@ from ocrd.errors import (
 )
 from ocrd.events import Event, EventBus, ModelState, Subscription
 from ocrd.runners.base import LoadProgress, Runner, RunnerFactory, RunnerSpec
+from ocrd.runners.options import engine_options
+from ocrd.slots import Slot, SlotInfo, UnloadResult, drain, is_idle
 
 log = logging.getLogger("ocrd.scheduler")
 
 Clock = Callable[[], float]
 
-
-@dataclass(frozen=True)
-class SlotInfo:
-    """A read-only snapshot of one slot, for transports."""
-
-    id: str
-    aliases: tuple[str, ...]
-    description: str
-    engine: str
-    state: ModelState
-    device: str
-    pid: int | None
-    memory_bytes: int
-    pinned: bool
-    keep_alive: float
-    in_flight: int
-    queued: int
-    queue_capacity: int
-    last_used: float | None  # wall-clock seconds since the epoch
-    loaded_at: float | None
-    error: str
-
-
-@dataclass(frozen=True)
-class UnloadResult:
-    model: str
-    was_loaded: bool
-    freed_bytes: int
-
-
-@dataclass
-class _Slot:
-    entry: CatalogEntry
-    engine: str
-    keep_alive: float = 0.0  # these three: from the settings, see Scheduler._configure
-    pinned: bool = False
-    queue_capacity: int = 0
-    state: ModelState = ModelState.NOT_LOADED
-    runner: Runner | None = None
-    leases: int = 0
-    waiting: int = 0
-    error: str = ""
-    last_used: float | None = None  # monotonic, from the scheduler's clock
-    last_used_wall: float | None = None
-    loaded_at_wall: float | None = None
-    # Requests run one at a time per runner; the requests waiting for a ready runner or for
-    # this turn are what `queue_capacity` bounds.
-    turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
-    # Recent request durations, for the Retry-After estimate.
-    recent_seconds: float = 1.0
-    # Load-time overrides (`ocrctl load --pin --keep-alive`) win over the config until unload.
-    keep_alive_override: float | None = None
-    pin_override: bool = False
-    # Counted against max_loaded_models from the moment a load begins until the runner is gone.
-    holds_room: bool = False
-    load_future: asyncio.Future[None] | None = None
-    signal: _Signal = field(default_factory=lambda: _Signal())
-
-
-class _Signal:
-    """Wakes every waiter of a slot when its state changes (callable from sync callbacks)."""
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-
-    def notify(self) -> None:
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
-        self._future = None
-
-    def wait(self) -> asyncio.Future[None]:
-        """The next notify(). Registered when called, not when first awaited, so a notify()
-        between the caller's check and its await (e.g. inside wait_for's task) is not lost."""
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-        # shield: a cancelled waiter must not cancel the future the other waiters share.
-        return asyncio.shield(self._future)
+__all__ = ["Scheduler", "SlotInfo", "UnloadResult"]
 
 
 class Scheduler:
@@ -138,7 +63,7 @@ class Scheduler:
         self.events = events or EventBus()
         self._clock = clock
         self._wall = wall_clock
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
         self._room = asyncio.Lock()
         self._closing = False
         self._reaper: asyncio.Task[None] | None = None
@@ -156,18 +81,18 @@ class Scheduler:
     def info(self, name: str) -> SlotInfo:
         return self._info(self._slot(name))
 
-    def _slot(self, name: str) -> _Slot:
+    def _slot(self, name: str) -> Slot:
         return self._slot_for(self._catalog.resolve(name))
 
-    def _slot_for(self, entry: CatalogEntry) -> _Slot:
+    def _slot_for(self, entry: CatalogEntry) -> Slot:
         slot = self._slots.get(entry.id)
         if slot is None:
-            slot = _Slot(entry=entry, engine=entry.default_engine)
+            slot = Slot(entry=entry, engine=entry.default_engine)
             self._configure(slot)
             self._slots[entry.id] = slot
         return slot
 
-    def _configure(self, slot: _Slot) -> None:
+    def _configure(self, slot: Slot) -> None:
         """Applies the settings (and load-time overrides) to a slot."""
         model = model_overrides(self._settings, slot.entry.id, list(slot.entry.aliases))
         default = self._settings.scheduler
@@ -175,7 +100,7 @@ class Scheduler:
         slot.pinned = slot.pin_override or model.pinned
         slot.queue_capacity = _first(model.queue_size, default.queue_size)
 
-    def _info(self, slot: _Slot) -> SlotInfo:
+    def _info(self, slot: Slot) -> SlotInfo:
         runner = slot.runner
         return SlotInfo(
             id=slot.entry.id,
@@ -222,7 +147,7 @@ class Scheduler:
             slot.turn.release()
             self._mark_used(slot, self._clock() - started)
 
-    def _check_queue(self, slot: _Slot) -> None:
+    def _check_queue(self, slot: Slot) -> None:
         # The request holding the lease is not waiting. While nobody holds one (idle, loading),
         # one more may wait: that one is next to run, so queue_size 0 still serves one at a time.
         capacity = slot.queue_capacity + (0 if slot.leases else 1)
@@ -238,7 +163,7 @@ class Scheduler:
             retry_after=retry_after,
         )
 
-    async def _wait_turn(self, slot: _Slot) -> Runner:
+    async def _wait_turn(self, slot: Slot) -> Runner:
         """A ready runner and this request's turn on it (FIFO)."""
         while True:
             # Outside the turn, so that every waiter joins the one load and sees its error.
@@ -249,7 +174,7 @@ class Scheduler:
             # The model went (unload, crash, shutdown) while this request queued: start over.
             slot.turn.release()
 
-    def _mark_used(self, slot: _Slot, seconds: float) -> None:
+    def _mark_used(self, slot: Slot, seconds: float) -> None:
         slot.last_used = self._clock()
         slot.last_used_wall = self._wall()
         slot.recent_seconds = 0.8 * slot.recent_seconds + 0.2 * max(seconds, 0.01)
@@ -257,7 +182,7 @@ class Scheduler:
         if slot.keep_alive == 0 and not slot.pinned:
             self._spawn(self.reap_idle())
 
-    async def _ensure_ready(self, slot: _Slot) -> None:
+    async def _ensure_ready(self, slot: Slot) -> None:
         while True:
             if self._closing:
                 raise ShuttingDown("ocrd is shutting down")
@@ -318,14 +243,14 @@ class Scheduler:
         future.result()  # raises the load's error
         yield ready or _ready_event(slot, "ready")
 
-    def _override(self, slot: _Slot, keep_alive: float | None, pin: bool) -> None:
+    def _override(self, slot: Slot, keep_alive: float | None, pin: bool) -> None:
         """Load-time keep-alive and pin, which win over the config until the model unloads."""
         if keep_alive is not None:
             slot.keep_alive_override = keep_alive
         slot.pin_override = slot.pin_override or pin
         self._configure(slot)
 
-    def _begin_load(self, slot: _Slot) -> asyncio.Future[None]:
+    def _begin_load(self, slot: Slot) -> asyncio.Future[None]:
         slot.state = ModelState.LOADING
         slot.error = ""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -336,7 +261,7 @@ class Scheduler:
         self._spawn(self._run_load(slot, future))
         return future
 
-    async def _run_load(self, slot: _Slot, future: asyncio.Future[None]) -> None:
+    async def _run_load(self, slot: Slot, future: asyncio.Future[None]) -> None:
         runner: Runner | None = None
         try:
             await self._make_room(slot)
@@ -364,7 +289,7 @@ class Scheduler:
         future.set_result(None)
         slot.signal.notify()
 
-    def _fail_load(self, slot: _Slot, future: asyncio.Future[None], error: OcrdError) -> None:
+    def _fail_load(self, slot: Slot, future: asyncio.Future[None], error: OcrdError) -> None:
         slot.state = ModelState.FAILED
         slot.error = error.message
         slot.holds_room = False
@@ -373,16 +298,16 @@ class Scheduler:
             future.set_exception(error)
         slot.signal.notify()
 
-    def _runner_spec(self, slot: _Slot) -> RunnerSpec:
+    def _runner_spec(self, slot: Slot) -> RunnerSpec:
         return RunnerSpec(model=slot.entry, engine=slot.engine, device="cpu",
                           options=engine_options(slot.entry, slot.engine, self._settings))
 
-    def _on_progress(self, slot: _Slot, step: LoadProgress) -> None:
+    def _on_progress(self, slot: Slot, step: LoadProgress) -> None:
         if slot.state == ModelState.LOADING:
             self._publish(slot, "model.progress", step.message or step.stage,
                           progress=step.progress, stage=step.stage)
 
-    def _on_runner_exit(self, slot: _Slot, runner: Runner, reason: str) -> None:
+    def _on_runner_exit(self, slot: Slot, runner: Runner, reason: str) -> None:
         """A runner ended on its own: its requests fail by themselves, the slot goes FAILED."""
         if slot.runner is not runner:
             return
@@ -397,7 +322,7 @@ class Scheduler:
         self._publish(slot, "model.failed", slot.error)
         slot.signal.notify()
 
-    async def _make_room(self, slot: _Slot) -> None:
+    async def _make_room(self, slot: Slot) -> None:
         """Evicts least-recently-used idle models while max_loaded_models would be exceeded."""
         limit = self._settings.scheduler.max_loaded_models
         async with self._room:
@@ -407,7 +332,7 @@ class Scheduler:
                     break
                 # Only READY models can go: a loading one is about to be used.
                 idle = [s for s in occupied
-                        if s.state == ModelState.READY and _is_idle(s) and not s.pinned]
+                        if s.state == ModelState.READY and is_idle(s) and not s.pinned]
                 if not idle:
                     busy = ", ".join(s.entry.id for s in occupied)
                     raise CapacityExhausted(
@@ -437,11 +362,11 @@ class Scheduler:
         await asyncio.shield(self._spawn(self._unload_slot(slot, "unloaded on request")))
         return UnloadResult(slot.entry.id, was_loaded=True, freed_bytes=freed)
 
-    async def _unload_slot(self, slot: _Slot, reason: str) -> None:
+    async def _unload_slot(self, slot: Slot, reason: str) -> None:
         slot.state = ModelState.UNLOADING
         self._publish(slot, "model.unloading", reason)
         timeout = self._settings.scheduler.drain_timeout
-        if not await _drain([slot], timeout):
+        if not await drain([slot], timeout):
             self._abandon_unload(slot)
             raise Conflict(
                 f"model {slot.entry.id!r} is still serving {slot.leases} request(s) after "
@@ -458,7 +383,7 @@ class Scheduler:
         self._publish(slot, "model.unloaded", reason)
         slot.signal.notify()
 
-    def _abandon_unload(self, slot: _Slot) -> None:
+    def _abandon_unload(self, slot: Slot) -> None:
         """Requests outlasted the drain: the model keeps serving them (unless it died meanwhile)."""
         if slot.runner is not None:
             slot.state = ModelState.READY
@@ -468,7 +393,7 @@ class Scheduler:
             self._publish(slot, "model.failed", slot.error)
         slot.signal.notify()
 
-    def _reset_overrides(self, slot: _Slot) -> None:
+    def _reset_overrides(self, slot: Slot) -> None:
         slot.keep_alive_override = None
         slot.pin_override = False
         self._configure(slot)
@@ -480,13 +405,13 @@ class Scheduler:
         now = self._clock()
         expired = [
             slot for slot in self._slots.values()
-            if slot.state == ModelState.READY and _is_idle(slot) and not slot.pinned
+            if slot.state == ModelState.READY and is_idle(slot) and not slot.pinned
             and now - (slot.last_used or now) >= slot.keep_alive
         ]
         reaped = []
         for slot in expired:
             # Re-checked: an earlier unload in this loop gave requests time to arrive.
-            if slot.state == ModelState.READY and _is_idle(slot):
+            if slot.state == ModelState.READY and is_idle(slot):
                 with contextlib.suppress(Conflict):
                     await self._unload_slot(slot, f"idle for {slot.keep_alive:g}s (keep-alive)")
                     reaped.append(slot.entry.id)
@@ -520,13 +445,13 @@ class Scheduler:
         self.events.publish(Event(kind="daemon.stopping", message="stopping all runners"))
         for slot in self._slots.values():
             slot.signal.notify()  # waiters see _closing and give up
-        await _drain(list(self._slots.values()), self._settings.scheduler.drain_timeout)
+        await drain(list(self._slots.values()), self._settings.scheduler.drain_timeout)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.gather(*(self._close_slot(slot) for slot in self._slots.values()))
 
-    async def _close_slot(self, slot: _Slot) -> None:
+    async def _close_slot(self, slot: Slot) -> None:
         future = slot.load_future
         if future is not None and not future.done():
             # Its task was cancelled before it ran, so nothing else will wake its waiters.
@@ -542,7 +467,7 @@ class Scheduler:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _publish(self, slot: _Slot, kind: str, message: str, *, progress: float = -1.0,
+    def _publish(self, slot: Slot, kind: str, message: str, *, progress: float = -1.0,
                  stage: str = "") -> None:
         event = self.events.publish(Event(kind=kind, model=slot.entry.id, state=slot.state,
                                           message=message, progress=progress, stage=stage))
@@ -561,25 +486,9 @@ def _first(*values: Any) -> Any:
     return next(value for value in values if value is not None)
 
 
-def _ready_event(slot: _Slot, message: str) -> Event:
+def _ready_event(slot: Slot, message: str) -> Event:
     return Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
                  message=message, progress=1.0)
-
-
-def _is_idle(slot: _Slot) -> bool:
-    return slot.leases == 0 and slot.waiting == 0
-
-
-async def _drain(slots: list[_Slot], timeout: float) -> bool:
-    """Waits until no slot of ``slots`` holds a lease; False when ``timeout`` seconds pass first."""
-    try:
-        async with asyncio.timeout(timeout):
-            for slot in slots:
-                while slot.leases:
-                    await slot.signal.wait()  # every lease release notifies
-    except TimeoutError:
-        return False
-    return True
 
 
 async def _next_event(subscription: Subscription, future: asyncio.Future[None]) -> Event | None:
@@ -595,7 +504,7 @@ async def _next_event(subscription: Subscription, future: asyncio.Future[None]) 
     return reader.result() if reader.done() else None
 
 
-def _load_error(slot: _Slot, exc: BaseException, timeout: float) -> OcrdError:
+def _load_error(slot: Slot, exc: BaseException, timeout: float) -> OcrdError:
     if isinstance(exc, OcrdError):
         return exc
     if isinstance(exc, TimeoutError):
@@ -613,17 +522,3 @@ async def _stop_quietly(runner: Runner, grace: float) -> None:
         await runner.stop(grace)
     except Exception:
         log.exception("stopping the runner of %s failed", runner.model_id)
-
-
-def engine_options(entry: CatalogEntry, engine: str, settings: Settings) -> dict[str, Any]:
-    """What the runner of ``engine`` needs beyond the catalog entry, from the settings."""
-    options = dict(entry.engine_options.get(engine, {}))
-    if engine == "builtin":
-        builtin = settings.builtin
-        if options.get("backend") == "ppocr":
-            options.setdefault("det_limit_side_len", builtin.ppocr_det_limit_side_len)
-        elif options.get("backend") == "tesseract":
-            options.setdefault("tesseract_cmd", builtin.tesseract_cmd)
-            options.setdefault("languages", builtin.tesseract_languages)
-            options.setdefault("psm", builtin.tesseract_psm)
-    return options

@@ -31,9 +31,11 @@ def to_grpc_target(address: str | os.PathLike[str]) -> str:
     text = os.fspath(address)
     if text.startswith("unix:"):
         return text
-    if text.startswith("/") or text.startswith("."):
-        return f"unix://{Path(text).resolve()}"
-    return text
+    # host:port has a colon and no slash ("localhost:50051", "[::1]:50051"); anything else is a
+    # path, relative ones included ("ocrd.sock").
+    if ":" in text and "/" not in text:
+        return text
+    return f"unix://{Path(text).resolve()}"
 
 
 def default_address() -> str:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from ocrd.config import parse_duration
 from ocrd.errors import InvalidRequest
-from ocrd.http.body import read_json_object
+from ocrd.http.openai.protocol import parse_json_body
 from ocrd.http.state import AppState
 from ocrd.scheduler import SlotInfo
 
@@ -36,7 +36,7 @@ async def health(request: Request) -> JSONResponse:
 @router.post("/models/load")
 async def load_model(request: Request) -> dict[str, Any]:
     state: AppState = request.app.state.ocrd
-    raw = await read_json_object(request)
+    raw = parse_json_body(await request.body())
     model = _model_field(raw)
     keep_alive = raw.get("keep_alive")
     try:
@@ -53,7 +53,7 @@ async def load_model(request: Request) -> dict[str, Any]:
 @router.post("/models/unload")
 async def unload_model(request: Request) -> dict[str, Any]:
     state: AppState = request.app.state.ocrd
-    result = await state.scheduler.unload(_model_field(await read_json_object(request)))
+    result = await state.scheduler.unload(_model_field(parse_json_body(await request.body())))
     return {
         "status": "unloaded" if result.was_loaded else "not_loaded",
         "model": result.model,

@@ -34,27 +34,32 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def error_response(error: OcrdError) -> JSONResponse:
     """The HTTP response for ``error``: its status, its envelope, its headers (Retry-After)."""
-    return JSONResponse(error.to_openai(), status_code=error.http_status, headers=error.http_headers())
+    return JSONResponse(
+        error.to_openai(), status_code=error.http_status, headers=error.http_headers()
+    )
 
 
 async def _ocrd_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OcrdError)
     if exc.http_status >= 500:
-        logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.http_status, exc.message)
+        logger.warning(
+            "%s %s -> %d: %s", request.method, request.url.path, exc.http_status, exc.message
+        )
     return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    if any(e.get("type") == "json_invalid" for e in errors):
-        detail = next(e for e in errors if e.get("type") == "json_invalid")
-        reason = (detail.get("ctx") or {}).get("error", "")
-        suffix = f" ({reason} at position {detail['loc'][-1]})" if reason else ""
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        reason = (bad_json.get("ctx") or {}).get("error", "")
+        suffix = f" ({reason} at position {bad_json['loc'][-1]})" if reason else ""
         return error_response(InvalidRequest(f"request body is not valid JSON{suffix}"))
-    if errors and errors[0].get("type") == "missing" and tuple(errors[0].get("loc", ())) == ("body",):
+    if errors and errors[0].get("type") == "missing" and tuple(errors[0]["loc"]) == ("body",):
         return error_response(InvalidRequest("request body is missing; send a JSON object"))
-    return error_response(invalid_request_from_errors(errors, drop=("body", "query", "path")))
+    where = ("body", "query", "path", "header", "cookie")
+    return error_response(invalid_request_from_errors(errors, drop=where))
 
 
 _OPENAI_TYPE = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
@@ -65,7 +70,7 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     message = str(exc.detail)
     # Only Starlette's bare defaults are rewritten; a route's own detail is kept as it is.
-    if message == http.HTTPStatus(status).phrase:
+    if status in (404, 405) and message == http.HTTPStatus(status).phrase:
         if status == 404:
             message = f"unknown URL: {request.method} {request.url.path}"
         elif status == 405:
@@ -73,7 +78,9 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     body = {
         "error": {
             "message": message,
-            "type": _OPENAI_TYPE.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "type": _OPENAI_TYPE.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            ),
             "param": None,
             "code": None,
         }
@@ -120,7 +127,5 @@ def _unhandled(scope: Scope, exc: Exception) -> JSONResponse:
         inner = inner.exceptions[0]
     if isinstance(inner, OcrdError):
         return error_response(inner)
-    logger.error(
-        "unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=exc
-    )
+    logger.error("unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
     return error_response(OcrdError(GENERIC_INTERNAL_MESSAGE))

@@ -115,21 +115,27 @@ async def prepare_images(
         _check_scheme(ref, allow_remote)
     images = []
     for ref in refs:
-        if _scheme(ref.url) == "data":
-            data = await asyncio.to_thread(decode_data_url, ref, limits.max_image_bytes)
-            url, source = ref.url, "data"
-        else:
+        remote = _scheme(ref.url) != "data"
+        if remote:
             data = await (fetcher or RemoteFetcher()).fetch(
-                ref.url, max_bytes=limits.max_image_bytes, what=f"image {ref.number}", param=ref.param
+                ref.url,
+                max_bytes=limits.max_image_bytes,
+                what=f"image {ref.number}",
+                param=ref.param,
             )
-            url, source = None, "remote"
+        else:
+            data = await asyncio.to_thread(decode_data_url, ref, limits.max_image_bytes)
         fmt, width, height = await asyncio.to_thread(
             inspect_image, data, ref, limits.max_image_pixels
         )
-        if url is None:
-            url = f"data:{_MIME[fmt]};base64,{base64.b64encode(data).decode('ascii')}"
+        url = await asyncio.to_thread(_as_data_url, data, fmt) if remote else ref.url
+        source = "remote" if remote else "data"
         images.append(ValidatedImage(ref, url, source, fmt, _MIME[fmt], width, height, len(data)))
     return images
+
+
+def _as_data_url(data: bytes, fmt: str) -> str:
+    return f"data:{_MIME[fmt]};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _check_scheme(ref: ImageRef, allow_remote: bool) -> None:
@@ -145,7 +151,9 @@ def _check_scheme(ref: ImageRef, allow_remote: bool) -> None:
             )
         return
     if scheme == "file":
-        message = f"image {ref.number}: file:// URLs are never accepted; send the image as a data: URL"
+        message = (
+            f"image {ref.number}: file:// URLs are never accepted; send the image as a data: URL"
+        )
     else:
         shown = f"{scheme}: URLs are" if scheme else "a URL without a scheme is"
         message = (
@@ -209,7 +217,9 @@ def inspect_image(data: bytes, ref: ImageRef, max_pixels: int) -> tuple[str, int
             im.load()
         except Image.DecompressionBombError:
             raise _too_many_pixels(im.size, ref, max_pixels) from None
-        except Exception:  # Pillow raises anything (OSError, SyntaxError, struct.error...) on bad data
+        except (
+            Exception
+        ):  # Pillow raises anything (OSError, SyntaxError, struct.error...) on bad data
             raise _corrupt(ref) from None
         _check_pixels(im.size, ref, max_pixels)  # a GIF frame may enlarge the canvas
         fmt = _REPORTED_FORMAT.get(str(im.format), str(im.format))
@@ -224,6 +234,8 @@ def _open_header(data: bytes, ref: ImageRef) -> Any:
     for name in ALLOWED_FORMATS:
         if name not in Image.OPEN:
             Image.init()
+        if name not in Image.OPEN:  # a Pillow built without this plugin
+            continue
         factory, accept = Image.OPEN[name]
         if accept is not None and accept(prefix) is not True:
             continue
@@ -254,9 +266,7 @@ def _corrupt(ref: ImageRef) -> InvalidRequest:
     )
 
 
-def forward_payload(
-    request: ChatCompletionRequest, images: list[ValidatedImage]
-) -> dict[str, Any]:
+def forward_payload(request: ChatCompletionRequest, images: list[ValidatedImage]) -> dict[str, Any]:
     """The request as the runner should get it: as sent (unknown fields kept), fetched images
     replaced by their data: URLs."""
     payload = request.model_dump(exclude_unset=True)
@@ -338,13 +348,13 @@ class RemoteFetcher:
         self, client: httpx.AsyncClient, url: str, max_bytes: int, what: str, param: str | None
     ) -> bytes:
         for _hop in range(self.max_redirects + 1):
-            target = await self._checked(url, what, param)
-            response = await client.send(self._pinned_request(client, target), stream=True)
+            target, address = await self._checked(url, what, param)
+            response = await client.send(_pinned_request(client, target, address), stream=True)
             try:
                 if response.is_redirect:
                     url = str(target.join(response.headers["location"]))
                     continue
-                if response.status_code != 200:
+                if not response.is_success:
                     raise InvalidRequest(
                         f"{what}: {target.host} answered HTTP {response.status_code}", param=param
                     )
@@ -355,7 +365,8 @@ class RemoteFetcher:
             f"{what}: more than {self.max_redirects} redirects; give the final URL", param=param
         )
 
-    async def _checked(self, url: str, what: str, param: str | None) -> _Target:
+    async def _checked(self, url: str, what: str, param: str | None) -> tuple[httpx.URL, str]:
+        """The parsed URL and the address to connect to, once every address is known public."""
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL:
@@ -366,50 +377,38 @@ class RemoteFetcher:
                 param=param,
             )
         host = parsed.raw_host.decode("ascii")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
+            port = parsed.port or (80 if parsed.scheme == "http" else 443)
             addresses = await self.resolver(host, port)
         except OSError:
-            raise InvalidRequest(f"{what}: host {host!r} could not be resolved", param=param) from None
+            addresses = []
         if not addresses:
-            raise InvalidRequest(f"{what}: host {host!r} has no address", param=param)
+            raise InvalidRequest(f"{what}: host {host!r} could not be resolved", param=param)
         for address in addresses:
             kind = non_public_kind(address)
             if kind is not None:
                 raise InvalidRequest(
-                    f"{what}: host {host!r} resolves to {address}, a {kind} address; ocrd only "
+                    f"{what}: host {host!r} resolves to {address} ({kind} address); ocrd only "
                     "fetches images from public addresses",
                     param=param,
                 )
-        return _Target(parsed, addresses[0])
-
-    @staticmethod
-    def _pinned_request(client: httpx.AsyncClient, target: _Target) -> httpx.Request:
-        extensions = {"sni_hostname": target.url.raw_host.decode("ascii")}
-        return client.build_request(
-            "GET",
-            target.url.copy_with(host=target.address),
-            # identity: a compressed body could inflate far past max_image_bytes in one chunk
-            headers={
-                "Host": target.url.netloc.decode("ascii"),
-                "Accept": "image/*",
-                "Accept-Encoding": "identity",
-            },
-            extensions=extensions,
-        )
+        return parsed, addresses[0]
 
 
-@dataclass(frozen=True)
-class _Target:
-    url: httpx.URL  # as the client named it (for Host, SNI and relative redirects)
-    address: str  # the checked address the connection goes to
-
-    @property
-    def host(self) -> str:
-        return self.url.host
-
-    def join(self, location: str) -> httpx.URL:
-        return self.url.join(location)
+def _pinned_request(client: httpx.AsyncClient, target: httpx.URL, address: str) -> httpx.Request:
+    # Connect to the checked address; the name goes in Host and in TLS SNI (which httpcore also
+    # uses to verify the certificate).
+    return client.build_request(
+        "GET",
+        target.copy_with(host=address),
+        # identity: a compressed body could inflate far past max_image_bytes in a single chunk
+        headers={
+            "Host": target.netloc.decode("ascii"),
+            "Accept": "image/*",
+            "Accept-Encoding": "identity",
+        },
+        extensions={"sni_hostname": target.raw_host.decode("ascii")},
+    )
 
 
 async def _read_capped(

@@ -302,7 +302,9 @@ async def test_uvicorn_cuts_off_a_chunked_body_once_over_the_limit():
         status, _, body = await raw_exchange(
             port,
             b"POST /size HTTP/1.1\r\nHost: ocrd\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + f"{len(piece):x}\r\n".encode() + piece + b"\r\n",
+            + f"{len(piece):x}\r\n".encode()
+            + piece
+            + b"\r\n",
         )
     assert status == 413
     assert "limits.max_body_bytes" in json.loads(body)["error"]["message"]
@@ -310,13 +312,16 @@ async def test_uvicorn_cuts_off_a_chunked_body_once_over_the_limit():
 
 async def test_streaming_response_is_not_buffered_by_the_middlewares():
     app, gate = build_app()
-    async with serving(app) as port, httpx.AsyncClient(trust_env=False) as client:
-        async with client.stream("GET", f"http://127.0.0.1:{port}/stream") as response:
-            chunks = response.aiter_text()
-            first = await asyncio.wait_for(anext(chunks), HANG_GUARD_S)
-            assert first == "first\n"  # arrived while the generator still waits on the gate
-            gate.set()
-            rest = "".join([c async for c in chunks])
+    async with (
+        serving(app) as port,
+        httpx.AsyncClient(trust_env=False) as client,
+        client.stream("GET", f"http://127.0.0.1:{port}/stream") as response,
+    ):
+        chunks = response.aiter_text()
+        first = await asyncio.wait_for(anext(chunks), HANG_GUARD_S)
+        assert first == "first\n"  # arrived while the generator still waits on the gate
+        gate.set()
+        rest = "".join([c async for c in chunks])
     assert rest == "second\n"
 
 

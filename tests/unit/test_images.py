@@ -93,7 +93,8 @@ async def test_images_are_numbered_across_messages_and_params_point_at_the_part(
     raw = {
         "model": "m",
         "messages": [
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(encode("PNG"))}}]},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": data_url(encode("PNG"))}}]},
             {"role": "assistant", "content": "ok"},
             {"role": "user", "content": [
                 {"type": "text", "text": "and this"},
@@ -220,7 +221,14 @@ async def test_pixel_limit_is_ours_not_pillows_global(monkeypatch):
 
 async def test_image_bytes_limit_is_exact():
     data = encode("BMP", (30, 30))  # BMP: a size known to the byte, no compression
-    assert len(await prepare_images(chat(data_url(data)), LimitsSettings(max_image_bytes=len(data)), False)) == 1
+    assert (
+        len(
+            await prepare_images(
+                chat(data_url(data)), LimitsSettings(max_image_bytes=len(data)), False
+            )
+        )
+        == 1
+    )
     error = await refused(
         chat(data_url(data)), PayloadTooLarge, limits=LimitsSettings(max_image_bytes=len(data) - 1)
     )
@@ -249,7 +257,8 @@ def test_forward_payload_keeps_the_request_and_data_urls():
         "temperature": 0.1,
         "vendor_knob": {"a": [1]},
         "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
+            {"type": "image_url",
+             "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
         ]}],
     }  # fmt: skip
     assert forward_payload(parse_chat_request(raw), []) == raw
@@ -414,7 +423,7 @@ async def test_every_resolved_address_must_be_public():
     error = await refused(
         chat("http://images.example/image.png"), allow_remote=True, fetcher=fetcher
     )
-    assert "10.0.0.7, a private address" in error.message and seen == []
+    assert "10.0.0.7 (private address)" in error.message and seen == []
 
 
 async def test_unresolvable_host_is_a_clear_400():
@@ -470,7 +479,9 @@ async def test_remote_fetch_gives_up_after_its_timeout():
 
 
 async def test_fetched_bytes_are_validated_like_data_urls():
-    fetcher, _ = fetcher_for(image_app([], b"<html>not an image</html>"), {"images.example": [PUBLIC_IP]})
+    fetcher, _ = fetcher_for(
+        image_app([], b"<html>not an image</html>"), {"images.example": [PUBLIC_IP]}
+    )
     error = await refused(
         chat("http://images.example/image.png"), allow_remote=True, fetcher=fetcher
     )

@@ -221,4 +221,3 @@ def test_model_list_matches_openai_schema_with_ocrd_extras():
     validate("Model", cards["data"][0])
     assert cards["data"][0]["ocrd"] == {"state": "ready", "engine": "vllm", "aliases": ["dots.ocr"]}
     assert cards["object"] == "list" and cards["data"][1]["object"] == "model"
-

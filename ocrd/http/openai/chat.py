@@ -15,9 +15,8 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ocrd.http import proxy
-from ocrd.http.body import read_json_object
 from ocrd.http.images import forward_payload, prepare_images
-from ocrd.http.openai.protocol import parse_chat_request
+from ocrd.http.openai.protocol import parse_chat_request, parse_json_body
 from ocrd.http.state import AppState
 
 router = APIRouter()
@@ -26,7 +25,7 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request) -> Response:
     state: AppState = request.app.state.ocrd
-    raw = await read_json_object(request)
+    raw = parse_json_body(await request.body())
     chat = parse_chat_request(raw)
     state.scheduler.resolve(chat.model)  # unknown model: 404 before any image work
     images = await prepare_images(

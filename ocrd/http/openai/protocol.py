@@ -2,19 +2,20 @@
 
 Requests are validated here and then forwarded to a runner, so request models allow unknown
 fields (``extra="allow"``) and keep them: a field ocrd does not know (``response_format``,
-``repetition_penalty``, ...) is the runner's to judge. Fields ocrd does know are checked strictly
-(``"stream": "yes"`` is an error, not ``True``), because a runner reached with a bad value fails later
-and less clearly. Content parts are the exception to "unknown is allowed": only ``text`` and
-``image_url`` parts pass, since any other kind (``video_url``, ``input_audio``, ``file``) could carry
-a URL or a file that ``ocrd.http.images`` never sees and a runner would fetch unchecked.
+``repetition_penalty``, ...) is the runner's to judge. Fields ocrd does know are checked
+strictly (``"stream": "yes"`` is an error, not ``True``), because a runner reached with a bad value
+fails later and less clearly. Content parts are the exception to "unknown is allowed": only
+``text`` and ``image_url`` parts pass, since any other kind (``video_url``, ``input_audio``,
+``file``) could carry a URL or a file that ``ocrd.http.images`` never sees and a runner would fetch
+unchecked.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -80,7 +81,7 @@ class ImagePart(_Request):
 
 
 ContentPart = Annotated[
-    Union[Annotated[TextPart, Tag("<text>")], Annotated[ImagePart, Tag("<image_url>")]],
+    Annotated[TextPart, Tag("<text>")] | Annotated[ImagePart, Tag("<image_url>")],
     Discriminator(
         _part_kind,
         custom_error_type="content_part_type",
@@ -88,10 +89,7 @@ ContentPart = Annotated[
     ),
 ]
 Content = Annotated[
-    Union[
-        Annotated[str, Tag("<str>")],
-        Annotated[list[ContentPart], Tag("<list>"), Field(min_length=1)],
-    ],
+    Annotated[str, Tag("<str>")] | Annotated[list[ContentPart], Tag("<list>"), Field(min_length=1)],
     Discriminator(
         _json_kind,
         custom_error_type="content_kind",
@@ -99,10 +97,8 @@ Content = Annotated[
     ),
 ]
 Stop = Annotated[
-    Union[
-        Annotated[str, Tag("<str>")],
-        Annotated[list[str], Tag("<list>"), Field(max_length=MAX_STOP_SEQUENCES)],
-    ],
+    Annotated[str, Tag("<str>")]
+    | Annotated[list[str], Tag("<list>"), Field(max_length=MAX_STOP_SEQUENCES)],
     Discriminator(
         _json_kind,
         custom_error_type="stop_kind",
@@ -224,21 +220,22 @@ def parse_chat_request(raw: Any) -> ChatCompletionRequest:
         raise invalid_request_from_errors(exc.errors(include_url=False)) from None
 
 
-def _non_finite_path(root: Any) -> tuple[Any, ...] | None:
-    """Where the first NaN/inf is. Unknown fields are forwarded unvalidated, so the whole body is
-    searched; iteratively, as a deeply nested body must not overflow the stack."""
-    pending: list[tuple[tuple[Any, ...], Any]] = [((), root)]
+def _non_finite_path(root: dict[str, Any]) -> list[Any] | None:
+    """Where a NaN/inf is. Unknown fields are forwarded unvalidated, so the whole body is searched:
+    iteratively, since a deeply nested body must not overflow the stack, and with each path kept
+    as a (parent, key) link, since a long array must not cost a path copy per element."""
+    pending: list[tuple[Any, Any]] = [(None, root)]
     while pending:
-        path, value = pending.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            return path
-        if isinstance(value, dict):
-            items: Iterable[tuple[Any, Any]] = value.items()
-        elif isinstance(value, list):
-            items = enumerate(value)
-        else:
-            continue
-        pending.extend(((*path, key), item) for key, item in reversed(list(items)))
+        link, value = pending.pop()
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            if isinstance(item, float) and not math.isfinite(item):
+                path, node = [key], link
+                while node is not None:
+                    node, parent_key = node
+                    path.append(parent_key)
+                return path[::-1]
+            if isinstance(item, (dict, list)):
+                pending.append(((link, key), item))
     return None
 
 

@@ -1,0 +1,96 @@
+"""The official ``openai`` client against a real ``ocrd serve`` (real runners, real OCR).
+
+One daemon for the module: the tests only read from it (requests, model listings).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.daemon import ocr_messages, running_daemon
+from tests.support.openapi import validate
+from tests.support.render import char_accuracy, render_text_image
+
+ENGLISH = [
+    "Invoice 2024-117 from Northwind Traders",
+    "Deliver 12 boxes of paper to Room 4B",
+    "Payment due within 30 days, thank you!",
+    "Questions? Write to billing@example.com",
+]
+RUSSIAN = [
+    "Широкая электрификация южных губерний",
+    "даст мощный толчок подъёму сельского",
+    "хозяйства. Счёт № 42 оплачен полностью.",
+]
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with running_daemon() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(daemon):
+    with daemon.openai_client() as client:
+        yield client
+
+
+def test_ppocr_reads_english_lines_through_the_openai_client(client):
+    reply = client.chat.completions.create(
+        model="ppocr", messages=ocr_messages(render_text_image(ENGLISH), text="Extract text")
+    )
+    text = reply.choices[0].message.content
+    assert char_accuracy("\n".join(ENGLISH), text) >= 0.95, text
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.model == "builtin/ppocr"
+    validate("CreateChatCompletionResponse", reply.to_dict())
+
+
+def test_tesseract_reads_russian_lines_through_the_openai_client(client):
+    reply = client.chat.completions.create(
+        model="tesseract", messages=ocr_messages(render_text_image(RUSSIAN))
+    )
+    text = reply.choices[0].message.content
+    assert char_accuracy("\n".join(RUSSIAN), text) >= 0.90, text
+    validate("CreateChatCompletionResponse", reply.to_dict())
+
+
+def test_streamed_content_equals_the_non_streamed_content(client):
+    messages = ocr_messages(render_text_image(ENGLISH[:2]))
+    whole = client.chat.completions.create(model="ppocr", messages=messages)
+    chunks = list(client.chat.completions.create(
+        model="ppocr", messages=messages, stream=True, stream_options={"include_usage": True}
+    ))
+
+    for chunk in chunks:
+        validate("CreateChatCompletionStreamResponse", chunk.to_dict())
+    assert chunks[0].choices[0].delta.role == "assistant"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content
+    assert char_accuracy("\n".join(ENGLISH[:2]), streamed) >= 0.95, streamed
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    # include_usage: one last chunk with no choices and the usage.
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == (
+        chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+    )
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_models_list_shows_every_builtin_model_in_openai_shape(client):
+    raw = client.models.with_raw_response.list()
+    validate("ListModelsResponse", raw.http_response.json())
+    ids = [model.id for model in raw.parse()]
+    assert {"builtin/ppocr", "builtin/tesseract"} <= set(ids)
+
+
+def test_models_retrieve_accepts_an_alias_and_answers_the_canonical_model(client, daemon):
+    model = client.models.retrieve("ppocr")
+    assert model.id == "builtin/ppocr" and model.object == "model"
+    with daemon.http() as http:
+        raw = http.get("/v1/models/ppocr")
+    assert raw.status_code == 200
+    validate("Model", raw.json())
+    assert raw.json()["ocrd"]["aliases"] == ["ppocr"]
