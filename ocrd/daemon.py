@@ -28,6 +28,7 @@ from ocrd.errors import ConfigError, OcrdError
 from ocrd.events import Event, EventBus, ModelState
 from ocrd.http.app import build_app
 from ocrd.http.state import AppState
+from ocrd.metrics import Metrics
 from ocrd.runners.base import RunnerSpec
 from ocrd.runners.process import ProcessRunner
 from ocrd.scheduler import Scheduler
@@ -58,7 +59,10 @@ class Daemon:
             config_path=str(settings.config_path or ""),
             default_model=settings.default_model,
         )
-        self.app_state = AppState(settings=settings, scheduler=self.scheduler, version=__version__)
+        self.metrics = Metrics(self.scheduler.models)
+        self.events.add_listener(self.metrics.on_event)
+        self.app_state = AppState(settings=settings, scheduler=self.scheduler, version=__version__,
+                                  metrics=self.metrics)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 

@@ -1,4 +1,4 @@
-"""The seed's plain endpoints: ``/health``, ``POST /models/load``, ``POST /models/unload``.
+"""Plain endpoints: ``/health``, ``/metrics``, and the seed's ``POST /models/load``/``unload``.
 
 Same core as ``ocrctl load``/``unload`` (the scheduler); kept for scripts written against the
 original servers, which POST ``{"model": "..."}``.
@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ocrd.config import parse_duration
 from ocrd.errors import InvalidRequest
@@ -31,6 +32,12 @@ async def health(request: Request) -> JSONResponse:
     status = "stopping" if state.stopping else "ok"
     body = {"status": status, "version": state.version, "models": models}
     return JSONResponse(body, status_code=503 if state.stopping else 200)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    state: AppState = request.app.state.ocrd
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/models/load")

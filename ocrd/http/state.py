@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import time
+from dataclasses import dataclass, field
 
 from ocrd.config import Settings
+from ocrd.metrics import Metrics
 from ocrd.scheduler import Scheduler
 
 
@@ -14,6 +15,7 @@ class AppState:
     settings: Settings
     scheduler: Scheduler
     version: str
+    metrics: Metrics
     started_at: float = field(default_factory=time.time)
     # Set when shutdown begins: /health answers 503 so load balancers stop sending traffic.
     stopping: bool = False

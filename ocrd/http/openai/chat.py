@@ -27,12 +27,13 @@ async def create_chat_completion(request: Request) -> Response:
     state: AppState = request.app.state.ocrd
     raw = parse_json_body(await request.body())
     chat = parse_chat_request(raw)
-    state.scheduler.resolve(chat.model)  # unknown model: 404 before any image work
-    images = await prepare_images(
-        chat, state.settings.limits, state.settings.http.allow_remote_image_urls
-    )
-    body = forward_payload(chat, images)
-    return await _forward(state, chat.model, body, stream=chat.stream)
+    model = state.scheduler.resolve(chat.model).id  # unknown model: 404 before any image work
+    with state.metrics.observe(model):
+        images = await prepare_images(
+            chat, state.settings.limits, state.settings.http.allow_remote_image_urls
+        )
+        body = forward_payload(chat, images)
+        return await _forward(state, model, body, stream=chat.stream)
 
 
 async def _forward(state: AppState, model: str, body: dict[str, Any], stream: bool) -> Response:

@@ -1,0 +1,84 @@
+"""Prometheus metrics (``GET /metrics``).
+
+Counters come from the request path and the event bus; per-model gauges (state, in-flight,
+queued, memory) are read from the scheduler at scrape time, so they can never drift from it.
+Labels carry canonical model ids only (never what a client typed), so cardinality stays bounded
+by the catalog.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ocrd.errors import OcrdError
+from ocrd.events import Event, ModelState
+from ocrd.slots import SlotInfo
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    def __init__(self, slots: Callable[[], list[SlotInfo]]):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ocrd_requests", "Chat completion requests by model and HTTP status",
+            ["model", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ocrd_request_duration_seconds", "Time to the full answer (non-stream) or to the "
+            "start of the stream", ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.transitions = Counter(
+            "ocrd_model_events", "Model lifecycle events (loads, failures, unloads, rejections)",
+            ["model", "kind"], registry=self.registry,
+        )
+        self.registry.register(_SlotCollector(slots))
+
+    @contextmanager
+    def observe(self, model: str) -> Iterator[None]:
+        """Counts one request to ``model`` with the status it ends with."""
+        started = time.perf_counter()
+        status = 200
+        try:
+            yield
+        except OcrdError as exc:
+            status = exc.http_status
+            raise
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            self.requests.labels(model, str(status)).inc()
+            self.latency.labels(model).observe(time.perf_counter() - started)
+
+    def on_event(self, event: Event) -> None:
+        if event.model and event.kind != "model.progress":
+            self.transitions.labels(event.model, event.kind).inc()
+
+
+class _SlotCollector(Collector):
+    def __init__(self, slots: Callable[[], list[SlotInfo]]):
+        self._slots = slots
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily("ocrd_model_state", "1 for the state each model is in",
+                                  labels=["model", "state"])
+        in_flight = GaugeMetricFamily("ocrd_model_in_flight", "Requests holding the model",
+                                      labels=["model"])
+        queued = GaugeMetricFamily("ocrd_model_queued", "Requests waiting for the model",
+                                   labels=["model"])
+        memory = GaugeMetricFamily("ocrd_model_memory_bytes", "Memory the model's runner holds",
+                                   labels=["model"])
+        for info in self._slots():
+            for candidate in ModelState:
+                state.add_metric([info.id, candidate.value], 1.0 if info.state == candidate else 0.0)
+            in_flight.add_metric([info.id], info.in_flight)
+            queued.add_metric([info.id], info.queued)
+            memory.add_metric([info.id], info.memory_bytes)
+        yield from (state, in_flight, queued, memory)
