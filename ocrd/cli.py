@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from ocrd import __version__
-from ocrd.config import Settings, load_settings
+from ocrd.config import Settings, load_settings, unknown_env_variables
 from ocrd.errors import ConfigError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ocrd: configuration error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
+    for name in unknown_env_variables():
+        print(f"ocrd: warning: ${name} is not a setting and is ignored (nested keys use '__', "
+              f"e.g. OCRD_HTTP__PORT)", file=sys.stderr)
     if args.command == "check-config":
         source = settings.config_path or "built-in defaults"
         print(f"ocrd: configuration OK ({source})")

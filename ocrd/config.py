@@ -9,6 +9,7 @@ later.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -53,7 +54,9 @@ def parse_duration(value: Any) -> float:
                     f"{value!r} is not a duration; use seconds or units like '30s', '5m', '1h'"
                 ) from None
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds < 0 or seconds != seconds:
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
+    if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
 
@@ -243,12 +246,16 @@ def load_settings(
     try:
         settings = layered(**(overrides or {}))
     except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(exc, path if data else None)) from None
+        raise ConfigError(
+            _describe_validation_error(exc, path if data else None, overrides or {})
+        ) from None
     settings.config_path = path if data or required else None
     return settings
 
 
-def _describe_validation_error(exc: ValidationError, path: Path | None) -> str:
+def _describe_validation_error(
+    exc: ValidationError, path: Path | None, overrides: dict[str, Any]
+) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
@@ -256,12 +263,47 @@ def _describe_validation_error(exc: ValidationError, path: Path | None) -> str:
     else:
         what = f"{error['msg']} (got {error.get('input')!r})"
     env_name = "OCRD_" + "__".join(str(part) for part in error["loc"]).upper()
-    if env_name in os.environ:
+    if _lookup(overrides, error["loc"]):
+        where = " (from the command line)"
+    elif env_name in os.environ:
         where = f" (from ${env_name})"
     else:
         where = f" in {path}" if path else ""
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{key}: {what}{where}{more}"
+
+
+def _lookup(tree: dict[str, Any], path: tuple[Any, ...]) -> bool:
+    node: Any = tree
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+# OCRD_* variables that are not settings: read by ocrctl, runners or the test tooling.
+_NON_SETTING_VARIABLES = {"OCRD_CONFIG", "OCRD_ADDRESS", "OCRD_PARENT_PID", "OCRD_TOKEN"}
+
+
+def unknown_env_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """``OCRD_*`` variables that name no setting (``OCRD_HTTP_PORT`` for ``OCRD_HTTP__PORT``):
+    pydantic-settings ignores them silently, so the CLI warns about them."""
+    environ = dict(os.environ if environ is None else environ)
+    known: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        if field.exclude:
+            continue
+        known.add(f"OCRD_{name.upper()}")
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            known.update(f"OCRD_{name.upper()}__{sub.upper()}" for sub in annotation.model_fields)
+    return sorted(
+        key for key in environ
+        if key.startswith("OCRD_") and key not in known and key not in _NON_SETTING_VARIABLES
+        and not key.startswith("OCRD_MODELS__") and not key.startswith("OCRD_TEST")
+        and not key.startswith("OCRD_REQUIRE_")
+    )
 
 
 def model_overrides(settings: Settings, model_id: str, aliases: list[str]) -> ModelSettings:

@@ -75,21 +75,30 @@ class Catalog:
 
 def parse_entries(data: dict[str, Any]) -> list[CatalogEntry]:
     entries = []
-    for raw in data.get("model", []):
+    for number, raw in enumerate(data.get("model", []), start=1):
         raw = dict(raw)
+        model_id = raw.pop("id", None)
+        engines = tuple(raw.pop("engines", ()))
+        if not model_id:
+            raise ValueError(f"catalog entry {number} has no id")
+        if not engines or not set(engines) <= _ENGINE_TABLES:
+            raise ValueError(
+                f"catalog entry {model_id}: engines must be a non-empty subset of "
+                f"{sorted(_ENGINE_TABLES)}, got {list(engines)}"
+            )
         options = {engine: raw.pop(engine) for engine in list(raw) if engine in _ENGINE_TABLES}
         entries.append(
             CatalogEntry(
-                id=raw.pop("id"),
+                id=model_id,
                 aliases=tuple(raw.pop("aliases", ())),
                 description=raw.pop("description", ""),
-                engines=tuple(raw.pop("engines")),
+                engines=engines,
                 requires_binary=raw.pop("requires_binary", None),
                 engine_options=options,
             )
         )
         if raw:
-            raise ValueError(f"unknown catalog keys for {entries[-1].id}: {sorted(raw)}")
+            raise ValueError(f"unknown catalog keys for {model_id}: {sorted(raw)}")
     return entries
 
 

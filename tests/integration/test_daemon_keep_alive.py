@@ -1,0 +1,83 @@
+"""Idle keep-alive on a real daemon: an idle model's runner process ends on its own, a pinned one
+stays, and a request that outlasts the keep-alive is never cut off.
+
+One daemon for the module: ppocr with a 1 s keep-alive; tesseract with the same keep-alive but
+pinned; the reaper looks every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.daemon import ocr_messages, pid_alive, running_daemon, wait_until
+from tests.support.render import char_accuracy, render_text_image
+
+PPOCR, TESSERACT = "builtin/ppocr", "builtin/tesseract"
+KEEP_ALIVE = 1.0
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    config = {
+        "scheduler": {"reap_interval": "0.2s"},
+        "models": {
+            "ppocr": {"keep_alive": f"{KEEP_ALIVE:g}s"},
+            "tesseract": {"keep_alive": f"{KEEP_ALIVE:g}s", "pinned": True},
+        },
+    }
+    with running_daemon(config) as running:
+        yield running
+
+
+def _ocr(daemon, model: str, lines: list[str]) -> str:
+    with daemon.openai_client() as client:
+        reply = client.chat.completions.create(
+            model=model, messages=ocr_messages(render_text_image(lines))
+        )
+    return reply.choices[0].message.content
+
+
+def test_idle_runner_exits_on_its_own_after_its_keep_alive(daemon):
+    assert char_accuracy("idle soon", _ocr(daemon, "ppocr", ["idle soon"])) >= 0.9
+    pid = daemon.ps()[PPOCR]["pid"]
+    assert daemon.ps()[PPOCR]["keep_alive_seconds"] == KEEP_ALIVE
+
+    wait_until(lambda: not pid_alive(pid), timeout=30, message="the idle runner exiting")
+    wait_until(lambda: PPOCR not in daemon.ps(), timeout=10, message="ps no longer listing it")
+    assert pid not in daemon.runner_pids()
+    assert "idle for 1s (keep-alive)" in daemon.stderr()
+
+
+def test_pinned_model_outlives_its_keep_alive(daemon):
+    _ocr(daemon, "tesseract", ["pinned model"])
+    _ocr(daemon, "ppocr", ["witness"])
+    pinned = daemon.ps()[TESSERACT]
+    assert pinned["pinned"] is True
+    witness = daemon.ps()[PPOCR]["pid"]
+
+    # The unpinned model with the same keep-alive going shows the reaper has run past it...
+    wait_until(lambda: not pid_alive(witness), timeout=30, message="the unpinned runner exiting")
+    time.sleep(5 * 0.2)  # ...and a few more reaper rounds for good measure.
+    still = daemon.ps()[TESSERACT]
+    assert still["state"] == "MODEL_STATE_READY" and still["pid"] == pinned["pid"]
+    assert pid_alive(pinned["pid"])
+    assert "ocrd" in _ocr(daemon, "tesseract", ["ocrd still here"])
+    assert daemon.ps()[TESSERACT]["pid"] == pinned["pid"]
+
+
+def test_request_longer_than_the_keep_alive_is_not_cut_off(daemon):
+    lines = [f"Line {i}: longer than the keep-alive" for i in range(60)]
+    assert daemon.ocrctl("load", "ppocr").returncode == 0
+    pid = daemon.ps()[PPOCR]["pid"]
+    started = time.monotonic()
+    text = _ocr(daemon, "ppocr", lines)  # fails (502) if its runner is reaped mid-request
+    took = time.monotonic() - started
+    # Right after the request the model is still the one loaded before it: not reaped and
+    # reloaded in between (a reap needs a full keep-alive of idleness after the request).
+    assert daemon.ps()[PPOCR]["pid"] == pid
+    assert char_accuracy("\n".join(lines), text) >= 0.95
+    if took <= KEEP_ALIVE + 0.5:
+        pytest.skip(f"the request took {took:.1f}s, not longer than the keep-alive: inconclusive")
+    wait_until(lambda: not pid_alive(pid), timeout=30, message="the runner reaped after the request")
