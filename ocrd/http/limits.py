@@ -25,10 +25,13 @@ class BodySizeLimit:
         )
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The unread body stays on the connection, so it must not be reused for another request.
+        # No "Connection: close": closing while the client still uploads makes its next bytes
+        # meet a TCP reset (RFC 9112 section 9.6) and clients then report a reset instead of the
+        # 413. uvicorn discards the rest of the body and keeps the connection usable.
         error = self._error()
-        headers = {**error.http_headers(), "Connection": "close"}
-        response = JSONResponse(error.to_openai(), status_code=error.http_status, headers=headers)
+        response = JSONResponse(
+            error.to_openai(), status_code=error.http_status, headers=error.http_headers()
+        )
         await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -81,7 +81,8 @@ def test_watchdog_pings_go_on_while_a_request_is_being_served():
         def pings(since: int) -> int:
             return sum(n.has("WATCHDOG=1") for n in daemon.notifications[since:])
 
-        worker = threading.Thread(target=lambda: (_ocr(daemon, [f"line {i} of a long page" for i in range(30)]), done.set()))
+        lines = [f"line {i} of a long page" for i in range(30)]
+        worker = threading.Thread(target=lambda: (_ocr(daemon, lines), done.set()))
         worker.start()
         try:
             wait_until(lambda: daemon.ps()[PPOCR]["in_flight"] == 1, timeout=60, interval=0.05,
@@ -90,7 +91,6 @@ def test_watchdog_pings_go_on_while_a_request_is_being_served():
             wait_until(lambda: pings(count) >= 3 or done.is_set(), timeout=60,
                        message="pings or the end of the request")
             assert pings(count) >= 3 and not done.is_set(), "no pings while the request ran"
-
         finally:
             worker.join(HTTP_TIMEOUT)
 
@@ -113,7 +113,8 @@ def test_sighup_reloads_a_changed_config_and_keeps_the_old_one_when_broken():
         assert daemon.ps()[PPOCR]["pid"] == pid  # a reload does not restart runners
 
         count = len(daemon.notifications)
-        daemon.write_config_text("[scheduler]\nkeep_alive = \"soon\"\n")
+        # Broken by one bad value, then not TOML at all: both rejected, the old config kept.
+        daemon.write_config({**daemon.config, "scheduler": {"keep_alive": "soon"}})
         daemon.send_signal(signal.SIGHUP)
         daemon.wait_notification(lambda n: n.has("RELOADING=1"), after=count)
         daemon.wait_ready(after=count)

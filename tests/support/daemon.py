@@ -40,6 +40,8 @@ STOP_TIMEOUT = 60.0  # hang guard: drain + stopping runners
 OCRCTL_TIMEOUT = 120.0  # hang guard for one ocrctl call (a load included)
 HTTP_TIMEOUT = 180.0  # hang guard for one HTTP request (a model load included)
 
+_SYNC = "X-OCRD-TEST-SYNC="  # marker datagrams the helper sends to itself
+
 # Variables that would change what the daemon under test does, whatever the test configures.
 _SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "OCRD_CONFIG", "OCRD_ADDRESS",
              "LISTEN_FDS", "LISTEN_PID", "JOURNAL_STREAM")
@@ -154,6 +156,7 @@ class RunningDaemon:
         self._notify.settimeout(0.1)
         self._notes = _Notifications()
         self._closing = threading.Event()
+        self._synced = ""
         self._reader = threading.Thread(target=self._read_notifications, daemon=True,
                                         name="sd-notify-reader")
         self._reader.start()
@@ -173,12 +176,12 @@ class RunningDaemon:
             env=self.env, cwd=REPO,
         )
         self.exit_code: int | None = None
-        self._seen_runner_pids: set[int] = set()
         if wait_ready:
             try:
                 self.wait_ready()
             except BaseException:
                 self.kill()
+                self.close()
                 raise
 
     # --- addresses and clients -------------------------------------------------------------
@@ -241,12 +244,27 @@ class RunningDaemon:
             except OSError:
                 return
             text = data.decode("utf-8", errors="replace")
+            if text.startswith(_SYNC):
+                with self._notes.cond:
+                    self._synced = text
+                    self._notes.cond.notify_all()
+                continue
             probe = None
             if "READY=1" in text.splitlines():
                 probe = (_tcp_connectable("127.0.0.1", self.port), _unix_connectable(self.socket_path))
             with self._notes.cond:
                 self._notes.items.append(Notification(text, time.monotonic(), probe))
                 self._notes.cond.notify_all()
+
+    def sync_notifications(self, timeout: float = 10.0) -> None:
+        """Returns once every datagram sent so far has been read (a marker we send ourselves
+        comes back after them: datagrams on a Unix socket keep their order)."""
+        marker = f"{_SYNC}{time.monotonic_ns()}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(marker.encode(), str(self._notify_path))
+        with self._notes.cond:
+            if not self._notes.cond.wait_for(lambda: self._synced == marker, timeout):
+                raise AssertionError("the sd_notify reader did not catch up")
 
     @property
     def notifications(self) -> list[Notification]:
@@ -304,10 +322,8 @@ class RunningDaemon:
 
     def runner_pids(self) -> list[int]:
         """Live (non-zombie) ``ocrd.worker`` children of the daemon, from /proc."""
-        pids = [pid for pid, ppid, state, cmd in _processes()
+        return [pid for pid, ppid, state, cmd in _processes()
                 if ppid == self.pid and state != "Z" and "ocrd.worker" in cmd]
-        self._seen_runner_pids.update(pids)
-        return pids
 
     def surviving_runners(self) -> list[int]:
         """Runner processes of this daemon that still exist (zombies included), wherever their
@@ -323,7 +339,6 @@ class RunningDaemon:
         """SIGTERM, then the exit code (hang guard: SIGKILL and fail after ``timeout``)."""
         if self.exit_code is None:
             if self.process.poll() is None:
-                self.runner_pids()
                 self.process.send_signal(signal.SIGTERM)
             try:
                 self.exit_code = self.process.wait(timeout=timeout)
@@ -333,6 +348,7 @@ class RunningDaemon:
                     f"ocrd did not exit within {timeout:g}s of SIGTERM\n"
                     f"--- ocrd stderr ---\n{self.stderr()}"
                 ) from None
+            self.sync_notifications()  # every datagram it sent is in self.notifications now
         return self.exit_code
 
     def kill(self) -> None:

@@ -170,9 +170,17 @@ def test_non_finite_numbers_are_refused_in_known_fields(value):
 
 
 def test_non_finite_numbers_are_refused_in_forwarded_unknown_fields():
-    error = refused(body(logit_bias={"50256": -math.inf}))
-    assert error.param == "logit_bias.50256"
-    assert "NaN and infinite" in error.message
+    with pytest.raises(InvalidRequest) as caught:
+        parse_json_body(b'{"model": "m", "logit_bias": {"50256": -Infinity}}')
+    assert caught.value.param == "logit_bias.50256"
+    assert "NaN and infinite" in caught.value.message
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_parse_json_body_names_where_a_non_finite_number_is(constant):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_json_body(b'{"messages": [{"x": 1}], "temperature": ' + constant + b"}")
+    assert caught.value.param == "temperature"
 
 
 def test_several_problems_are_counted_after_the_first():
@@ -194,8 +202,8 @@ def test_parse_json_body_accepts_an_object():
     [
         (b"", "empty"),
         (b"{not json", "not valid JSON"),
-        (b'{"temperature": NaN}', "not valid JSON"),
-        (b'{"temperature": Infinity}', "not valid JSON"),
+        (b'{"temperature": NaN}', "NaN and infinite numbers are not allowed"),
+        (b'{"temperature": Infinity}', "NaN and infinite numbers are not allowed"),
         (b"\xff\xfe\x00garbage", "not valid JSON"),
         (b"[1, 2]", "JSON object"),
     ],

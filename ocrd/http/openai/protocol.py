@@ -183,37 +183,37 @@ class ModelList(_Response):
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json_body(body: bytes) -> dict[str, Any]:
     """A request body as a JSON object, or ``InvalidRequest``.
 
     Python's ``json`` accepts ``NaN`` and ``Infinity``; JSON does not, and a runner that gets one
-    forwarded would fail with its own error, so they are refused here.
+    forwarded would fail with its own error, so they are refused here, naming where they are.
     """
     if not body.strip():
         raise InvalidRequest("request body is empty; send a JSON object")
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and NaN/Infinity
+        value = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidRequest("request body is not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
+    _refuse_non_finite(value)
     return value
+
+
+def _refuse_non_finite(raw: dict[str, Any]) -> None:
+    bad = _non_finite_path(raw)
+    if bad is not None:
+        param = _param(bad)
+        raise InvalidRequest(f"{param}: NaN and infinite numbers are not allowed", param=param)
 
 
 def parse_chat_request(raw: Any) -> ChatCompletionRequest:
     """Validate a decoded ``/v1/chat/completions`` body; errors become ``InvalidRequest`` (400)."""
     if not isinstance(raw, dict):
         raise InvalidRequest("request body must be a JSON object")
-    bad = _non_finite_path(raw)
-    if bad is not None:
-        param = _param(bad)
-        raise InvalidRequest(f"{param}: NaN and infinite numbers are not allowed", param=param)
     try:
         return ChatCompletionRequest.model_validate(raw)
     except ValidationError as exc:

@@ -1,0 +1,65 @@
+"""The daemon process never imports torch or transformers (DESIGN: "Process model").
+
+Checked twice: in a real daemon that has served a request (nothing under a torch or transformers
+path is mapped into its memory), and in a fresh interpreter that builds the daemon's whole object
+graph (settings, Daemon with its scheduler and catalog, the FastAPI app).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.daemon import REPO, daemon_env, ocr_messages, running_daemon
+from tests.support.render import render_text_image
+
+HEAVY = ("torch", "transformers")
+
+
+def _mapped_files(pid: int) -> set[str]:
+    paths = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            paths.add(fields[5])
+    return paths
+
+
+def test_a_serving_daemon_maps_no_torch_or_transformers_file():
+    with running_daemon() as daemon, daemon.http() as http:
+        response = http.post("/v1/chat/completions", json={
+            "model": "ppocr", "messages": ocr_messages(render_text_image(["no torch here"]))})
+        assert response.status_code == 200, response.text
+        mapped = _mapped_files(daemon.pid)
+        # The check can see what it looks for: the daemon's own Python libraries are mapped.
+        assert any("grpc" in path for path in mapped), sorted(mapped)[:20]
+        assert [p for p in mapped if any(word in p.lower() for word in HEAVY)] == []
+
+
+BUILD_THE_DAEMON = """
+import json, shutil, sys, tempfile
+from pathlib import Path
+from ocrd.config import load_settings
+import ocrd.daemon
+from ocrd.http.app import build_app
+
+directory = Path(tempfile.mkdtemp(prefix="ocrd-i-", dir="/tmp"))
+config = directory / "ocrd.toml"
+config.write_text(f'runtime_dir = "{directory}"\\n[grpc]\\nsocket = "{directory}/ocrd.sock"\\n')
+daemon = ocrd.daemon.Daemon(load_settings(str(config)))
+app = build_app(daemon.app_state)
+assert [m.id for m in daemon.scheduler.models()][0] == "builtin/ppocr"
+shutil.rmtree(directory)
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "transformers", "ocrd", "grpc", "fastapi"))))
+"""
+
+
+def test_building_the_daemon_imports_neither_torch_nor_transformers():
+    result = subprocess.run([sys.executable, "-c", BUILD_THE_DAEMON], capture_output=True,
+                            text=True, timeout=120, env=daemon_env(), cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    modules = json.loads(result.stdout.splitlines()[-1])
+    assert "ocrd.daemon" in modules and "fastapi" in modules and "grpc" in modules
+    assert [m for m in modules if m.split(".")[0] in HEAVY] == []
