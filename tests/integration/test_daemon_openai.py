@@ -94,3 +94,27 @@ def test_models_retrieve_accepts_an_alias_and_answers_the_canonical_model(client
     assert raw.status_code == 200
     validate("Model", raw.json())
     assert raw.json()["ocrd"]["aliases"] == ["ppocr"]
+
+
+def test_metrics_count_requests_by_model_and_status_and_show_model_state(daemon, client):
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples() -> dict[tuple[str, tuple], float]:
+        text = httpx.get(f"{daemon.base_url}/metrics", timeout=30).text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    ok_key = ("ocrd_requests_total", (("model", "builtin/ppocr"), ("status", "200")))
+    before = samples().get(ok_key, 0.0)
+    client.chat.completions.create(model="ppocr", messages=ocr_messages(render_text_image(["metrics"])))
+    after = samples()
+
+    assert after[ok_key] == before + 1
+    assert after[("ocrd_model_state", (("model", "builtin/ppocr"), ("state", "ready")))] == 1.0
+    assert after[("ocrd_model_state", (("model", "builtin/ppocr"), ("state", "failed")))] == 0.0
+    assert after[("ocrd_model_memory_bytes", (("model", "builtin/ppocr"),))] > 0
+    assert after[("ocrd_model_events_total", (("kind", "model.ready"), ("model", "builtin/ppocr")))] >= 1
