@@ -149,12 +149,54 @@ class BuiltinSettings(_Section):
     )
 
 
+class CacheSettings(_Section):
+    hub_dir: Path | None = Field(
+        None,
+        description="The Hugging Face hub cache shared by every engine; unset: $HF_HUB_CACHE, "
+        "else $HF_HOME/hub, else ~/.cache/huggingface/hub.",
+    )
+
+
+Quantization = Literal["auto", "none", "8bit", "4bit"]
+
+
+class TransformersSettings(_Section):
+    python: str | None = Field(
+        None,
+        description="Python interpreter for Transformers runners (a venv with torch and "
+        "transformers); unset: the one running ocrd.",
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto: cuda:0 when an NVIDIA GPU is present, else cpu.",
+    )
+    quantization: Quantization = Field(
+        "auto", description="auto: 8bit on a GPU (the seed's low-memory mode), none on CPU."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on CPU."
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto: the catalog's choice, else sdpa (flash_attention_2 if installed)."
+    )
+    max_new_tokens: int = Field(4096, gt=0, description="Default completion limit per request.")
+    allow_remote_code: bool = Field(
+        True,
+        description="Run models whose repository ships Python code (trust_remote_code). Off: "
+        "such models are refused with a clear error.",
+    )
+
+
 class ModelSettings(_Section):
     """Per-model overrides, as ``[models."builtin/ppocr"]`` (id or alias)."""
 
     keep_alive: Duration | None = None
     pinned: bool = False
     queue_size: int | None = Field(None, ge=0)
+    engine: Literal["builtin", "transformers", "vllm"] | None = None
+    quantization: Quantization | None = None
+    device: str | None = Field(None, pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    revision: str | None = Field(None, description="Branch, tag or commit to load; default main.")
 
 
 class Settings(BaseSettings):
@@ -175,6 +217,8 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     builtin: BuiltinSettings = Field(default_factory=BuiltinSettings)
+    transformers: TransformersSettings = Field(default_factory=TransformersSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
     # Where the file layer came from; set by load_settings, never read from a source.

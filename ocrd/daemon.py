@@ -22,6 +22,7 @@ import uvicorn
 from ocrd import __version__
 from ocrd.catalog import Catalog
 from ocrd.config import Settings, load_settings
+from ocrd.directory import ModelDirectory
 from ocrd.control.server import start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.errors import ConfigError, OcrdError
@@ -53,7 +54,8 @@ class Daemon:
         self.notifier = Notifier()
         self.events = EventBus()
         self.catalog = Catalog.load_default({"tesseract": settings.builtin.tesseract_cmd})
-        self.scheduler = Scheduler(settings, self.catalog, self._make_runner, self.events)
+        self.models = ModelDirectory(self.catalog, settings)
+        self.scheduler = Scheduler(settings, self.models, self._make_runner, self.events)
         self.info = DaemonInfo(
             version=__version__,
             config_path=str(settings.config_path or ""),

@@ -26,6 +26,7 @@ from typing import Any
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config import Settings, model_overrides
 from ocrd.errors import (
+    InvalidRequest,
     CapacityExhausted,
     Conflict,
     ModelLoadFailed,
@@ -36,7 +37,7 @@ from ocrd.errors import (
 )
 from ocrd.events import Event, EventBus, ModelState, Subscription
 from ocrd.runners.base import LoadProgress, Runner, RunnerFactory, RunnerSpec
-from ocrd.runners.options import engine_options
+from ocrd.directory import LoadOverrides, ModelDirectory
 from ocrd.slots import Slot, SlotInfo, UnloadResult, drain, is_idle
 
 log = logging.getLogger("ocrd.scheduler")
@@ -58,7 +59,8 @@ class Scheduler:
         wall_clock: Clock = time.time,
     ):
         self._settings = settings
-        self._catalog = catalog
+        # A bare catalog (tests) is served as it is; the daemon passes the host's directory.
+        self._models = catalog if isinstance(catalog, ModelDirectory) else ModelDirectory(catalog, settings)
         self._factory = runner_factory
         self.events = events or EventBus()
         self._clock = clock
@@ -72,22 +74,22 @@ class Scheduler:
     # --- lookup and snapshots ------------------------------------------------------------------
 
     def resolve(self, name: str) -> CatalogEntry:
-        return self._catalog.resolve(name)
+        return self._models.resolve(name)
 
     def models(self) -> list[SlotInfo]:
         """Every model this host can serve, in catalog order, whatever its state."""
-        return [self._info(self._slot_for(entry)) for entry in self._catalog.available()]
+        return [self._info(self._slot_for(entry)) for entry in self._models.available()]
 
     def info(self, name: str) -> SlotInfo:
         return self._info(self._slot(name))
 
     def _slot(self, name: str) -> Slot:
-        return self._slot_for(self._catalog.resolve(name))
+        return self._slot_for(self._models.resolve(name))
 
     def _slot_for(self, entry: CatalogEntry) -> Slot:
         slot = self._slots.get(entry.id)
         if slot is None:
-            slot = Slot(entry=entry, engine=entry.default_engine)
+            slot = Slot(entry=entry, engine=self._models.engine_for(entry))
             self._configure(slot)
             self._slots[entry.id] = slot
         return slot
@@ -205,14 +207,17 @@ class Scheduler:
     # --- loading -------------------------------------------------------------------------------
 
     async def load(
-        self, name: str, *, keep_alive: float | None = None, pin: bool = False
+        self, name: str, *, keep_alive: float | None = None, pin: bool = False,
+        engine: str | None = None, quantization: str | None = None,
     ) -> SlotInfo:
-        async for _ in self.load_progress(name, keep_alive=keep_alive, pin=pin):
+        async for _ in self.load_progress(name, keep_alive=keep_alive, pin=pin, engine=engine,
+                                          quantization=quantization):
             pass
         return self.info(name)
 
     async def load_progress(
-        self, name: str, *, keep_alive: float | None = None, pin: bool = False
+        self, name: str, *, keep_alive: float | None = None, pin: bool = False,
+        engine: str | None = None, quantization: str | None = None,
     ) -> AsyncIterator[Event]:
         """Starts (or joins) a load and yields its events until the model is ready.
 
@@ -227,6 +232,7 @@ class Scheduler:
         if self._closing:
             raise ShuttingDown("ocrd is shutting down")
         self._override(slot, keep_alive, pin)
+        self._choose_engine(slot, engine, quantization)
         # No await from here to the load's start: subscribed now, none of its events is missed.
         subscription = self.events.subscribe(slot.entry.id)
         if slot.state == ModelState.READY:
@@ -249,6 +255,25 @@ class Scheduler:
             slot.keep_alive_override = keep_alive
         slot.pin_override = slot.pin_override or pin
         self._configure(slot)
+
+    def _choose_engine(self, slot: Slot, engine: str | None, quantization: str | None) -> None:
+        """A load's engine and quantization; a loaded model must be unloaded to change them."""
+        if engine is None and quantization is None:
+            return
+        wanted = self._models.engine_for(slot.entry, engine) if engine else slot.engine
+        if quantization not in (None, "auto", "none") and wanted != "transformers":
+            raise InvalidRequest(
+                f"{slot.entry.id} runs on the {wanted} engine, which does not quantize; "
+                f"quantization (8bit/4bit) is for the transformers engine", param="quantization")
+        changes = wanted != slot.engine or (
+            quantization is not None and quantization != slot.quantization_override)
+        if changes and slot.state in (ModelState.READY, ModelState.LOADING):
+            raise Conflict(
+                f"{slot.entry.id} is already {slot.state.value} with the {slot.engine} engine; "
+                f"unload it first to load it differently"
+            )
+        slot.engine = wanted
+        slot.quantization_override = quantization
 
     def _begin_load(self, slot: Slot) -> asyncio.Future[None]:
         slot.state = ModelState.LOADING
@@ -299,8 +324,8 @@ class Scheduler:
         slot.signal.notify()
 
     def _runner_spec(self, slot: Slot) -> RunnerSpec:
-        return RunnerSpec(model=slot.entry, engine=slot.engine, device="cpu",
-                          options=engine_options(slot.entry, slot.engine, self._settings))
+        overrides = LoadOverrides(quantization=slot.quantization_override)
+        return self._models.runner_spec(slot.entry, slot.engine, overrides)
 
     def _on_progress(self, slot: Slot, step: LoadProgress) -> None:
         if slot.state == ModelState.LOADING:
@@ -396,6 +421,8 @@ class Scheduler:
     def _reset_overrides(self, slot: Slot) -> None:
         slot.keep_alive_override = None
         slot.pin_override = False
+        slot.quantization_override = None
+        slot.engine = self._models.engine_for(slot.entry)
         self._configure(slot)
 
     async def reap_idle(self) -> list[str]:
@@ -434,6 +461,7 @@ class Scheduler:
     def apply_settings(self, settings: Settings) -> None:
         """Takes a reloaded configuration (SIGHUP): keep-alive, pins and queue sizes."""
         self._settings = settings
+        self._models.apply_settings(settings)
         for slot in self._slots.values():
             self._configure(slot)
 

@@ -65,6 +65,7 @@ class Slot:
     # Load-time overrides (`ocrctl load --pin --keep-alive`) win over the config until unload.
     keep_alive_override: float | None = None
     pin_override: bool = False
+    quantization_override: str | None = None
     # Counted against max_loaded_models from the moment a load begins until the runner is gone.
     holds_room: bool = False
     load_future: asyncio.Future[None] | None = None

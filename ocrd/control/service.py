@@ -22,22 +22,23 @@ from ocrd.events import ModelState
 from ocrd.scheduler import Scheduler
 
 # Engines and quantizations this version can honour when a client asks for one explicitly.
-SUPPORTED_ENGINES = {"", "builtin"}
-SUPPORTED_QUANTIZATIONS = {"", "none"}
+KNOWN_ENGINES = {"", "builtin", "transformers", "vllm"}
+KNOWN_QUANTIZATIONS = {"", "auto", "none", "8bit", "4bit"}
 
-_CPU_ONLY = "this ocrd serves the builtin CPU engine only"
-_HF_CACHE = "the shared Hugging Face cache inventory"
+_LATER = "in a later release of ocrd"
+_INVENTORY = f"the shared Hugging Face cache inventory {_LATER}"
 NOT_YET = {
-    "ExplainMode": "ExplainMode arrives with automatic engine choice (GPU accounting and "
-    f"planner); {_CPU_ONLY}",
-    "GetGpu": f"GetGpu arrives with GPU accounting (NVML); {_CPU_ONLY} and does not inspect GPUs",
-    "ListCache": f"ListCache arrives with {_HF_CACHE}; {_CPU_ONLY}, whose models ship inside "
-    "the rapidocr wheel",
-    "DeleteCache": f"DeleteCache arrives with {_HF_CACHE}; {_CPU_ONLY}, whose models ship "
-    "inside the rapidocr wheel",
-    "PullModel": "PullModel arrives with the transformers and vLLM engines and their shared "
-    f"Hugging Face cache; {_CPU_ONLY}, which needs no download",
-    "Cleanup": "Cleanup arrives with the adoption of orphaned runners and containers; "
+    "ExplainMode": f"ExplainMode arrives with automatic engine choice (the planner) {_LATER}; "
+    "meanwhile a model runs on the first engine of its catalog entry that this host has",
+    "GetGpu": f"GetGpu arrives with GPU accounting (NVML) {_LATER}; nvidia-smi shows the "
+    "runners' memory meanwhile",
+    "ListCache": f"ListCache arrives with {_INVENTORY}; 'ocrctl models' lists the cached models "
+    "ocrd can serve",
+    "DeleteCache": f"DeleteCache arrives with {_INVENTORY}; 'hf cache' (huggingface_hub) "
+    "removes revisions meanwhile",
+    "PullModel": f"PullModel arrives with {_INVENTORY}; 'hf download REPO' (huggingface_hub) "
+    "fills the shared cache meanwhile",
+    "Cleanup": f"Cleanup arrives with the adoption of orphaned runners and containers {_LATER}; "
     "'ocrctl unload MODEL' frees a model now",
 }
 
@@ -95,7 +96,10 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         keep_alive = request.keep_alive_seconds if request.HasField("keep_alive_seconds") else None
         # The scheduler ends with a "model.ready" event (also for a model already loaded), or
         # raises: the proto's "last message READY, or a non-OK status".
-        steps = self._scheduler.load_progress(model, keep_alive=keep_alive, pin=request.pin)
+        steps = self._scheduler.load_progress(
+            model, keep_alive=keep_alive, pin=request.pin,
+            engine=request.engine or None, quantization=request.quantization or None,
+        )
         async for item in steps:
             yield convert.load_progress(item, model)
 
@@ -141,17 +145,15 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
 
 
 def check_engine_request(engine: str, quantization: str) -> None:
-    """Refuses explicit engine / quantization choices this version cannot honour."""
-    if engine not in SUPPORTED_ENGINES:
+    """Refuses engine / quantization names that do not exist (the scheduler judges the rest)."""
+    if engine not in KNOWN_ENGINES:
         raise InvalidRequest(
-            f"engine {engine!r} is not available: only the builtin engine exists in this version of "
-            "ocrd (transformers and vLLM arrive later); leave --mode unset or use 'builtin'",
+            f"unknown engine {engine!r}; use one of: {', '.join(sorted(KNOWN_ENGINES - {''}))}",
             param="engine",
         )
-    if quantization not in SUPPORTED_QUANTIZATIONS:
+    if quantization not in KNOWN_QUANTIZATIONS:
         raise InvalidRequest(
-            f"quantization {quantization!r} is not available: only the builtin engine exists in this "
-            "version of ocrd and it does not quantize; leave --quant unset or use 'none'",
+            f"unknown quantization {quantization!r}; use one of: "
+            f"{', '.join(sorted(KNOWN_QUANTIZATIONS - {''}))}",
             param="quantization",
         )
-

@@ -53,7 +53,9 @@ async def load_model(request: Request) -> dict[str, Any]:
     pin = raw.get("pin", False)
     if not isinstance(pin, bool):
         raise InvalidRequest("'pin' must be true or false", param="pin")
-    info = await state.scheduler.load(model, keep_alive=seconds, pin=pin)
+    engine, quantization = _choice(raw, "engine"), _choice(raw, "quantization")
+    info = await state.scheduler.load(model, keep_alive=seconds, pin=pin, engine=engine,
+                                      quantization=quantization)
     return {"status": "loaded", **_summary(info)}
 
 
@@ -66,6 +68,19 @@ async def unload_model(request: Request) -> dict[str, Any]:
         "model": result.model,
         "freed_bytes": result.freed_bytes,
     }
+
+
+def _choice(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or value not in _CHOICES[key]):
+        raise InvalidRequest(f"'{key}' must be one of: {', '.join(_CHOICES[key])}", param=key)
+    return value
+
+
+_CHOICES = {
+    "engine": ("builtin", "transformers", "vllm"),
+    "quantization": ("auto", "none", "8bit", "4bit"),
+}
 
 
 def _model_field(raw: dict[str, Any]) -> str:

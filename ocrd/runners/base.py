@@ -38,6 +38,10 @@ class RunnerSpec:
     engine: str
     device: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)
+    # Interpreter for a process runner (a venv with the engine's packages); None: ocrd's own.
+    python: str | None = None
+    # Extra environment for the runner (e.g. HF_HUB_CACHE, HF_HUB_OFFLINE).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class Runner(abc.ABC):

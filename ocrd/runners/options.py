@@ -1,22 +1,76 @@
-"""Runner options: what a runner of an engine needs beyond the catalog entry, from the settings."""
+"""Runner options: what a runner of an engine needs beyond the catalog entry, from the settings.
+
+The options travel to the runner as ``--options JSON``; their shapes are documented next to the
+engines that read them (``ocrd/worker/builtin_worker.py``, ``ocrd/worker/transformers_worker.py``).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ocrd.catalog import CatalogEntry
 from ocrd.config import Settings
+from ocrd.errors import EngineUnavailable
+from ocrd.hf_cache import Snapshot
 
 
-def engine_options(entry: CatalogEntry, engine: str, settings: Settings) -> dict[str, Any]:
-    """What the runner of ``engine`` needs beyond the catalog entry, from the settings."""
-    options = dict(entry.engine_options.get(engine, {}))
-    if engine == "builtin":
-        builtin = settings.builtin
-        if options.get("backend") == "ppocr":
-            options.setdefault("det_limit_side_len", builtin.ppocr_det_limit_side_len)
-        elif options.get("backend") == "tesseract":
-            options.setdefault("tesseract_cmd", builtin.tesseract_cmd)
-            options.setdefault("languages", builtin.tesseract_languages)
-            options.setdefault("psm", builtin.tesseract_psm)
+def builtin_options(entry: CatalogEntry, settings: Settings) -> dict[str, Any]:
+    options = dict(entry.engine_options.get("builtin", {}))
+    builtin = settings.builtin
+    if options.get("backend") == "ppocr":
+        options.setdefault("det_limit_side_len", builtin.ppocr_det_limit_side_len)
+    elif options.get("backend") == "tesseract":
+        options.setdefault("tesseract_cmd", builtin.tesseract_cmd)
+        options.setdefault("languages", builtin.tesseract_languages)
+        options.setdefault("psm", builtin.tesseract_psm)
     return options
+
+
+def transformers_options(
+    entry: CatalogEntry,
+    settings: Settings,
+    snapshot: Snapshot,
+    hub_dir: Path,
+    device: str,
+    *,
+    quantization: str | None = None,
+) -> dict[str, Any]:
+    facts = dict(entry.engine_options.get("transformers", {}))
+    config = settings.transformers
+    trust_remote_code = bool(facts.get("trust_remote_code", False))
+    if trust_remote_code and not config.allow_remote_code:
+        raise EngineUnavailable(
+            f"{entry.id} runs Python code from its repository (trust_remote_code) and "
+            f"transformers.allow_remote_code is off"
+        )
+    on_gpu = device.startswith("cuda")
+    chosen = quantization or config.quantization
+    if chosen == "auto":
+        # The seed's Transformers mode: 8-bit on a GPU to fit small cards; CPU stays unquantized.
+        chosen = "8bit" if on_gpu else "none"
+    dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+    attn = config.attn_implementation
+    if attn == "auto":
+        attn = facts.get("attn_implementation", "auto")
+    return {
+        "repo_id": entry.id,
+        "revision": snapshot.commit,
+        "cache_dir": str(hub_dir),
+        "offline": snapshot.complete,
+        "loader": facts.get("loader", "AutoModelForImageTextToText"),
+        "trust_remote_code": trust_remote_code,
+        "quantization": chosen,
+        "dtype": dtype,
+        "device": device,
+        "attn_implementation": attn,
+        "processor_kwargs": dict(facts.get("processor_kwargs", {})),
+        "generation": {"max_new_tokens": config.max_new_tokens, **_sampling(entry)},
+        "stop": list(facts.get("stop", [])),
+        "skip_special_tokens": facts.get("skip_special_tokens", True),
+    }
+
+
+def _sampling(entry: CatalogEntry) -> dict[str, Any]:
+    sampling = getattr(entry, "sampling", None) or {}
+    return {key: sampling[key] for key in ("temperature", "top_p", "max_new_tokens") if key in sampling}

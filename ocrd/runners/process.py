@@ -37,20 +37,21 @@ class ProcessRunner(Runner):
         socket_dir: Path,
         *,
         request_timeout: float = 600.0,
-        python: str = sys.executable,
+        python: str | None = None,
         env: dict[str, str] | None = None,
     ):
         self.spec = spec
         self._socket = socket_dir / f"{secrets.token_hex(6)}.sock"
         self._socket_dir = socket_dir
         self._request_timeout = request_timeout
-        self._python = python
+        self._python = python or spec.python or sys.executable
         self._env = env
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self._stopping = False
+        self._reported_memory = 0
         self._log = log.getChild(spec.model.id.replace("/", "."))
 
     # --- Runner interface ----------------------------------------------------------------------
@@ -62,7 +63,12 @@ class ProcessRunner(Runner):
 
     @property
     def memory_bytes(self) -> int:
-        return _rss_bytes(self.pid) if self.pid else 0
+        if not self.pid:
+            return 0
+        if self.spec.device.startswith("cuda"):
+            # What the runner measured on its GPU after loading; RSS would miss the weights.
+            return self._reported_memory
+        return _rss_bytes(self.pid)
 
     @property
     def socket_path(self) -> Path:
@@ -78,7 +84,7 @@ class ProcessRunner(Runner):
             start_new_session=True,
             # The worker compares this with its parent at start-up: if we died before it set
             # PR_SET_PDEATHSIG, it exits instead of serving as an orphan.
-            env={**(self._env if self._env is not None else os.environ),
+            env={**(self._env if self._env is not None else os.environ), **self.spec.env,
                  "OCRD_PARENT_PID": str(os.getpid())},
         )
         self._tasks.append(asyncio.create_task(self._pump_stderr()))
@@ -138,6 +144,7 @@ class ProcessRunner(Runner):
                                       progress=float(message.get("progress", -1.0)),
                                       message=str(message.get("message", ""))))
             elif event == "ready":
+                self._reported_memory = int(message.get("memory_bytes") or 0)
                 return
             elif event == "error":
                 await self._kill()

@@ -119,12 +119,12 @@ async def test_failed_load_exits_1_with_the_reason_in_one_line(ocrctl, runners):
     [
         (["load", "nope"], "ocrctl: model 'nope' does not exist; models ocrd can serve: "),
         (["unload", "nope"], "ocrctl: model 'nope' does not exist; models ocrd can serve: "),
-        (["load", "ppocr", "--mode", "vllm"], "ocrctl: engine 'vllm' is not available: "),
+        (["load", "ppocr", "--mode", "vllm"], "ocrctl: builtin/ppocr cannot run on the vllm engine; "),
         (["gpu"], "ocrctl: GetGpu arrives with GPU accounting (NVML)"),
         (["mode", "explain", "ppocr"], "ocrctl: ExplainMode arrives with automatic engine choice"),
         (["cache", "ls"], "ocrctl: ListCache arrives with the shared Hugging Face cache"),
         (["cache", "rm", "ppocr"], "ocrctl: DeleteCache arrives with the shared Hugging Face cache"),
-        (["pull", "ppocr"], "ocrctl: PullModel arrives with the transformers and vLLM engines"),
+        (["pull", "ppocr"], "ocrctl: PullModel arrives with the shared Hugging Face cache inventory"),
         (["cleanup"], "ocrctl: Cleanup arrives with the adoption of orphaned runners"),
     ],
 )

@@ -1,0 +1,171 @@
+"""The models this host can serve, and how to start a runner for each.
+
+The catalog knows models in general; the directory narrows it to this host — the builtin models,
+catalog models that are downloaded into the shared Hugging Face cache and whose engine is
+installed — and adds cached models the catalog does not know but transformers can load. It also
+turns a model plus the settings (and a load's overrides) into the ``RunnerSpec`` a runner starts
+from. The scheduler asks it; nothing here holds state beyond the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ocrd.catalog import Catalog, CatalogEntry
+from ocrd.config import Settings, model_overrides
+from ocrd.engines import engine_availability, resolve_device
+from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
+from ocrd.hf_cache import Snapshot, find_snapshot, resolve_hub_dir
+from ocrd.runners.base import RunnerSpec
+from ocrd.runners.options import builtin_options, transformers_options
+
+log = logging.getLogger("ocrd.directory")
+
+CACHED_ENGINES = ("transformers", "vllm")
+
+
+@dataclass(frozen=True)
+class LoadOverrides:
+    """What one load may change (``ocrctl load --mode --quant``)."""
+
+    engine: str | None = None
+    quantization: str | None = None
+
+
+class ModelDirectory:
+    def __init__(self, catalog: Catalog, settings: Settings):
+        self.catalog = catalog
+        self.settings = settings
+
+    def apply_settings(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def hub_dir(self) -> Path:
+        return resolve_hub_dir(self.settings.cache.hub_dir)
+
+    # --- what can be served ----------------------------------------------------------------------
+
+    def available(self) -> list[CatalogEntry]:
+        """Servable now: catalog order, then cached models the catalog does not know."""
+        entries = [entry for entry in self.catalog.entries() if self._servable(entry) is None]
+        return entries + self._uncatalogued()
+
+    def resolve(self, name: str) -> CatalogEntry:
+        """The entry for an id or alias, or an error saying what to do to serve it."""
+        try:
+            entry = self.catalog.resolve(name)
+        except ModelNotFound:
+            entry = self._inferred(name)
+            if entry is None:
+                raise
+        problem = self._servable(entry)
+        if problem is not None:
+            raise problem
+        return entry
+
+    def engine_for(self, entry: CatalogEntry, requested: str | None = None) -> str:
+        """The engine to run ``entry`` with: the request's, the config's, else the first that
+        this host can run, in the catalog's order of preference."""
+        wanted = requested or model_overrides(self.settings, entry.id, list(entry.aliases)).engine
+        if wanted:
+            if wanted not in entry.engines:
+                raise InvalidRequest(
+                    f"{entry.id} cannot run on the {wanted} engine; it supports: "
+                    f"{', '.join(entry.engines)}", param="engine")
+            return wanted
+        reasons = []
+        for engine in entry.engines:
+            availability = engine_availability(engine, self.settings)
+            if availability.available:
+                return engine
+            reasons.append(f"{engine}: {availability.reason}")
+        raise EngineUnavailable(f"no engine for {entry.id} can run on this host ({'; '.join(reasons)})")
+
+    def _servable(self, entry: CatalogEntry) -> Exception | None:
+        if not any(engine in CACHED_ENGINES for engine in entry.engines):
+            return None  # builtin: the catalog already checked its binary
+        try:
+            engine = self.engine_for(entry)
+        except (EngineUnavailable, InvalidRequest) as exc:
+            return exc
+        if engine in CACHED_ENGINES and self.snapshot(entry) is None:
+            return ModelNotFound(
+                f"model {entry.id!r} is not downloaded into the Hugging Face cache at "
+                f"{self.hub_dir}; fetch it with `ocrctl pull {entry.id}`",
+                code="model_not_downloaded",
+            )
+        return None
+
+    def snapshot(self, entry: CatalogEntry) -> Snapshot | None:
+        revision = model_overrides(self.settings, entry.id, list(entry.aliases)).revision
+        return find_snapshot(self.hub_dir, entry.id, revision)
+
+    # --- cached models the catalog does not know ---------------------------------------------------
+
+    def _uncatalogued(self) -> list[CatalogEntry]:
+        known = {entry.id for entry in self.catalog.entries()}
+        entries = []
+        for repo_id in _cached_repo_ids(self.hub_dir):
+            if repo_id not in known:
+                entry = self._inferred(repo_id)
+                if entry is not None and self._servable(entry) is None:
+                    entries.append(entry)
+        return entries
+
+    def _inferred(self, repo_id: str) -> CatalogEntry | None:
+        if repo_id.count("/") != 1:
+            return None
+        snapshot = find_snapshot(self.hub_dir, repo_id)
+        if snapshot is None:
+            return None
+        return self.catalog.inferred_entry(repo_id, snapshot.config())
+
+    # --- runner specs ---------------------------------------------------------------------------
+
+    def runner_spec(self, entry: CatalogEntry, engine: str, overrides: LoadOverrides) -> RunnerSpec:
+        settings = self.settings
+        if engine == "builtin":
+            return RunnerSpec(model=entry, engine=engine, options=builtin_options(entry, settings))
+        if engine != "transformers":
+            raise EngineUnavailable(f"the {engine} engine is not part of this ocrd release yet")
+        snapshot = self.snapshot(entry)
+        if snapshot is None:
+            raise ModelNotFound(f"model {entry.id!r} is not downloaded; `ocrctl pull {entry.id}`")
+        per_model = model_overrides(settings, entry.id, list(entry.aliases))
+        device = resolve_device(per_model.device or settings.transformers.device)
+        options = transformers_options(
+            entry, settings, snapshot, self.hub_dir, device,
+            quantization=overrides.quantization or per_model.quantization,
+        )
+        return RunnerSpec(
+            model=entry, engine=engine, device=device, options=options,
+            python=settings.transformers.python or sys.executable,
+            env=_hub_environment(self.hub_dir, offline=snapshot.complete),
+        )
+
+
+def _hub_environment(hub_dir: Path, offline: bool) -> dict[str, str]:
+    env: dict[str, Any] = {"HF_HUB_CACHE": str(hub_dir)}
+    if offline:
+        # A complete snapshot needs nothing from the Hub; without this every load waits minutes
+        # on retries when the Hub is unreachable.
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def _cached_repo_ids(hub_dir: Path) -> list[str]:
+    """Model repos in the cache, from its directory names (cheap: no file walk)."""
+    try:
+        names = os.listdir(hub_dir)
+    except OSError:
+        return []
+    return sorted(
+        name[len("models--"):].replace("--", "/", 1)
+        for name in names if name.startswith("models--")
+    )

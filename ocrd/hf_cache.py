@@ -1,0 +1,91 @@
+"""The shared Hugging Face cache, as ocrd sees it: where it is, and what a model has in it.
+
+One cache for every engine: runners load from it by repo id and containers mount it, so nothing
+is downloaded twice. The location follows the Hugging Face variables (``HF_HUB_CACHE``, the
+deprecated ``TRANSFORMERS_CACHE``, ``HF_HOME``) unless ``cache.hub_dir`` is configured. Reading
+goes through huggingface_hub (its cache layout, refs and revisions), never by guessing paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import scan_cache_dir, try_to_load_from_cache
+from huggingface_hub.errors import CacheNotFound
+
+log = logging.getLogger("ocrd.hf_cache")
+
+
+def resolve_hub_dir(configured: Path | None = None, environ: dict[str, str] | None = None) -> Path:
+    """The hub cache directory: config > $HF_HUB_CACHE > $TRANSFORMERS_CACHE > $HF_HOME/hub."""
+    env = os.environ if environ is None else environ
+    if configured is not None:
+        return Path(configured).expanduser()
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    if env.get("TRANSFORMERS_CACHE"):
+        log.warning("TRANSFORMERS_CACHE is deprecated; set HF_HUB_CACHE (or HF_HOME) instead")
+        return Path(env["TRANSFORMERS_CACHE"]).expanduser()
+    home = env.get("HF_HOME") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One revision of a model in the cache."""
+
+    repo_id: str
+    commit: str
+    path: Path
+    # Files the snapshot needs but does not have (shards listed in an index, broken links).
+    missing: tuple[str, ...] = field(default=())
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def config(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+
+def find_snapshot(hub_dir: Path, repo_id: str, revision: str | None = None) -> Snapshot | None:
+    """The cached snapshot of ``repo_id`` at ``revision`` (default: main), or None if absent."""
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_dir, revision=revision)
+    if not isinstance(found, str):
+        return None
+    path = Path(found).parent
+    return Snapshot(repo_id=repo_id, commit=path.name, path=path, missing=_missing_files(path))
+
+
+def _missing_files(snapshot: Path) -> tuple[str, ...]:
+    """What a loader would fail on: dangling links, index shards absent, partial downloads."""
+    missing = [entry.name for entry in snapshot.iterdir() if entry.is_symlink() and not entry.exists()]
+    for index in snapshot.glob("*.safetensors.index.json"):
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError):
+            missing.append(index.name)
+            continue
+        missing.extend(sorted(shard for shard in shards if not (snapshot / shard).exists()))
+    if not any(snapshot.glob("*.safetensors")) and not any(snapshot.glob("*.bin")):
+        missing.append("model weights (*.safetensors)")
+    return tuple(sorted(set(missing)))
+
+
+def cached_model_repos(hub_dir: Path) -> list[str]:
+    """Repo ids of every model in the cache (huggingface_hub's scan; empty if no cache yet)."""
+    try:
+        info = scan_cache_dir(hub_dir)
+    except CacheNotFound:
+        return []
+    return sorted(repo.repo_id for repo in info.repos if repo.repo_type == "model")
