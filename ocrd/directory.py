@@ -103,7 +103,9 @@ class ModelDirectory:
         return None
 
     def snapshot(self, entry: CatalogEntry) -> Snapshot | None:
-        revision = model_overrides(self.settings, entry.id, list(entry.aliases)).revision
+        """The cached revision to load: the config's, else the catalog's pin, else main."""
+        pinned = entry.transformers.revision if entry.transformers else None
+        revision = model_overrides(self.settings, entry.id, list(entry.aliases)).revision or pinned
         return find_snapshot(self.hub_dir, entry.id, revision)
 
     # --- cached models the catalog does not know ---------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ocrd.catalog import CatalogEntry
+from ocrd.catalog.facts import TransformersFacts
 from ocrd.config import Settings
 from ocrd.errors import EngineUnavailable
 from ocrd.hf_cache import Snapshot
@@ -36,10 +37,10 @@ def transformers_options(
     *,
     quantization: str | None = None,
 ) -> dict[str, Any]:
-    facts = dict(entry.engine_options.get("transformers", {}))
+    """The ``--options`` of a transformers runner (documented in transformers_worker.py)."""
+    facts = entry.transformers or TransformersFacts()
     config = settings.transformers
-    trust_remote_code = bool(facts.get("trust_remote_code", False))
-    if trust_remote_code and not config.allow_remote_code:
+    if facts.trust_remote_code and not config.allow_remote_code:
         raise EngineUnavailable(
             f"{entry.id} runs Python code from its repository (trust_remote_code) and "
             f"transformers.allow_remote_code is off"
@@ -52,25 +53,27 @@ def transformers_options(
     dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
     attn = config.attn_implementation
     if attn == "auto":
-        attn = facts.get("attn_implementation", "auto")
+        attn = facts.attn_implementation or "auto"
     return {
         "repo_id": entry.id,
         "revision": snapshot.commit,
         "cache_dir": str(hub_dir),
         "offline": snapshot.complete,
-        "loader": facts.get("loader", "AutoModelForImageTextToText"),
-        "trust_remote_code": trust_remote_code,
+        "loader": facts.loader,
+        "api": facts.api,
+        "trust_remote_code": facts.trust_remote_code,
+        "transformers_version": facts.transformers_version,
         "quantization": chosen,
         "dtype": dtype,
         "device": device,
         "attn_implementation": attn,
-        "processor_kwargs": dict(facts.get("processor_kwargs", {})),
+        "processor_options": dict(facts.processor_options),
         "generation": {"max_new_tokens": config.max_new_tokens, **_sampling(entry)},
-        "stop": list(facts.get("stop", [])),
-        "skip_special_tokens": facts.get("skip_special_tokens", True),
+        "stop": list(entry.stop),
     }
 
 
 def _sampling(entry: CatalogEntry) -> dict[str, Any]:
-    sampling = getattr(entry, "sampling", None) or {}
-    return {key: sampling[key] for key in ("temperature", "top_p", "max_new_tokens") if key in sampling}
+    """The model's default sampling, in generate()'s names."""
+    names = {"temperature": "temperature", "top_p": "top_p", "max_tokens": "max_new_tokens"}
+    return {names[key]: value for key, value in entry.sampling.items() if key in names}

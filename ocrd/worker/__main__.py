@@ -189,7 +189,8 @@ async def serve(engine: Any, sock: socket.socket, out: EventOut, signals: Signal
             out.error(f"the HTTP server did not start: {exc or 'unknown reason (see the log)'}")
             return 1
         await asyncio.sleep(0.01)
-    out.emit("ready", pid=os.getpid(), memory_bytes=memory_bytes())
+    # GPU memory is invisible in the RSS: an engine that holds some reports it itself.
+    out.emit("ready", pid=os.getpid(), memory_bytes=engine.memory_bytes() or memory_bytes())
     await task
     return 0
 

@@ -62,6 +62,10 @@ class Generation(abc.ABC):
     @abc.abstractmethod
     def __iter__(self) -> Iterator[str]: ...
 
+    def cancel(self) -> None:
+        """The client went away: stop working soon. Called from the event loop's thread while
+        another thread may be iterating; engines whose pieces come quickly need not care."""
+
 
 class Engine(abc.ABC):
     """A loaded model. ``load`` runs once before the server accepts connections."""
@@ -79,10 +83,19 @@ class Engine(abc.ABC):
         """A generation for one request; raises ``ocrd.errors.InvalidRequest`` for input the
         engine cannot take. Cheap: the work happens while iterating."""
 
+    def info(self) -> dict[str, Any]:
+        """What was loaded and how (for ``GET /v1/ocrd/info``: debugging and tests)."""
+        return {}
+
+    def memory_bytes(self) -> int | None:
+        """Memory this model holds where the process's RSS would not tell (GPU memory); None: the RSS."""
+        return None
+
 
 # engine name -> "module:factory"; factory(model_id, options) -> Engine
 ENGINES: dict[str, str] = {
     "builtin": "ocrd.worker.builtin_worker:create_engine",
+    "transformers": "ocrd.worker.transformers_worker:create_engine",
 }
 
 

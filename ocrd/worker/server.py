@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP app of a runner process, over any ``Engine``.
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (plain and streamed).
+Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (plain and streamed),
+``GET /v1/ocrd/info`` (what the engine loaded, e.g. layer classes after quantization).
 Nothing here knows about OCR or transformers.
 
 Generation is blocking, so it runs in worker threads (``asyncio.to_thread``) and the event loop
@@ -97,16 +98,24 @@ class Generator:
 async def _stream(generator: Generator, generation: Generation, meta: Completion, include_usage: bool):
     # The role chunk goes out before any work: it tells the client the runner has the request.
     yield meta.chunk({"role": "assistant", "content": ""})
+    finished = False
     try:
         async for piece in generator.pieces(generation):
             if piece:
                 yield meta.chunk({"content": piece})
+        finished = True
     except Exception as exc:  # the status line is sent already: report in-band, as OpenAI does
+        finished = True
         if not isinstance(exc, OcrdError):
             log.exception("generation failed mid-stream")
         yield _sse(as_ocrd_error(exc).to_openai())
         yield _DONE
         return
+    finally:
+        # Left early: the client disconnected (Starlette cancels us, or closes this generator).
+        # The engine stops generating, so the next request does not wait for a useless completion.
+        if not finished:
+            generation.cancel()
     yield meta.chunk({}, generation.finish_reason)
     if include_usage:
         yield meta.usage_chunk(generation)
@@ -131,6 +140,10 @@ def create_app(engine: Engine) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok", "model": engine.model_id}
+
+    @app.get("/v1/ocrd/info")
+    async def info() -> dict[str, Any]:  # what the engine loaded, for debugging and tests
+        return {"model": engine.model_id, **engine.info()}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

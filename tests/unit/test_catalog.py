@@ -205,7 +205,7 @@ def test_parse_entries_reads_engine_tables_as_engine_options() -> None:
                     "aliases": ["m"],
                     "description": "d",
                     "engines": ["vllm", "transformers"],
-                    "vllm": {"max_model_len": 4096},
+                    "vllm": {"args": ["--max-model-len", "4096"]},
                 }
             ]
         }
@@ -216,7 +216,7 @@ def test_parse_entries_reads_engine_tables_as_engine_options() -> None:
         aliases=("m",),
         description="d",
         engines=("vllm", "transformers"),
-        engine_options={"vllm": {"max_model_len": 4096}},
+        engine_options={"vllm": {"args": ["--max-model-len", "4096"]}},
     )
     assert entry.default_engine == "vllm"
 

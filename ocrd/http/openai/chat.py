@@ -14,8 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ocrd.catalog.catalog import split_model_preset
 from ocrd.http import proxy
 from ocrd.http.images import forward_payload, prepare_images
+from ocrd.http.openai.presets import apply_preset, requested_preset
 from ocrd.http.openai.protocol import parse_chat_request, parse_json_body
 from ocrd.http.state import AppState
 
@@ -27,13 +29,16 @@ async def create_chat_completion(request: Request) -> Response:
     state: AppState = request.app.state.ocrd
     raw = parse_json_body(await request.body())
     chat = parse_chat_request(raw)
-    model = state.scheduler.resolve(chat.model).id  # unknown model: 404 before any image work
-    with state.metrics.observe(model):
+    # Unknown model or preset: 404/400 before any image work.
+    entry, suffix = split_model_preset(chat.model, state.scheduler.resolve)
+    preset = requested_preset(raw, suffix)
+    with state.metrics.observe(entry.id):
         images = await prepare_images(
             chat, state.settings.limits, state.settings.http.allow_remote_image_urls
         )
-        body = forward_payload(chat, images)
-        return await _forward(state, model, body, stream=chat.stream)
+        engine = state.scheduler.info(entry.id).engine
+        body = apply_preset(forward_payload(chat, images), entry, preset, engine)
+        return await _forward(state, entry.id, body, stream=chat.stream)
 
 
 async def _forward(state: AppState, model: str, body: dict[str, Any], stream: bool) -> Response:

@@ -1,0 +1,339 @@
+"""One chat completion with a transformers model: prompt, generation, streaming, stopping.
+
+Prompt. OpenAI messages become the processor's chat format (every content a list of parts; the
+images of the last user message, already decoded, take the places of their ``image_url`` parts;
+image parts of earlier messages are dropped because runners only decode the last user message's
+images; ``developer`` counts as ``system``); the processor's chat template renders them to text,
+and one processor call tokenizes that text with the images. A processor without a chat template (GOT-OCR2) builds its own
+prompt from the images alone: it is called as ``processor(images=..., **processor_kwargs)``, with
+``multi_page=True`` for several images, and the request's text is not part of the prompt.
+A tokenizer-only model gets the text of the conversation and refuses images.
+
+Generation runs in a thread of its own (``model.generate`` is blocking); a
+``TextIteratorStreamer`` hands its text to the iterator the runner's server reads, so streamed
+and non-streamed responses are the same pieces. A lock per model makes generations strictly
+sequential even when a cancelled one is still winding down.
+
+Stopping. ``stop`` strings go to ``generate`` as ``stop_strings`` (transformers stops on the token
+that completes one); the text is cut before the first stop string (held-back text that might be
+the start of one is released only once it cannot be), and a stop found in the text also stops
+generation. ``cancel()`` (the client went away) stops generation at the next token through a
+StoppingCriteria. ``finish_reason`` is "stop" after EOS or a stop string, "length" when the token
+limit ended it. Usage: prompt tokens = the prompt's ``input_ids`` length (image placeholder tokens
+included), completion tokens = tokens generated, EOS included (as OpenAI and vLLM count).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from ocrd.errors import InvalidRequest
+from ocrd.worker.engines import ChatInput, Generation, GenerationParams
+
+log = logging.getLogger("ocrd.worker.transformers")
+
+
+@dataclass
+class Runtime:
+    """A loaded model and everything a generation needs from the runner's options."""
+
+    model: Any
+    processor: Any
+    device: str
+    dtype: Any  # torch dtype of floating inputs (pixel values)
+    max_new_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # further generate() defaults
+    stop: tuple[str, ...] = ()
+    skip_special_tokens: bool = True
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # The last generations' token counts and whether their client went away: /v1/ocrd/info shows
+    # them, so tests can see that a cancelled generation really stopped.
+    recent: deque = field(default_factory=lambda: deque(maxlen=8))
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def prompt_mode(self) -> str:
+        """"chat" (a chat template), "processor" (it builds the prompt: GOT-OCR2) or "text"."""
+        if not hasattr(self.processor, "image_processor"):
+            return "text"
+        return "chat" if getattr(self.processor, "chat_template", None) else "processor"
+
+
+# --- the prompt ----------------------------------------------------------------------------------
+
+
+def to_conversation(messages: list[dict[str, Any]], images: list[Image.Image]) -> list[dict[str, Any]]:
+    """OpenAI messages in the processor's chat format (see the module docstring)."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    pending = iter(images)
+    conversation = []
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+        converted = []
+        for part in parts:
+            if part.get("type") == "text":
+                converted.append({"type": "text", "text": part.get("text") or ""})
+            elif part.get("type") == "image_url" and index == last_user:
+                image = next(pending, None)
+                if image is not None:
+                    converted.append({"type": "image", "image": image})
+        role = "system" if message.get("role") == "developer" else message.get("role")
+        conversation.append({"role": role, "content": converted})
+    return conversation
+
+
+def prepare_inputs(runtime: Runtime, chat: ChatInput) -> Any:
+    """Token ids (and pixel values) on the model's device; InvalidRequest for input it cannot take."""
+    try:
+        inputs = _encode(runtime, chat)
+    except InvalidRequest:
+        raise
+    except (ValueError, TypeError, IndexError) as exc:  # what processors raise on input they reject
+        raise InvalidRequest(f"the model's processor rejected the request: {' '.join(str(exc).split())}") from None
+    from transformers import BatchFeature
+
+    if isinstance(inputs, BatchFeature):  # casts only floating tensors (pixel values), not token ids
+        return inputs.to(runtime.device, dtype=runtime.dtype)
+    return inputs.to(runtime.device)
+
+
+def _encode(runtime: Runtime, chat: ChatInput) -> Any:
+    mode = runtime.prompt_mode
+    if mode == "processor":
+        if not chat.images:
+            raise InvalidRequest("this model reads images only: send at least one image_url part", param="messages")
+        kwargs = dict(runtime.processor_kwargs)
+        if len(chat.images) > 1:
+            kwargs.setdefault("multi_page", True)
+        images = chat.images if len(chat.images) > 1 else chat.images[0]
+        return runtime.processor(images=images, return_tensors="pt", **kwargs)
+    if mode == "text":
+        if chat.images:
+            raise InvalidRequest("this model takes no images", param="messages")
+        conversation = [{"role": m["role"], "content": m["content"]} for m in _text_only(chat.messages)]
+        return runtime.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+    # Rendered to text, then one processor call with the images as a flat list: what
+    # apply_chat_template(tokenize=True) does, except that it nests the images per conversation,
+    # which GOT-OCR2's processor refuses (it reads nested lists as multi-page documents).
+    processor = runtime.processor
+    prompt = processor.apply_chat_template(
+        to_conversation(chat.messages, chat.images), add_generation_prompt=True, tokenize=False
+    )
+    kwargs = dict(runtime.processor_kwargs)
+    bos = getattr(runtime.tokenizer, "bos_token", None)
+    if bos and prompt.startswith(bos):  # the template wrote BOS: the tokenizer must not add another
+        kwargs["add_special_tokens"] = False
+    return processor(images=list(chat.images) or None, text=[prompt], return_tensors="pt", **kwargs)
+
+
+def _text_only(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, str):
+            content = "\n".join(p.get("text") or "" for p in content or [] if p.get("type") == "text")
+        out.append({"role": message.get("role"), "content": content})
+    return out
+
+
+# --- stopping ------------------------------------------------------------------------------------
+
+
+class StopScanner:
+    """Cuts streamed text before the first stop string, holding back what may start one."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = tuple(s for s in stops if s)
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        """The text that is safe to emit now."""
+        if self.stopped:
+            return ""
+        text = self._held + piece
+        cuts = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if cuts:
+            self.stopped, self._held = True, ""
+            return text[: min(cuts)]
+        keep = self._partial_stop_length(text)
+        self._held = text[len(text) - keep:] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """The held-back text, once no more pieces come."""
+        held, self._held = self._held, ""
+        return held
+
+    def _partial_stop_length(self, text: str) -> int:
+        """The longest suffix of ``text`` that is a proper prefix of some stop string."""
+        longest = 0
+        for stop in self.stops:
+            for size in range(min(len(stop) - 1, len(text)), longest, -1):
+                if text.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest
+
+
+def _cancel_criteria(event: threading.Event) -> Any:
+    from transformers import StoppingCriteria
+
+    class CancelCriteria(StoppingCriteria):
+        """Stops every sequence once ``event`` is set (the client went away)."""
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return CancelCriteria()
+
+
+def sampling(runtime: Runtime, params: GenerationParams) -> dict[str, Any]:
+    """generate() sampling kwargs: the request's, else the runner's, else the model's own config.
+
+    temperature 0 means greedy decoding, as in OpenAI's API."""
+    temperature = params.temperature if params.temperature is not None else runtime.temperature
+    top_p = params.top_p if params.top_p is not None else runtime.top_p
+    if temperature is None:
+        return {} if top_p is None else {"top_p": top_p}
+    if temperature <= 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature, **({} if top_p is None else {"top_p": top_p})}
+
+
+# --- the generation ------------------------------------------------------------------------------
+
+
+class TransformersGeneration(Generation):
+    """One completion; iterating it runs ``generate`` in a thread and yields text pieces."""
+
+    def __init__(self, runtime: Runtime, chat: ChatInput, params: GenerationParams):
+        self.runtime = runtime
+        self.chat = chat
+        self.params = params
+        self.max_new_tokens = params.max_tokens or runtime.max_new_tokens
+        self.stops = tuple(dict.fromkeys(runtime.stop + params.stop))  # runner's, then the request's
+        self._cancelled = threading.Event()  # generate() stops at the next token once set
+        self._client_gone = False
+        self._generated: Any = None  # the new token ids, once generate returned
+        self._error: BaseException | None = None
+
+    def cancel(self) -> None:
+        self._client_gone = True
+        self._cancelled.set()
+
+    def __iter__(self) -> Iterator[str]:
+        inputs = prepare_inputs(self.runtime, self.chat)
+        self.prompt_tokens = int(inputs["input_ids"].shape[-1])
+        streamer = self._streamer()
+        worker = threading.Thread(target=self._generate, args=(inputs, streamer), name="generate", daemon=True)
+        worker.start()
+        scanner = StopScanner(self.stops)
+        finished = False
+        try:
+            for piece in streamer:
+                text = scanner.feed(piece)
+                if text:
+                    yield text
+                if scanner.stopped:  # generate may not have seen it (decoding differs): stop it too
+                    self._cancelled.set()
+                    break
+            tail = scanner.flush()
+            if tail:
+                yield tail
+            finished = True
+        finally:
+            if not finished:  # the consumer went away mid-stream: free the model for the next request
+                self.cancel()
+        worker.join()
+        if self._error is not None:
+            raise self._error
+        self._account(inputs["input_ids"], scanner.stopped)
+
+    def _streamer(self) -> Any:
+        from transformers import TextIteratorStreamer
+
+        return TextIteratorStreamer(
+            self.runtime.tokenizer, skip_prompt=True, skip_special_tokens=self.runtime.skip_special_tokens
+        )
+
+    def _generate(self, inputs: Any, streamer: Any) -> None:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        kwargs: dict[str, Any] = {**self.runtime.extras, "max_new_tokens": self.max_new_tokens,
+                                  **sampling(self.runtime, self.params)}
+        if self.stops:
+            kwargs.update(stop_strings=list(self.stops), tokenizer=self.runtime.tokenizer)
+        try:
+            with self.runtime.lock:  # strictly one generate() at a time, cancelled ones included
+                if self._cancelled.is_set():
+                    raise _Cancelled()
+                if self.params.seed is not None:
+                    torch.manual_seed(self.params.seed)
+                with torch.inference_mode():
+                    output = self.runtime.model.generate(
+                        **inputs, **kwargs, streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_cancel_criteria(self._cancelled)]),
+                    )
+            self._generated = _new_tokens(output, inputs["input_ids"])
+        except BaseException as exc:  # handed to the iterating thread; the streamer must end
+            self._error = None if isinstance(exc, _Cancelled) else exc
+            streamer.end()
+        tokens = 0 if self._generated is None else int(self._generated.shape[-1])
+        self.runtime.recent.append({"completion_tokens": tokens, "cancelled": self._client_gone})
+
+    def _account(self, input_ids: Any, stopped_in_text: bool) -> None:
+        generated = self._generated
+        count = 0 if generated is None else int(generated.shape[-1])
+        self.completion_tokens = count
+        if stopped_in_text or count == 0 or self._ends_generation(input_ids, generated):
+            self.finish_reason = "stop"
+        else:
+            self.finish_reason = "length" if count >= self.max_new_tokens else "stop"
+
+    def _ends_generation(self, input_ids: Any, generated: Any) -> bool:
+        """Whether the last token is an EOS token or completes a stop string."""
+        last = int(generated[-1])
+        eos = self.runtime.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        if last in eos_ids:
+            return True
+        if not self.stops:
+            return False
+        import torch
+        from transformers import StopStringCriteria
+
+        sequence = torch.cat([input_ids[0].to(generated.device), generated]).unsqueeze(0)
+        return bool(StopStringCriteria(self.runtime.tokenizer, list(self.stops))(sequence, None)[0])
+
+
+class _Cancelled(Exception):
+    """Raised inside the generate thread when the request was cancelled before it started."""
+
+
+def _new_tokens(output: Any, input_ids: Any) -> Any:
+    """The generated token ids: decoder-only models return the prompt in front of them."""
+    sequences = getattr(output, "sequences", output)[0]
+    prompt_length = int(input_ids.shape[-1])
+    if sequences.shape[-1] >= prompt_length and bool((sequences[:prompt_length] == input_ids[0]).all()):
+        return sequences[prompt_length:]
+    return sequences

@@ -1,0 +1,21 @@
+"""Session-wide fixtures shared by every test directory."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_hub(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny random-weight VLMs of every kind in a real HF cache, built once per session (~3 s).
+
+    Yields a ``tests.support.tiny_models.TinyHub``; point runners at it with ``HF_HOME=hf_home``
+    (or ``HF_HUB_CACHE=hub_dir``) and ``HF_HUB_OFFLINE=1``. Read-only: tests that damage a model
+    build their own with ``build_tiny_model`` in ``tmp_path``.
+    """
+    # Imported here: it pulls in torch and transformers, which most tests never need.
+    from tests.support.tiny_models import TinyHub, build_tiny_hub
+
+    hf_home = tmp_path_factory.mktemp("hf-home")
+    hub_dir = hf_home / "hub"
+    return TinyHub(hf_home=hf_home, hub_dir=hub_dir, models=build_tiny_hub(hub_dir))
