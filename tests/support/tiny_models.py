@@ -37,7 +37,15 @@ Per kind (``image_token_count`` = image placeholder tokens one image expands to 
 - ``idefics3``: 64x64 SigLIP tower, 8 px patches, pixel shuffle 2, image splitting off: 16
   ``<image>`` tokens (plus ``<fake_token_around_image><global-img>`` around them).
 - ``got_ocr2``: the processor always writes 256 ``<imgpad>`` tokens, so the tower is built to
-  yield 256 features (128 px images, 2 px patches, two stride-2 convolutions).
+  yield 256 features (128 px images, 2 px patches, two stride-2 convolutions). Its chat template
+  is ours (the real repo builds prompts in code) and renders the same ``<img><imgpad></img>``.
+  bitsandbytes 8-bit on CPU fails in its SAM-style vision tower (``RuntimeError: The size of
+  tensor a (8) must match ...``: the CPU int8 kernel does not take its 4-D activations); with
+  ``llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"]``
+  (full prefixes: a bare ``"vision_tower"`` did not match) it loads and generates. 4-bit works.
+
+Quantization: float32 weights; ``load_in_8bit`` (layers become ``Linear8bitLt``) and
+``load_in_4bit`` (``Linear4bit``) with ``device_map="cpu"`` load and generate for every other kind.
 
 Transformers is imported lazily: importing this module costs nothing.
 """

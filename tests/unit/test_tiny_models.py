@@ -94,14 +94,14 @@ def _test_image():
 
 
 def _probe_one(request: dict) -> dict:
-    """Loads one repo by id (optionally 8-bit), renders a chat with one image, generates 8 tokens."""
+    """Loads one repo by id (optionally quantized), renders a chat with one image, generates 8 tokens."""
     import transformers
 
     repo_id, cache_dir = request["repo_id"], request.get("cache_dir")
     kwargs = {"cache_dir": cache_dir}
-    if request.get("load_in_8bit"):
+    if quantize := request.get("quantize"):  # "load_in_8bit" or "load_in_4bit"
         # device_map at load: a bitsandbytes model cannot be moved afterwards.
-        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(**{quantize: True})
         kwargs["device_map"] = "cpu"
     try:
         processor, video_error = _load_processor(repo_id, cache_dir)
@@ -177,13 +177,14 @@ def _run_probe(requests: dict, hub: TinyHub, work: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def probe(tiny_hub: TinyHub, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """What the offline child reports for every kind, one 8-bit load and one corrupt repo."""
+    """What the offline child reports for every kind, 8-bit and 4-bit loads and a corrupt repo."""
     work = tmp_path_factory.mktemp("tiny-probe")
     # The corrupt copy lives in its own hub: the session hub is shared and must stay loadable.
     corrupt_hub = work / "corrupt-hub"
     corrupt_weights(build_tiny_model("llava", corrupt_hub, CORRUPT_REPO))
     requests = {kind: {"repo_id": model.repo_id} for kind, model in tiny_hub.models.items()}
-    requests["8bit"] = {"repo_id": tiny_hub.models[QUANTIZED_KIND].repo_id, "load_in_8bit": True}
+    for quantize in ("load_in_8bit", "load_in_4bit"):
+        requests[quantize] = {"repo_id": tiny_hub.models[QUANTIZED_KIND].repo_id, "quantize": quantize}
     requests["corrupt"] = {"repo_id": CORRUPT_REPO, "cache_dir": str(corrupt_hub)}
     return _run_probe(requests, tiny_hub, work)
 
@@ -197,7 +198,7 @@ def test_scan_cache_dir_lists_every_kind_with_its_revision_and_size(tiny_hub: Ti
     info = scan_cache_dir(tiny_hub.hub_dir)
     assert info.warnings == []
     repos = {repo.repo_id: repo for repo in info.repos}
-    assert set(repos) == {DEFAULT_REPO_IDS[kind] for kind in KINDS}
+    assert {DEFAULT_REPO_IDS[kind] for kind in KINDS} <= set(repos)
     for model in tiny_hub.models.values():
         repo = repos[model.repo_id]
         blobs = list((repo_folder(tiny_hub.hub_dir, model.repo_id) / "blobs").iterdir())
@@ -274,14 +275,19 @@ def test_other_kinds_load_with_autoprocessor(kind: str, probe: dict) -> None:
     assert probe[kind]["video_error"] is None
 
 
-def test_8bit_bitsandbytes_on_cpu_quantizes_linear_layers_and_generates(probe: dict) -> None:
-    result = probe["8bit"]
+QUANTIZED_LAYERS = [("load_in_8bit", "Linear8bitLt"), ("load_in_4bit", "Linear4bit")]
+
+
+@pytest.mark.parametrize(("quantize", "layer"), QUANTIZED_LAYERS)
+def test_bitsandbytes_on_cpu_quantizes_linear_layers_and_generates(quantize: str, layer: str, probe: dict):
+    result = probe[quantize]
     assert "error" not in result, result.get("error")
-    assert "Linear8bitLt" in result["linear_types"]
+    assert layer in result["linear_types"]
     assert result["new_tokens"] == 8
 
 
 def test_corrupt_weights_make_loading_fail(probe: dict) -> None:
+    assert "error" in probe["corrupt"], probe["corrupt"]
     # safetensors' own words: the header promises more bytes than the truncated blob has.
     assert "incomplete metadata, file not fully covered" in probe["corrupt"]["error"]
 
