@@ -45,6 +45,14 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+class OcrdExtras(_Lenient):
+    """ocrd's own request field, filled by the daemon when it applies a preset."""
+
+    preset: str | None = None
+    processor_kwargs: dict[str, Any] = Field(default_factory=dict)
+    skip_special_tokens: bool | None = None
+
+
 class ChatRequest(_Lenient):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
@@ -57,6 +65,7 @@ class ChatRequest(_Lenient):
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    ocrd: OcrdExtras | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -71,6 +80,8 @@ class ChatRequest(_Lenient):
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed,
+            processor_kwargs=dict(self.ocrd.processor_kwargs) if self.ocrd else {},
+            skip_special_tokens=self.ocrd.skip_special_tokens if self.ocrd else None,
         )
 
 

@@ -46,6 +46,10 @@ class GenerationParams:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    # From the request's ``ocrd`` field (a preset the daemon applied): arguments for the model's
+    # processor (GOT-OCR2 ``format``) and whether special tokens stay in the text (MinerU).
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    skip_special_tokens: bool | None = None
 
 
 class Generation(abc.ABC):
@@ -62,7 +66,7 @@ class Generation(abc.ABC):
     @abc.abstractmethod
     def __iter__(self) -> Iterator[str]: ...
 
-    def cancel(self) -> None:
+    def cancel(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
         """The client went away: stop working soon. Called from the event loop's thread while
         another thread may be iterating; engines whose pieces come quickly need not care."""
 

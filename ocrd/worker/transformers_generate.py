@@ -4,9 +4,10 @@ Prompt. OpenAI messages become the processor's chat format (every content a list
 images of the last user message, already decoded, take the places of their ``image_url`` parts;
 image parts of earlier messages are dropped because runners only decode the last user message's
 images; ``developer`` counts as ``system``); the processor's chat template renders them to text,
-and one processor call tokenizes that text with the images. A processor without a chat template (GOT-OCR2) builds its own
-prompt from the images alone: it is called as ``processor(images=..., **processor_kwargs)``, with
-``multi_page=True`` for several images, and the request's text is not part of the prompt.
+and one processor call tokenizes that text with the images. A processor without a chat template
+(GOT-OCR2 as published) builds its own prompt from the images alone: it is called as
+``processor(images=..., **processor_kwargs)``, with ``multi_page=True`` for several images, and
+the request's text is not part of the prompt.
 A tokenizer-only model gets the text of the conversation and refuses images.
 
 Generation runs in a thread of its own (``model.generate`` is blocking); a
@@ -14,16 +15,18 @@ Generation runs in a thread of its own (``model.generate`` is blocking); a
 and non-streamed responses are the same pieces. A lock per model makes generations strictly
 sequential even when a cancelled one is still winding down.
 
-Stopping. ``stop`` strings go to ``generate`` as ``stop_strings`` (transformers stops on the token
-that completes one); the text is cut before the first stop string (held-back text that might be
-the start of one is released only once it cannot be), and a stop found in the text also stops
-generation. ``cancel()`` (the client went away) stops generation at the next token through a
-StoppingCriteria. ``finish_reason`` is "stop" after EOS or a stop string, "length" when the token
-limit ended it. Usage: prompt tokens = the prompt's ``input_ids`` length (image placeholder tokens
+Stopping (``ocrd.worker.transformers_stopping``): generation stops on the token that completes a
+stop string in the *generated* text (transformers' own ``stop_strings`` also match across the
+prompt, so a stop like "\n\n" would end a completion whose prompt ends in "\n" at once); the text
+is cut before the first stop string. ``cancel()`` (the client went away) stops generation at the
+next token. ``finish_reason`` is "stop" after EOS or a stop string, "length" when the token limit
+ended it. Usage: prompt tokens = the prompt's ``input_ids`` length (image placeholder tokens
 included), completion tokens = tokens generated, EOS included (as OpenAI and vLLM count).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import logging
 import threading
@@ -36,6 +39,7 @@ from PIL import Image
 
 from ocrd.errors import InvalidRequest
 from ocrd.worker.engines import ChatInput, Generation, GenerationParams
+from ocrd.worker.transformers_stopping import StopScanner, stopping_criteria
 
 log = logging.getLogger("ocrd.worker.transformers")
 
@@ -96,8 +100,13 @@ def to_conversation(messages: list[dict[str, Any]], images: list[Image.Image]) -
     return conversation
 
 
-def prepare_inputs(runtime: Runtime, chat: ChatInput) -> Any:
-    """Token ids (and pixel values) on the model's device; InvalidRequest for input it cannot take."""
+def prepare_inputs(runtime: Runtime, chat: ChatInput, request_kwargs: dict[str, Any] | None = None) -> Any:
+    """Token ids (and pixel values) on the model's device; InvalidRequest for input it cannot take.
+
+    ``request_kwargs`` (a preset's processor arguments) add to the runner's own for this request.
+    """
+    if request_kwargs:
+        runtime = dataclasses.replace(runtime, processor_kwargs={**runtime.processor_kwargs, **request_kwargs})
     try:
         inputs = _encode(runtime, chat)
     except InvalidRequest:
@@ -152,60 +161,6 @@ def _text_only(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-# --- stopping ------------------------------------------------------------------------------------
-
-
-class StopScanner:
-    """Cuts streamed text before the first stop string, holding back what may start one."""
-
-    def __init__(self, stops: tuple[str, ...]):
-        self.stops = tuple(s for s in stops if s)
-        self.stopped = False
-        self._held = ""
-
-    def feed(self, piece: str) -> str:
-        """The text that is safe to emit now."""
-        if self.stopped:
-            return ""
-        text = self._held + piece
-        cuts = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if cuts:
-            self.stopped, self._held = True, ""
-            return text[: min(cuts)]
-        keep = self._partial_stop_length(text)
-        self._held = text[len(text) - keep:] if keep else ""
-        return text[: len(text) - keep]
-
-    def flush(self) -> str:
-        """The held-back text, once no more pieces come."""
-        held, self._held = self._held, ""
-        return held
-
-    def _partial_stop_length(self, text: str) -> int:
-        """The longest suffix of ``text`` that is a proper prefix of some stop string."""
-        longest = 0
-        for stop in self.stops:
-            for size in range(min(len(stop) - 1, len(text)), longest, -1):
-                if text.endswith(stop[:size]):
-                    longest = size
-                    break
-        return longest
-
-
-def _cancel_criteria(event: threading.Event) -> Any:
-    from transformers import StoppingCriteria
-
-    class CancelCriteria(StoppingCriteria):
-        """Stops every sequence once ``event`` is set (the client went away)."""
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            import torch
-
-            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    return CancelCriteria()
-
-
 def sampling(runtime: Runtime, params: GenerationParams) -> dict[str, Any]:
     """generate() sampling kwargs: the request's, else the runner's, else the model's own config.
 
@@ -235,13 +190,14 @@ class TransformersGeneration(Generation):
         self._client_gone = False
         self._generated: Any = None  # the new token ids, once generate returned
         self._error: BaseException | None = None
+        self._stop_matched = False  # a stop string ended generate()
 
     def cancel(self) -> None:
         self._client_gone = True
         self._cancelled.set()
 
     def __iter__(self) -> Iterator[str]:
-        inputs = prepare_inputs(self.runtime, self.chat)
+        inputs = prepare_inputs(self.runtime, self.chat, self.params.processor_kwargs)
         self.prompt_tokens = int(inputs["input_ids"].shape[-1])
         streamer = self._streamer()
         worker = threading.Thread(target=self._generate, args=(inputs, streamer), name="generate", daemon=True)
@@ -266,23 +222,26 @@ class TransformersGeneration(Generation):
         worker.join()
         if self._error is not None:
             raise self._error
-        self._account(inputs["input_ids"], scanner.stopped)
+        self._account(scanner.stopped)
 
     def _streamer(self) -> Any:
         from transformers import TextIteratorStreamer
 
+        skip = self.params.skip_special_tokens
         return TextIteratorStreamer(
-            self.runtime.tokenizer, skip_prompt=True, skip_special_tokens=self.runtime.skip_special_tokens
+            self.runtime.tokenizer, skip_prompt=True,
+            skip_special_tokens=self.runtime.skip_special_tokens if skip is None else skip,
         )
 
     def _generate(self, inputs: Any, streamer: Any) -> None:
         import torch
-        from transformers import StoppingCriteriaList
 
         kwargs: dict[str, Any] = {**self.runtime.extras, "max_new_tokens": self.max_new_tokens,
                                   **sampling(self.runtime, self.params)}
-        if self.stops:
-            kwargs.update(stop_strings=list(self.stops), tokenizer=self.runtime.tokenizer)
+        if "min_new_tokens" in kwargs:  # above the request's limit it only earns a warning per call
+            kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], self.max_new_tokens)
+        criteria = stopping_criteria(self._cancelled, self.runtime.tokenizer, self.stops,
+                                     int(inputs["input_ids"].shape[-1]))
         try:
             with self.runtime.lock:  # strictly one generate() at a time, cancelled ones included
                 if self._cancelled.is_set():
@@ -290,40 +249,29 @@ class TransformersGeneration(Generation):
                 if self.params.seed is not None:
                     torch.manual_seed(self.params.seed)
                 with torch.inference_mode():
-                    output = self.runtime.model.generate(
-                        **inputs, **kwargs, streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_cancel_criteria(self._cancelled)]),
-                    )
+                    output = self.runtime.model.generate(**inputs, **kwargs, streamer=streamer,
+                                                         stopping_criteria=criteria)
             self._generated = _new_tokens(output, inputs["input_ids"])
+            self._stop_matched = any(getattr(c, "matched", False) for c in criteria)
         except BaseException as exc:  # handed to the iterating thread; the streamer must end
             self._error = None if isinstance(exc, _Cancelled) else exc
             streamer.end()
         tokens = 0 if self._generated is None else int(self._generated.shape[-1])
         self.runtime.recent.append({"completion_tokens": tokens, "cancelled": self._client_gone})
 
-    def _account(self, input_ids: Any, stopped_in_text: bool) -> None:
+    def _account(self, stopped_in_text: bool) -> None:
         generated = self._generated
         count = 0 if generated is None else int(generated.shape[-1])
         self.completion_tokens = count
-        if stopped_in_text or count == 0 or self._ends_generation(input_ids, generated):
+        if stopped_in_text or self._stop_matched or count == 0 or self._ends_with_eos(generated):
             self.finish_reason = "stop"
         else:
             self.finish_reason = "length" if count >= self.max_new_tokens else "stop"
 
-    def _ends_generation(self, input_ids: Any, generated: Any) -> bool:
-        """Whether the last token is an EOS token or completes a stop string."""
-        last = int(generated[-1])
+    def _ends_with_eos(self, generated: Any) -> bool:
         eos = self.runtime.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-        if last in eos_ids:
-            return True
-        if not self.stops:
-            return False
-        import torch
-        from transformers import StopStringCriteria
-
-        sequence = torch.cat([input_ids[0].to(generated.device), generated]).unsqueeze(0)
-        return bool(StopStringCriteria(self.runtime.tokenizer, list(self.stops))(sequence, None)[0])
+        return int(generated[-1]) in eos_ids
 
 
 class _Cancelled(Exception):

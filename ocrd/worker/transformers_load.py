@@ -119,20 +119,33 @@ def model_class(config: Any, options: TransformersOptions) -> Any:
     )
 
 
-def quantization_config(quantization: str, dtype: Any) -> Any:
+@dataclass(frozen=True)
+class QuantPlan:
+    """What bitsandbytes will do to a model, decided before its weights load."""
+
+    layers: int  # linear layers that become Linear8bitLt / Linear4bit
+    # Kept in ``dtype``: the output head, the model's fp32 modules, and everything beside the
+    # language model (vision tower, projector). Vision towers are small next to the language model
+    # and do not always survive int8 kernels (GOT-OCR2's feeds 4-D tensors to its linear layers,
+    # which bitsandbytes' CUDA int8 matmul refuses), so only the language model is quantized.
+    skip_modules: tuple[str, ...]
+
+
+def quantization_config(quantization: str, dtype: Any, plan: QuantPlan | None) -> Any:
     if quantization == "none":
         return None
     from transformers import BitsAndBytesConfig
 
+    skip = {"llm_int8_skip_modules": list(plan.skip_modules)} if plan and plan.skip_modules else {}
     if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4")
+        return BitsAndBytesConfig(load_in_8bit=True, **skip)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4", **skip)
 
 
-def check_quantizable(auto: Any, config: Any, options: TransformersOptions) -> int:
-    """How many layers bitsandbytes would quantize, from a weightless skeleton; raises when none."""
+def plan_quantization(auto: Any, config: Any, options: TransformersOptions) -> QuantPlan | None:
+    """The quantization plan, from a weightless skeleton of the model; raises when it cannot be."""
     if options.quantization == "none":
-        return 0
+        return None
     import torch
 
     existing = getattr(config, "quantization_config", None)
@@ -143,39 +156,63 @@ def check_quantizable(auto: Any, config: Any, options: TransformersOptions) -> i
         )
     with torch.device("meta"):
         skeleton = auto.from_config(config, trust_remote_code=options.trust_remote_code)
-    count = len(_quantizable_layers(skeleton))
-    if count == 0:
+    skip = _default_skips(skeleton) | set(beside_language_model(skeleton))
+    layers = _quantizable_layers(skeleton, skip)
+    if not layers:
         raise ModelLoadFailed(
             f"{options.repo_id} has no linear layers bitsandbytes can quantize "
             f"({type(skeleton).__name__}); load it with quantization 'none'"
         )
-    return count
+    return QuantPlan(len(layers), tuple(sorted(skip)))
 
 
-def _quantizable_layers(model: Any) -> list[str]:
-    """What transformers' bitsandbytes integration would replace: plain nn.Linear (and GPT-2's
-    Conv1D) outside the modules it keeps in full precision (the output head, fp32 modules)."""
-    from torch import nn
-    from transformers.pytorch_utils import Conv1D
+def beside_language_model(model: Any) -> list[str]:
+    """Modules with linear layers that are not part of the language model: the vision tower, the
+    projector (``model.visual``, ``model.vision_tower``, ``model.multi_modal_projector``...)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    path = next((name for name, module in model.named_modules() if module is decoder), "") if decoder else ""
+    beside, node, prefix = [], model, ""
+    for part in path.split(".") if path else []:
+        for name, child in node.named_children():
+            if name != part and _linear_layers(child):
+                beside.append(prefix + name)
+        node, prefix = getattr(node, part), prefix + part + "."
+    return beside
 
+
+def _default_skips(model: Any) -> set[str]:
+    """What transformers itself keeps unquantized: the output head (and tied weights), fp32 modules."""
     skip = set(getattr(model, "_keep_in_fp32_modules", None) or [])
     try:
         from transformers.quantizers.base import get_keys_to_not_convert
 
-        skip |= set(get_keys_to_not_convert(model))
+        return skip | set(get_keys_to_not_convert(model))
     except Exception:  # private helper: without it, at least the output head stays unquantized
         output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        skip |= {name for name, module in model.named_modules() if module is output and output is not None}
+        return skip | {name for name, module in model.named_modules() if module is output and output is not None}
+
+
+def _linear_layers(model: Any) -> list[str]:
+    """The layers transformers' bitsandbytes integration replaces: nn.Linear and GPT-2's Conv1D."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    return [name for name, module in model.named_modules()
+            if type(module) is nn.Linear or isinstance(module, Conv1D)]
+
+
+def _quantizable_layers(model: Any, skip: set[str]) -> list[str]:
     try:
         from transformers.quantizers.quantizers_utils import should_convert_module
     except ImportError:
         def should_convert_module(name: str, patterns: list[str]) -> bool:
             return not any(name == p or name.startswith(p + ".") or name.endswith(p) for p in patterns)
-    return [name for name, module in model.named_modules()
-            if (type(module) is nn.Linear or isinstance(module, Conv1D)) and should_convert_module(name, sorted(skip))]
+    patterns = sorted(skip)
+    return [name for name in _linear_layers(model) if should_convert_module(name, patterns)]
 
 
-def load_weights(auto: Any, options: TransformersOptions, place: Placement, hub_kwargs: dict[str, Any]) -> Any:
+def load_weights(auto: Any, options: TransformersOptions, place: Placement, hub_kwargs: dict[str, Any],
+                 plan: QuantPlan | None) -> Any:
     """The model on its device, in eval mode."""
     import torch
 
@@ -184,7 +221,7 @@ def load_weights(auto: Any, options: TransformersOptions, place: Placement, hub_
                               "trust_remote_code": options.trust_remote_code, **hub_kwargs}
     if place.attn_implementation is not None:
         kwargs["attn_implementation"] = place.attn_implementation
-    quant = quantization_config(options.quantization, dtype)
+    quant = quantization_config(options.quantization, dtype, plan)
     if quant is not None:
         kwargs["quantization_config"] = quant
     if options.quantization == "8bit":

@@ -32,8 +32,13 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _KNOWN = {
     "repo_id", "revision", "cache_dir", "offline", "loader", "trust_remote_code", "quantization",
     "dtype", "device", "attn_implementation", "processor_kwargs", "generation", "stop",
-    "skip_special_tokens",
+    "skip_special_tokens", "api", "transformers_version", "processor_options",
 }
+# How the runner drives a model (the catalog's ``api``). Models with their own Python API
+# (moondream's caption/query, DeepSeek-OCR's infer, InternVL's chat) are refused at load time
+# with a clear message rather than driven through a chat template they do not have.
+APIS = ("chat", "got_ocr2", "moondream", "deepseek_ocr", "internvl_chat")
+SUPPORTED_APIS = ("chat", "got_ocr2")
 DEFAULT_MAX_NEW_TOKENS = 1024
 
 
@@ -53,6 +58,11 @@ class TransformersOptions:
     generation: dict[str, Any] = field(default_factory=dict)
     stop: tuple[str, ...] = ()
     skip_special_tokens: bool = True
+    api: str = "chat"
+    # A PEP 440 specifier the model's code needs (dots.ocr: "<5"); None: any version.
+    transformers_version: str | None = None
+    # Keyword arguments for AutoProcessor.from_pretrained (Phi-3.5-vision: num_crops).
+    processor_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def max_new_tokens(self) -> int:
@@ -129,6 +139,9 @@ def parse_options(options: dict[str, Any]) -> TransformersOptions:
         generation=_generation(options),
         stop=tuple(stop),
         skip_special_tokens=_get(options, "skip_special_tokens", bool, True),
+        api=_choice(options, "api", APIS, "chat"),
+        transformers_version=_get(options, "transformers_version", (str, type(None)), None),
+        processor_options=dict(_get(options, "processor_options", dict, {})),
     )
 
 

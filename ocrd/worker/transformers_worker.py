@@ -13,8 +13,10 @@ Options (the daemon sends all of them; defaults in brackets):
 * ``loader`` "AutoModelForImageTextToText" | "AutoModelForCausalLM" | "AutoModel"
   ["AutoModelForImageTextToText"]; ``trust_remote_code`` [false].
 * ``quantization`` "none" | "8bit" | "4bit" ["none"]: bitsandbytes through ``BitsAndBytesConfig``
-  (4-bit: nf4, compute in ``dtype``). Checked before any weight loads: the packages import, the
-  model is not quantized already, it has linear layers to quantize.
+  (4-bit: nf4, compute in ``dtype``), for the language model's linear layers only: the output
+  head and everything beside the language model (vision tower, projector) stay in ``dtype``.
+  Checked before any weight loads: the packages import, the model is not quantized already, it
+  has linear layers to quantize.
 * ``dtype`` "auto" | "bfloat16" | "float16" | "float32" ["auto": bfloat16 on a GPU (float16 where
   it lacks bf16), float32 on the CPU].
 * ``device`` "cpu" | "cuda" | "cuda:N" | "auto" ["auto": cuda:0 when torch sees a GPU]; passed as
@@ -34,7 +36,8 @@ Options (the daemon sends all of them; defaults in brackets):
 Requests: ``max_tokens`` / ``max_completion_tokens`` (tokenizer tokens), ``temperature`` (0 =
 greedy), ``top_p``, ``stop``, ``seed``; see ``ocrd.worker.transformers_generate`` for the prompt,
 stopping and usage rules. ``GET /v1/ocrd/info`` shows what was loaded (layer classes, parameter
-dtypes, weight bytes): the evidence that quantization took place.
+dtypes, weight bytes, unquantized modules) — the evidence that quantization took place — and
+the last generations' token counts with whether their client went away.
 
 Load progress stages: "starting", "checking the cache", "importing transformers", "checking the
 model", "loading processor", "loading weights" (message "shards loaded n/N, tensors k/M"),
@@ -53,7 +56,13 @@ from PIL import Image
 
 from ocrd.errors import ModelLoadFailed
 from ocrd.worker.engines import ChatInput, Engine, Generation, GenerationParams, ProgressFn
-from ocrd.worker.transformers_options import Snapshot, TransformersOptions, find_snapshot, parse_options
+from ocrd.worker.transformers_options import (
+    SUPPORTED_APIS,
+    Snapshot,
+    TransformersOptions,
+    find_snapshot,
+    parse_options,
+)
 
 log = logging.getLogger("ocrd.worker.transformers")
 
@@ -76,18 +85,21 @@ class TransformersEngine(Engine):
         progress("importing transformers", 0.05, "torch and transformers")
         from ocrd.worker import transformers_load as load
 
+        check_runner_support(options)
+
         place = load.placement(options)
         load.check_quantization_packages(options.quantization)
         hub = self._hub_kwargs(snapshot)
         progress("checking the model", 0.1, f"config.json, {options.loader}, quantization {options.quantization}")
-        auto = self._check_model(load, hub)
+        auto, plan = self._check_model(load, hub)
         progress("loading processor", 0.15, "tokenizer, image processor, chat template")
         processor, image_only = self._processor(snapshot, hub)
-        model = self._weights(load, auto, place, snapshot, hub, progress)
+        model = self._weights(load, auto, place, snapshot, hub, plan, progress)
         self.runtime = self._runtime(model, processor, place)
         progress("warm-up", 0.92, "one short generation on a small image")
         self._warm_up()
         self.details = self._describe(load, model, place, processor, image_only, snapshot)
+        self.details["unquantized_modules"] = list(plan.skip_modules) if plan else []
 
     def _snapshot(self, progress: ProgressFn) -> Snapshot:
         options = self.options
@@ -108,23 +120,25 @@ class TransformersEngine(Engine):
         revision = snapshot.commit if snapshot.complete and snapshot.commit else self.options.revision
         return {"revision": revision, "cache_dir": self.options.cache_dir, "local_files_only": snapshot.complete}
 
-    def _check_model(self, load: Any, hub: dict[str, Any]) -> Any:
+    def _check_model(self, load: Any, hub: dict[str, Any]) -> tuple[Any, Any]:
+        """The auto class to load with and the quantization plan, or one clear error."""
         from transformers import AutoConfig
 
         config = _guard("reading config.json", lambda: AutoConfig.from_pretrained(
             self.options.repo_id, trust_remote_code=self.options.trust_remote_code, **hub))
         auto = load.model_class(config, self.options)
-        load.check_quantizable(auto, config, self.options)
-        return auto
+        plan = _guard("checking the layers to quantize", lambda: load.plan_quantization(auto, config, self.options))
+        return auto, plan
 
     def _processor(self, snapshot: Snapshot, hub: dict[str, Any]) -> tuple[Any, bool]:
         from ocrd.worker.transformers_processor import load_processor
 
-        kwargs = {**hub, "trust_remote_code": self.options.trust_remote_code}
+        kwargs = {**hub, **self.options.processor_options,
+                  "trust_remote_code": self.options.trust_remote_code}
         return _guard("loading the processor", lambda: load_processor(self.options.repo_id, snapshot.path, kwargs))
 
     def _weights(self, load: Any, auto: Any, place: Any, snapshot: Snapshot, hub: dict[str, Any],
-                 progress: ProgressFn) -> Any:
+                 plan: Any, progress: ProgressFn) -> Any:
         from ocrd.worker.transformers_progress import ShardTracker, shard_map, track_weight_loading
 
         key_to_shard, shards = shard_map(snapshot.path)
@@ -139,7 +153,7 @@ class TransformersEngine(Engine):
                  f"shards loaded 0/{len(shards) or '?'} to {place.device} as {place.dtype_name}{quant}")
         tracker = ShardTracker(key_to_shard, shards, report)
         with track_weight_loading(tracker):
-            return _guard("loading the weights", lambda: load.load_weights(auto, self.options, place, hub),
+            return _guard("loading the weights", lambda: load.load_weights(auto, self.options, place, hub, plan),
                           damaged_hint=f"if the files are damaged, download them again: ocrctl pull {self.model_id}")
 
     def _runtime(self, model: Any, processor: Any, place: Any) -> Any:
@@ -194,6 +208,26 @@ class TransformersEngine(Engine):
         from ocrd.worker.transformers_load import cuda_memory_bytes
 
         return cuda_memory_bytes(self.details.get("device", "cpu"))
+
+
+def check_runner_support(options: TransformersOptions) -> None:
+    """Refuses, before any weights load, a model this runner cannot drive: one with its own Python
+    API, or whose code needs another transformers than the one installed."""
+    if options.api not in SUPPORTED_APIS:
+        raise ModelLoadFailed(
+            f"{options.repo_id} is driven through its own Python API ({options.api}), which this "
+            f"runner does not support yet; serve it on the vllm engine if the catalog lists it"
+        )
+    if options.transformers_version:
+        import transformers
+        from packaging.specifiers import SpecifierSet
+
+        if transformers.__version__ not in SpecifierSet(options.transformers_version):
+            raise ModelLoadFailed(
+                f"{options.repo_id} needs transformers{options.transformers_version} but this "
+                f"runner has {transformers.__version__}; point transformers.python at a venv with "
+                f"a matching transformers (and ocrd-vlm[transformers])"
+            )
 
 
 def _guard(what: str, step: Any, damaged_hint: str = "") -> Any:
