@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import shutil
 import signal
 import stat
-import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.render import char_accuracy, data_url, render_text_image
+from tests.support.worker import Worker, complete, running, stream_events, temp_workdir, worker_env
 
-ROOT = Path(__file__).resolve().parents[2]
 # Hang guards only (a broken runner must not stall the suite); nothing asserts on speed.
 START_TIMEOUT = 240.0
 EXIT_TIMEOUT = 60.0
@@ -43,118 +38,31 @@ RUSSIAN = [
 ]
 
 
-def worker_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def worker_argv(socket_path: Path, options: dict, model_id: str = "builtin/test") -> list[str]:
-    return [sys.executable, "-m", "ocrd.worker", "--model-id", model_id, "--engine", "builtin",
-            "--socket", str(socket_path), "--options", json.dumps(options)]
-
-
-class Worker:
-    """A runner subprocess whose stdout lines are read by a thread into a queue."""
-
-    def __init__(self, argv: list[str], workdir: Path, name: str):
-        self.socket = workdir / f"{name}.sock"
-        self.stderr_path = workdir / f"{name}.stderr"
-        with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=stderr, env=worker_env(), cwd=ROOT
-            )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.events: list[dict] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode("utf-8"))
-        self.lines.put(None)
-
-    def next_line(self) -> str | None:
-        return self.lines.get(timeout=START_TIMEOUT)
-
-    def until_final(self) -> dict:
-        """Reads events up to `ready` or `error` (or end of output); every line must be JSON."""
-        while (line := self.next_line()) is not None:
-            event = json.loads(line)  # stdout carries nothing but JSON lines
-            self.events.append(event)
-            if event["event"] in ("ready", "error"):
-                return event
-        raise AssertionError(f"runner ended without ready/error; stderr:\n{self.stderr()}")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-4000:]
-
-    def client(self) -> httpx.Client:
-        transport = httpx.HTTPTransport(uds=str(self.socket))
-        return httpx.Client(transport=transport, base_url="http://runner", timeout=120)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=EXIT_TIMEOUT)
-
-
-def start_worker(workdir: Path, name: str, options: dict) -> Worker:
-    return Worker(worker_argv(workdir / f"{name}.sock", options), workdir, name)
+def start_worker(workdir: Path, name: str, options: dict, prefix: Sequence[str] = ()) -> Worker:
+    return Worker(workdir, name, engine="builtin", options=options, env=worker_env(), model_id="builtin/test",
+                  prefix=prefix, start_timeout=START_TIMEOUT, exit_timeout=EXIT_TIMEOUT, client_timeout=120)
 
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    # Short path under /tmp: Unix socket paths are limited to 107 bytes.
-    path = Path(tempfile.mkdtemp(prefix="ocrdw-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _running(workdir: Path, name: str, options: dict) -> Iterator[Worker]:
-    worker = start_worker(workdir, name, options)
-    try:
-        final = worker.until_final()
-        assert final["event"] == "ready", f"{final}\n{worker.stderr()}"
-        yield worker
-    finally:
-        worker.stop()
+    yield from temp_workdir("ocrdw-")
 
 
 @pytest.fixture(scope="module")
 def ppocr(workdir: Path) -> Iterator[Worker]:
-    yield from _running(workdir, "ppocr", {"backend": "ppocr", "det_limit_side_len": 960})
+    yield from running(start_worker(workdir, "ppocr", {"backend": "ppocr", "det_limit_side_len": 960}))
 
 
 @pytest.fixture(scope="module")
 def tesseract(workdir: Path) -> Iterator[Worker]:
     options = {"backend": "tesseract", "tesseract_cmd": "tesseract", "languages": "eng+rus", "psm": 3}
-    yield from _running(workdir, "tesseract", options)
+    yield from running(start_worker(workdir, "tesseract", options))
 
 
 def chat_body(*pngs: bytes, text: str = "Read the text in the image.", **extra) -> dict:
     content = [{"type": "text", "text": text}]
     content += [{"type": "image_url", "image_url": {"url": data_url(png)}} for png in pngs]
     return {"model": "builtin/test", "messages": [{"role": "user", "content": content}], **extra}
-
-
-def complete(worker: Worker, body: dict) -> dict:
-    with worker.client() as client:
-        response = client.post("/v1/chat/completions", json=body)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def stream_events(worker: Worker, body: dict) -> list:
-    """The parsed `data:` payloads of a streamed completion, "[DONE]" kept as a string."""
-    events: list = []
-    with worker.client() as client, client.stream("POST", "/v1/chat/completions", json=body) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                payload = line[len("data: "):]
-                events.append(payload if payload == "[DONE]" else json.loads(payload))
-    return events
 
 
 def content_of(result: dict) -> str:
@@ -358,11 +266,11 @@ def _gone(pid: int) -> bool:
 
 
 def test_runner_dies_with_its_parent(workdir: Path):
-    argv = worker_argv(workdir / "orphan.sock", {"backend": "tesseract", "languages": "eng", "psm": 3})
     parent_code = (
         "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); print(p.pid, flush=True); p.wait()"
     )
-    parent = Worker([sys.executable, "-c", parent_code, *argv], workdir, "orphan")
+    options = {"backend": "tesseract", "languages": "eng", "psm": 3}
+    parent = start_worker(workdir, "orphan", options, prefix=[sys.executable, "-c", parent_code])
     runner_pid = int(parent.next_line())
     try:
         assert parent.until_final()["event"] == "ready"

@@ -12,25 +12,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import queue
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
 from tests.support.openapi import validate
 from tests.support.render import data_url
+from tests.support.worker import Worker, complete, running, stream_events, temp_workdir, worker_env
 
-ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 300.0  # hang guards only; nothing asserts on speed
 EXIT_TIMEOUT = 60.0
 DEFAULT_TOKENS = 16  # the runners' generation.max_new_tokens
@@ -38,55 +29,14 @@ NEVER_EOS = 100_000  # min_new_tokens: random weights must not end a completion 
 KINDS = ("qwen2_vl", "llava", "idefics3", "got_ocr2")
 
 
-class Worker:
-    """A runner subprocess; a thread reads its stdout JSON lines into a queue."""
-
-    def __init__(self, workdir: Path, name: str, options: dict, env: dict[str, str], model_id: str = "tiny/test"):
-        self.model_id = model_id
-        self.socket = workdir / f"{name}.sock"
-        self.stderr_path = workdir / f"{name}.stderr"
-        argv = [sys.executable, "-m", "ocrd.worker", "--model-id", model_id, "--engine", "transformers",
-                "--socket", str(self.socket), "--options", json.dumps(options)]
-        with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.events: list[dict] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode("utf-8"))
-        self.lines.put(None)
-
-    def until_final(self) -> dict:
-        while (line := self.lines.get(timeout=START_TIMEOUT)) is not None:
-            event = json.loads(line)  # stdout carries nothing but JSON lines
-            self.events.append(event)
-            if event["event"] in ("ready", "error"):
-                return event
-        raise AssertionError(f"runner ended without ready/error; stderr:\n{self.stderr()}")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-4000:]
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://runner", timeout=300)
-
-    def info(self) -> dict:
-        with self.client() as client:
-            return client.get("/v1/ocrd/info").json()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=EXIT_TIMEOUT)
+def start_worker(workdir: Path, name: str, options: dict, env: dict[str, str], model_id: str = "tiny/test") -> Worker:
+    return Worker(workdir, name, engine="transformers", options=options, env=env, model_id=model_id,
+                  start_timeout=START_TIMEOUT, exit_timeout=EXIT_TIMEOUT, client_timeout=300)
 
 
 def runner_env(hub, extra_pythonpath: str | None = None) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
-               HF_HOME=str(hub.hf_home), HF_HUB_CACHE=str(hub.hub_dir))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_pythonpath, str(ROOT), env.get("PYTHONPATH")]))
-    return env
+    extra = {"PYTHONPATH": extra_pythonpath} if extra_pythonpath else {}
+    return worker_env(HF_HUB_OFFLINE="1", HF_HOME=str(hub.hf_home), HF_HUB_CACHE=str(hub.hub_dir), **extra)
 
 
 def options_for(model, hub_dir: Path, **overrides) -> dict:
@@ -102,19 +52,11 @@ def options_for(model, hub_dir: Path, **overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ocrdt-", dir="/tmp"))  # Unix socket paths are short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    yield from temp_workdir("ocrdt-")
 
 
 def _running(workdir: Path, name: str, options: dict, env: dict[str, str]) -> Iterator[Worker]:
-    worker = Worker(workdir, name, options, env)
-    try:
-        final = worker.until_final()
-        assert final["event"] == "ready", f"{final}\n{worker.stderr()}"
-        yield worker
-    finally:
-        worker.stop()
+    yield from running(start_worker(workdir, name, options, env))
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -149,24 +91,6 @@ def chat_body(images: int = 1, text: str = "Read the text in this image.", **ext
     content += [{"type": "image_url", "image_url": {"url": data_url(data)}} for data in IMAGES[:images]]
     messages = [{"role": "system", "content": "You transcribe documents."}, {"role": "user", "content": content}]
     return {"model": "tiny/test", "messages": messages, "temperature": 0, **extra}
-
-
-def complete(worker: Worker, body: dict) -> dict:
-    with worker.client() as client:
-        response = client.post("/v1/chat/completions", json=body)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def stream_events(worker: Worker, body: dict) -> list:
-    events: list = []
-    with worker.client() as client, client.stream("POST", "/v1/chat/completions", json=body) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                payload = line[len("data: "):]
-                events.append(payload if payload == "[DONE]" else json.loads(payload))
-    return events
 
 
 def content_of(result: dict) -> str:
@@ -337,7 +261,7 @@ def failed(worker: Worker) -> dict:
     final = worker.until_final()
     assert final["event"] == "error", f"{final}\n{worker.stderr()}"
     assert worker.proc.wait(timeout=EXIT_TIMEOUT) == 1
-    assert worker.lines.get(timeout=EXIT_TIMEOUT) is None  # nothing after the error event
+    assert worker.next_line(timeout=EXIT_TIMEOUT) is None  # nothing after the error event
     assert not worker.socket.exists()
     assert "\n" not in final["message"] and "Traceback" not in final["message"]
     return final
@@ -349,14 +273,14 @@ def test_corrupt_weights_are_an_error_event(tmp_path: Path, tiny_hub, workdir: P
     model = build_tiny_model("llava", tmp_path / "hub", repo_id="ocrd-test/tiny-llava-damaged")
     corrupt_weights(model)
     options = options_for(model, tmp_path / "hub")
-    final = failed(Worker(workdir, "corrupt", options, runner_env(tiny_hub), model_id="ocrd-test/damaged"))
+    final = failed(start_worker(workdir, "corrupt", options, runner_env(tiny_hub), model_id="ocrd-test/damaged"))
     assert "weights" in final["message"] and "ocrctl pull ocrd-test/damaged" in final["message"]
 
 
 def test_model_missing_from_the_cache_names_ocrctl_pull(tiny_hub, workdir: Path):
     model = tiny_hub.models["llava"]
     options = options_for(model, tiny_hub.hub_dir, repo_id="ocrd-test/not-downloaded", revision="main")
-    final = failed(Worker(workdir, "missing", options, runner_env(tiny_hub), model_id="acme/not-downloaded"))
+    final = failed(start_worker(workdir, "missing", options, runner_env(tiny_hub), model_id="acme/not-downloaded"))
     assert "ocrd-test/not-downloaded" in final["message"]
     assert "ocrctl pull acme/not-downloaded" in final["message"]
 
@@ -366,7 +290,7 @@ def test_missing_bitsandbytes_is_one_line_before_any_weights(tmp_path: Path, tin
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text('raise ImportError("No module named bitsandbytes (test shim)")\n')
     options = options_for(tiny_hub.models["llava"], tiny_hub.hub_dir, quantization="8bit")
-    worker = Worker(workdir, "nobnb", options, runner_env(tiny_hub, extra_pythonpath=str(tmp_path / "shim")))
+    worker = start_worker(workdir, "nobnb", options, runner_env(tiny_hub, extra_pythonpath=str(tmp_path / "shim")))
     final = failed(worker)
     assert "bitsandbytes" in final["message"] and "8bit" in final["message"]
     assert "loading weights" not in [e.get("stage") for e in worker.events]
@@ -383,6 +307,6 @@ def test_architecture_transformers_cannot_serve_is_named(tmp_path: Path, tiny_hu
     revision, _ = publish_snapshot(files, tmp_path / "hub", "ocrd-test/text-only")
     options = {"repo_id": "ocrd-test/text-only", "revision": revision, "cache_dir": str(tmp_path / "hub"),
                "device": "cpu"}
-    final = failed(Worker(workdir, "gpt2", options, runner_env(tiny_hub)))
+    final = failed(start_worker(workdir, "gpt2", options, runner_env(tiny_hub)))
     assert "config.json names architecture GPT2LMHeadModel" in final["message"]
     assert "cannot load as image-text-to-text" in final["message"]

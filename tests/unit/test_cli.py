@@ -7,32 +7,20 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import tomllib
 from pathlib import Path
 
 import pytest
 
-import ocrd.config as config
 from ocrd import __version__
 from ocrd.cli import EXIT_OK, EXIT_USAGE, build_parser, flag_overrides, main
 from ocrd.config import load_settings
+from tests.support.files import write
 
 VENV_BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No OCRD_* variable of the host reaches a test, and no /etc/ocrd/ocrd.toml either."""
-    for name in list(os.environ):
-        if name.upper().startswith("OCRD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "etc" / "ocrd.toml")
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ tmp_path, real environment variables through monkeypatch."""
 
 from __future__ import annotations
 
-import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,20 +17,10 @@ from ocrd.config import (
     parse_duration,
 )
 from ocrd.errors import ConfigError
+from tests.support.files import write
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No OCRD_* variable of the host reaches a test, and no /etc/ocrd/ocrd.toml either."""
-    for name in list(os.environ):
-        if name.upper().startswith("OCRD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "etc" / "ocrd.toml")
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture
