@@ -180,6 +180,11 @@ class TransformersSettings(_Section):
         "auto", description="auto: the catalog's choice, else sdpa (flash_attention_2 if installed)."
     )
     max_new_tokens: int = Field(4096, gt=0, description="Default completion limit per request.")
+    generation: dict[str, int | float | bool] = Field(
+        default_factory=dict,
+        description="Further generate() arguments for every request, e.g. min_new_tokens or "
+        "repetition_penalty (a runner refuses unknown ones when it loads).",
+    )
     allow_remote_code: bool = Field(
         True,
         description="Run models whose repository ships Python code (trust_remote_code). Off: "

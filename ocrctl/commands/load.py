@@ -22,9 +22,10 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="idle time before it unloads, e.g. 90s, 10m, 1h (0: as soon as it is idle)",
     )
     parser.add_argument("--mode", default="", metavar="ENGINE",
-                        help="engine: builtin (transformers and vllm arrive later); default: ocrd chooses")
+                        help="engine: builtin, transformers or vllm; default: ocrd chooses")
     parser.add_argument("--quant", default="", metavar="QUANT",
-                        help="quantization: none (8bit and 4bit arrive later); default: ocrd chooses")
+                        help="quantization for the transformers engine: none, 8bit or 4bit; "
+                             "default: 8bit on a GPU, none on CPU")
 
 
 def _duration(text: str) -> float:

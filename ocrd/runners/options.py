@@ -68,7 +68,7 @@ def transformers_options(
         "device": device,
         "attn_implementation": attn,
         "processor_options": dict(facts.processor_options),
-        "generation": {"max_new_tokens": config.max_new_tokens, **_sampling(entry)},
+        "generation": {**config.generation, "max_new_tokens": config.max_new_tokens, **_sampling(entry)},
         "stop": list(entry.stop),
     }
 

@@ -59,6 +59,7 @@ class Runtime:
     stop: tuple[str, ...] = ()
     skip_special_tokens: bool = True
     processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    api: str = "chat"  # the catalog's: "got_ocr2" builds its own prompt whatever the template says
     lock: threading.Lock = field(default_factory=threading.Lock)
     # The last generations' token counts and whether their client went away: /v1/ocrd/info shows
     # them, so tests can see that a cancelled generation really stopped.
@@ -73,6 +74,10 @@ class Runtime:
         """"chat" (a chat template), "processor" (it builds the prompt: GOT-OCR2) or "text"."""
         if not hasattr(self.processor, "image_processor"):
             return "text"
+        if self.api == "got_ocr2":
+            # GOT-OCR2's processor takes the task as arguments (format, box, color), not as text;
+            # through a chat template those arguments would be silently ignored.
+            return "processor"
         return "chat" if getattr(self.processor, "chat_template", None) else "processor"
 
 

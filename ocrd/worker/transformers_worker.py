@@ -172,6 +172,7 @@ class TransformersEngine(Engine):
             max_new_tokens=options.max_new_tokens, temperature=options.generation.get("temperature"),
             top_p=options.generation.get("top_p"), extras=extras, stop=options.stop,
             skip_special_tokens=options.skip_special_tokens, processor_kwargs=options.processor_kwargs,
+            api=options.api,
         )
 
     def _warm_up(self) -> None:

@@ -419,6 +419,30 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def runner_socket(pid: int) -> Path:
+    """The private Unix socket runner ``pid`` serves on (``--socket PATH`` in its command line)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return Path(argv[argv.index("--socket") + 1])
+
+
+def runner_info(pid: int, timeout: float = 30.0) -> dict[str, Any]:
+    """``GET /v1/ocrd/info`` straight from runner ``pid`` (what it loaded, recent generations)."""
+    import httpx
+
+    transport = httpx.HTTPTransport(uds=str(runner_socket(pid)))
+    with httpx.Client(transport=transport, base_url="http://runner", timeout=timeout) as client:
+        response = client.get("/v1/ocrd/info")
+    assert response.status_code == 200, response.text[:500]
+    return response.json()
+
+
+def runner_command_lines(daemon: RunningDaemon) -> dict[int, str]:
+    """{pid: command line} of this daemon's runner processes that still exist (zombies included)."""
+    marker = str(daemon.runtime_dir)
+    return {pid: cmd for pid, _ppid, _state, cmd in _processes()
+            if "ocrd.worker" in cmd and marker in cmd}
+
+
 def _processes() -> Iterator[tuple[int, int, str, str]]:
     """(pid, ppid, state, command line) of every process we can see."""
     for entry in Path("/proc").iterdir():
