@@ -162,7 +162,22 @@ def create_app(engine: Engine) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        text = await generator.text(generation)
+        text = await _unless_disconnected(request, generator.text(generation), generation.cancel)
         return JSONResponse(meta.body(text, generation))
 
     return app
+
+
+DISCONNECT_POLL_S = 0.25
+
+
+async def _unless_disconnected(request: Request, work: Any, cancel: Any) -> Any:
+    """Awaits ``work``; if the client goes away first, ``cancel()`` stops the generation (a
+    non-streaming client is otherwise only noticed when the answer is written, after all the work)."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if not task.done() and await request.is_disconnected():
+            cancel()
+            break
+    return await task

@@ -247,6 +247,22 @@ def test_cancelling_a_stream_stops_its_generation_and_frees_the_model(client, da
     assert daemon.ps()[QWEN]["pid"] == pid
 
 
+def test_a_non_streaming_client_that_hangs_up_stops_its_generation(client, daemon):
+    import httpx
+
+    long = 2000
+    pid = daemon.ps()[QWEN]["pid"]
+    body = {"model": QWEN, "messages": messages(), "max_tokens": long, "temperature": 0}
+    # The read timeout makes httpx hang up mid-request, as an impatient client would.
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=daemon.base_url, timeout=httpx.Timeout(60, read=1.0)) as raw:
+        raw.post("/v1/chat/completions", json=body)
+    wait_until(lambda: daemon.ps()[QWEN]["in_flight"] == 0, timeout=60, message="in_flight back to 0")
+    recent = runner_info(pid)["recent_generations"]
+    assert recent[-1]["cancelled"] and recent[-1]["completion_tokens"] < long, recent
+    reply = chat(client, QWEN, max_tokens=3)
+    assert reply.usage.completion_tokens == 3
+
+
 # --- several models ------------------------------------------------------------------------------
 
 

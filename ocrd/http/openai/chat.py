@@ -7,6 +7,7 @@ been sent (or the client went away), and released by the response itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -38,16 +39,18 @@ async def create_chat_completion(request: Request) -> Response:
         )
         engine = state.scheduler.info(entry.id).engine
         body = apply_preset(forward_payload(chat, images), entry, preset, engine)
-        return await _forward(state, entry.id, body, stream=chat.stream)
+        return await _forward(state, entry.id, body, stream=chat.stream, request=request)
 
 
-async def _forward(state: AppState, model: str, body: dict[str, Any], stream: bool) -> Response:
+async def _forward(
+    state: AppState, model: str, body: dict[str, Any], stream: bool, request: Request
+) -> Response:
     stack = contextlib.AsyncExitStack()
     try:
         runner = await stack.enter_async_context(state.scheduler.acquire(model))
         if not stream:
             try:
-                return await proxy.complete(runner, body)
+                return await _complete_unless_disconnected(request, runner, body)
             finally:
                 await stack.aclose()
         upstream = await proxy.open_stream(runner, body)
@@ -55,6 +58,23 @@ async def _forward(state: AppState, model: str, body: dict[str, Any], stream: bo
         await stack.aclose()
         raise
     return _LeasedStream(proxy.relay_events(runner, upstream), stack)
+
+
+async def _complete_unless_disconnected(request: Request, runner: Any, body: dict[str, Any]) -> Response:
+    """The runner's answer; a client that hangs up first cancels the upstream request, which
+    closes the connection to the runner, which stops generating (it watches for that)."""
+    task = asyncio.ensure_future(proxy.complete(runner, body))
+    while not task.done():
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+    return task.result()
+
+
+DISCONNECT_POLL_S = 0.25
 
 
 class _LeasedStream(StreamingResponse):
