@@ -10,21 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from tests.support.daemon import REPO, daemon_env, ocr_messages, running_daemon
+from tests.support.daemon import REPO, daemon_env, mapped_files, ocr_messages, running_daemon
 from tests.support.render import render_text_image
 
 HEAVY = ("torch", "transformers")
-
-
-def _mapped_files(pid: int) -> set[str]:
-    paths = set()
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5].startswith("/"):
-            paths.add(fields[5])
-    return paths
 
 
 def test_a_serving_daemon_maps_no_torch_or_transformers_file():
@@ -32,7 +22,7 @@ def test_a_serving_daemon_maps_no_torch_or_transformers_file():
         response = http.post("/v1/chat/completions", json={
             "model": "ppocr", "messages": ocr_messages(render_text_image(["no torch here"]))})
         assert response.status_code == 200, response.text
-        mapped = _mapped_files(daemon.pid)
+        mapped = mapped_files(daemon.pid)
         # The check can see what it looks for: the daemon's own Python libraries are mapped.
         assert any("grpc" in path for path in mapped), sorted(mapped)[:20]
         assert [p for p in mapped if any(word in p.lower() for word in HEAVY)] == []

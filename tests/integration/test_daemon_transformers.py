@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from tests.support.daemon import (
+    mapped_files,
     assert_openai_error,
     pid_alive,
     runner_info,
@@ -341,20 +342,11 @@ def test_unload_ends_the_runner_and_the_model_is_not_loaded(daemon):
     assert listed[LLAVA]["state"] == "MODEL_STATE_NOT_LOADED" and listed[LLAVA]["pid"] == 0
 
 
-def _mapped_files(pid: int) -> set[str]:
-    paths = set()
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5].startswith("/"):
-            paths.add(fields[5])
-    return paths
-
-
 def test_the_daemon_still_maps_no_torch_or_transformers_after_serving_them(daemon):
     assert any(m["engine"] == "transformers" for m in daemon.ps().values())  # it has been serving them
-    mapped = _mapped_files(daemon.pid)
+    mapped = mapped_files(daemon.pid)
     assert any("grpc" in path for path in mapped), sorted(mapped)[:20]  # the check sees libraries
     assert [p for p in mapped if "torch" in p.lower() or "transformers" in p.lower()] == []
     # ...while its runners do map torch.
     runner = daemon.ps()[QWEN]["pid"]
-    assert any("torch" in path for path in _mapped_files(runner))
+    assert any("torch" in path for path in mapped_files(runner))

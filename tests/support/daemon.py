@@ -498,3 +498,13 @@ def assert_openai_error(response: Any, status: int) -> dict[str, Any]:
     assert set(error) >= {"message", "type", "param", "code"}, error
     assert isinstance(error["message"], str) and error["message"].strip(), error
     return error
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The files a process has mapped (its loaded shared libraries and extension modules)."""
+    paths = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            paths.add(fields[5])
+    return paths
