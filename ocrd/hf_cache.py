@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +89,87 @@ def cached_model_repos(hub_dir: Path) -> list[str]:
     except CacheNotFound:
         return []
     return sorted(repo.repo_id for repo in info.repos if repo.repo_type == "model")
+
+
+# --- inventory and deletion (huggingface_hub's scan and delete strategy) -------------------------
+
+
+@dataclass(frozen=True)
+class CachedRevision:
+    commit: str
+    refs: tuple[str, ...]
+    size_bytes: int
+    last_modified: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class CachedRepo:
+    repo_id: str
+    repo_type: str
+    size_bytes: int
+    revisions: tuple[CachedRevision, ...]
+    last_accessed: float
+    last_modified: float
+
+
+@dataclass(frozen=True)
+class CacheDeletion:
+    """What a deletion frees (or would free, for a dry run)."""
+
+    repo_id: str
+    freed_bytes: int
+    deleted_paths: tuple[str, ...]
+    dry_run: bool
+
+
+def scan_repos(hub_dir: Path) -> list[CachedRepo]:
+    """Every repository in the cache with its revisions (empty if there is no cache yet)."""
+    try:
+        info = scan_cache_dir(hub_dir)
+    except CacheNotFound:
+        return []
+    repos = []
+    for repo in sorted(info.repos, key=lambda r: (r.repo_type, r.repo_id)):
+        revisions = tuple(
+            CachedRevision(
+                commit=rev.commit_hash, refs=tuple(sorted(rev.refs)), size_bytes=rev.size_on_disk,
+                last_modified=rev.last_modified,
+            )
+            for rev in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
+        )
+        repos.append(CachedRepo(
+            repo_id=repo.repo_id, repo_type=repo.repo_type, size_bytes=repo.size_on_disk,
+            revisions=revisions, last_accessed=repo.last_accessed, last_modified=repo.last_modified,
+        ))
+    return repos
+
+
+def delete_cached(
+    hub_dir: Path, repo_id: str, revision: str | None = None, *, dry_run: bool = False
+) -> CacheDeletion:
+    """Deletes a model repo (every revision, or one commit or ref) with huggingface_hub's strategy.
+
+    LookupError when the repo or the revision is not in the cache."""
+    try:
+        info = scan_cache_dir(hub_dir)
+    except CacheNotFound as exc:
+        raise LookupError(f"there is no Hugging Face cache at {hub_dir}") from exc
+    repo = next((r for r in info.repos if r.repo_type == "model" and r.repo_id == repo_id), None)
+    if repo is None:
+        raise LookupError(f"{repo_id} is not in the Hugging Face cache at {hub_dir}")
+    if revision:
+        commits = [rev.commit_hash for rev in repo.revisions
+                   if rev.commit_hash == revision or revision in rev.refs]
+        if not commits:
+            known = ", ".join(sorted(rev.commit_hash for rev in repo.revisions))
+            raise LookupError(f"{repo_id} has no cached revision {revision!r}; cached: {known}")
+    else:
+        commits = [rev.commit_hash for rev in repo.revisions]
+    # Scoped to this repo: delete_revisions looks commits up across the whole cache, and two repos
+    # may hold the same commit hash (identical content), so it could pick the other one.
+    strategy = replace(info, repos=frozenset({repo})).delete_revisions(*commits)
+    paths = sorted(str(p) for p in (*strategy.repos, *strategy.snapshots, *strategy.refs, *strategy.blobs))
+    freed = strategy.expected_freed_size
+    if not dry_run:
+        strategy.execute()
+    return CacheDeletion(repo_id, freed, tuple(paths), dry_run)

@@ -73,6 +73,10 @@ class Scheduler:
 
     # --- lookup and snapshots ------------------------------------------------------------------
 
+    @property
+    def directory(self) -> ModelDirectory:
+        return self._models
+
     def resolve(self, name: str) -> CatalogEntry:
         return self._models.resolve(name)
 

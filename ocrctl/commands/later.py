@@ -1,5 +1,5 @@
-"""Commands whose RPCs arrive with later milestones: ``mode explain``, ``gpu``, ``cache``,
-``pull``, ``cleanup``.
+"""Commands whose RPCs arrive with later milestones: ``mode explain``, ``pull``, ``cleanup``
+(``gpu`` and ``cache`` have arrived: ocrctl.commands.gpu, ocrctl.commands.cache).
 
 They are wired to their RPCs now, so that they work the day the daemon implements them; until
 then the daemon answers UNIMPLEMENTED and ocrctl prints its one-line reason (exit 1). Answers are
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from ocrctl.client import Client, follow
+from ocrctl.commands import cache, gpu
 from ocrctl.commands.common import add_command, print_json
 from ocrd.control.v1 import control_pb2 as pb
 
@@ -25,17 +26,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     explain.add_argument("model", metavar="MODEL")
     explain.add_argument("--mode", default="", metavar="ENGINE", help="engine preference to explain")
 
-    add_command(commands, common, "gpu", "GPU devices, their memory and who holds it", run_gpu)
+    gpu.register(commands, common)  # ``gpu``: ocrctl.commands.gpu
 
-    cache_summary = "the shared Hugging Face cache"
-    cache = commands.add_parser("cache", help=cache_summary, description=cache_summary)
-    cache_commands = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
-    add_command(cache_commands, common, "ls", "cached repositories, revisions and sizes", run_cache_ls)
-    rm = add_command(cache_commands, common, "rm", "delete a model from the cache", run_cache_rm)
-    rm.add_argument("model", metavar="MODEL")
-    rm.add_argument("--revision", default="", help="only this revision")
-    rm.add_argument("--dry-run", action="store_true", help="show what would be deleted")
-    rm.add_argument("--force", action="store_true", help="unload the model first if it is loaded")
+    cache.register(commands, common)  # ``cache ls`` / ``cache rm``: ocrctl.commands.cache
 
     pull = add_command(commands, common, "pull", "download a model into the shared cache", run_pull)
     pull.add_argument("model", metavar="MODEL")
@@ -49,24 +42,6 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run_explain(client: Client, args: argparse.Namespace) -> int:
     print_json(client.call("ExplainMode", pb.ExplainModeRequest(model=args.model, engine=args.mode)))
-    return 0
-
-
-def run_gpu(client: Client, args: argparse.Namespace) -> int:
-    print_json(client.call("GetGpu", pb.GetGpuRequest()))
-    return 0
-
-
-def run_cache_ls(client: Client, args: argparse.Namespace) -> int:
-    print_json(client.call("ListCache", pb.ListCacheRequest()))
-    return 0
-
-
-def run_cache_rm(client: Client, args: argparse.Namespace) -> int:
-    request = pb.DeleteCacheRequest(
-        model=args.model, revision=args.revision, dry_run=args.dry_run, force=args.force
-    )
-    print_json(client.call("DeleteCache", request))
     return 0
 
 

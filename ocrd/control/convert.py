@@ -10,8 +10,11 @@ import math
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ocrd.cache_service import CacheInventory
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.events import Event, ModelState
+from ocrd.gpu import GpuDevice, GpuSnapshot
+from ocrd.hf_cache import CacheDeletion
 from ocrd.scheduler import SlotInfo, UnloadResult
 
 _TO_PB: dict[ModelState, int] = {
@@ -97,4 +100,66 @@ def load_progress(item: Event, model: str) -> pb.LoadModelProgress:
 def unload_result(result: UnloadResult) -> pb.UnloadModelResponse:
     return pb.UnloadModelResponse(
         model=result.model, was_loaded=result.was_loaded, freed_bytes=max(0, result.freed_bytes)
+    )
+
+
+def cache_inventory(inventory: CacheInventory) -> pb.ListCacheResponse:
+    return pb.ListCacheResponse(
+        cache_dir=str(inventory.cache_dir),
+        total_bytes=inventory.total_bytes,
+        repos=[
+            pb.CachedRepo(
+                repo_id=entry.repo.repo_id,
+                repo_type=entry.repo.repo_type,
+                size_bytes=entry.repo.size_bytes,
+                revisions=[
+                    pb.CachedRevision(
+                        commit=rev.commit, refs=list(rev.refs), size_bytes=rev.size_bytes,
+                        last_modified=timestamp(rev.last_modified),
+                    )
+                    for rev in entry.repo.revisions
+                ],
+                last_accessed=timestamp(entry.repo.last_accessed),
+                last_modified=timestamp(entry.repo.last_modified),
+                loaded_by_engine=entry.loaded_by_engine,
+                in_catalog=entry.in_catalog,
+            )
+            for entry in inventory.entries
+        ],
+    )
+
+
+def cache_deletion(deletion: CacheDeletion) -> pb.DeleteCacheResponse:
+    return pb.DeleteCacheResponse(
+        freed_bytes=deletion.freed_bytes, deleted_paths=list(deletion.deleted_paths)
+    )
+
+
+def gpu(snapshot: GpuSnapshot, models: dict[int, str]) -> pb.GetGpuResponse:
+    """The GPU inventory; ``models`` maps the pids of ocrd's runners to the model each serves."""
+    return pb.GetGpuResponse(
+        available=snapshot.available,
+        reason=snapshot.reason,
+        driver_version=snapshot.driver_version,
+        cuda_version=snapshot.cuda_version,
+        devices=[gpu_device(device, models) for device in snapshot.devices],
+    )
+
+
+def gpu_device(device: GpuDevice, models: dict[int, str]) -> pb.GpuDevice:
+    return pb.GpuDevice(
+        index=device.index,
+        name=device.name,
+        uuid=device.uuid,
+        total_bytes=max(0, device.total),
+        used_bytes=max(0, device.used),
+        free_bytes=max(0, device.free),
+        utilization_percent=max(0, device.utilization),
+        processes=[
+            pb.GpuProcess(
+                pid=process.pid, used_bytes=max(0, process.used_bytes),
+                model=models.get(process.pid, ""), name=process.name,
+            )
+            for process in device.processes
+        ],
     )

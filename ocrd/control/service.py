@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 
+from ocrd.cache_service import CacheService
 from ocrd.control import convert
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import InvalidRequest, NotImplementedYet
 from ocrd.events import ModelState
+from ocrd.gpu import GpuProbe
 from ocrd.scheduler import Scheduler
 
 # Engines and quantizations this version can honour when a client asks for one explicitly.
@@ -26,18 +28,11 @@ KNOWN_ENGINES = {"", "builtin", "transformers", "vllm"}
 KNOWN_QUANTIZATIONS = {"", "auto", "none", "8bit", "4bit"}
 
 _LATER = "in a later release of ocrd"
-_INVENTORY = f"the shared Hugging Face cache inventory {_LATER}"
 NOT_YET = {
     "ExplainMode": f"ExplainMode arrives with automatic engine choice (the planner) {_LATER}; "
     "meanwhile a model runs on the first engine of its catalog entry that this host has",
-    "GetGpu": f"GetGpu arrives with GPU accounting (NVML) {_LATER}; nvidia-smi shows the "
-    "runners' memory meanwhile",
-    "ListCache": f"ListCache arrives with {_INVENTORY}; 'ocrctl models' lists the cached models "
-    "ocrd can serve",
-    "DeleteCache": f"DeleteCache arrives with {_INVENTORY}; 'hf cache' (huggingface_hub) "
-    "removes revisions meanwhile",
-    "PullModel": f"PullModel arrives with {_INVENTORY}; 'hf download REPO' (huggingface_hub) "
-    "fills the shared cache meanwhile",
+    "PullModel": f"PullModel arrives with downloads into the shared Hugging Face cache {_LATER}; "
+    "'hf download REPO' (huggingface_hub) fills the shared cache meanwhile",
     "Cleanup": f"Cleanup arrives with the adoption of orphaned runners and containers {_LATER}; "
     "'ocrctl unload MODEL' frees a model now",
 }
@@ -62,11 +57,17 @@ class DaemonInfo:
 
 class ControlServicer(control_pb2_grpc.ControlServicer):
     def __init__(
-        self, scheduler: Scheduler, daemon_info: DaemonInfo, *, clock: Callable[[], float] = time.time
+        self,
+        scheduler: Scheduler,
+        daemon_info: DaemonInfo,
+        *,
+        clock: Callable[[], float] = time.time,
+        gpu: GpuProbe | None = None,
     ):
         self._scheduler = scheduler
         self._info = daemon_info
         self._clock = clock  # wall clock, for uptime; tests pass a fixed one
+        self._gpu = gpu if gpu is not None else GpuProbe()  # NVML; tests pass a FakeNvml one
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
@@ -122,14 +123,26 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def ExplainMode(self, request: object, context: grpc.aio.ServicerContext) -> None:
         raise NotImplementedYet(NOT_YET["ExplainMode"])
 
-    async def GetGpu(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        raise NotImplementedYet(NOT_YET["GetGpu"])
+    async def GetGpu(
+        self, request: pb.GetGpuRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetGpuResponse:
+        snapshot = await self._gpu.snapshot_async()  # NVML blocks: off the event loop
+        # Runner processes by pid; container runners' pids (their host pids) are issue 5's.
+        models = {slot.pid: slot.id for slot in self._scheduler.models() if slot.pid}
+        return convert.gpu(snapshot, models)
 
-    async def ListCache(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        raise NotImplementedYet(NOT_YET["ListCache"])
+    async def ListCache(
+        self, request: pb.ListCacheRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCacheResponse:
+        return convert.cache_inventory(await CacheService(self._scheduler).inventory())
 
-    async def DeleteCache(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        raise NotImplementedYet(NOT_YET["DeleteCache"])
+    async def DeleteCache(
+        self, request: pb.DeleteCacheRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCacheResponse:
+        deletion = await CacheService(self._scheduler).delete(
+            request.model, request.revision, dry_run=request.dry_run, force=request.force
+        )
+        return convert.cache_deletion(deletion)
 
     async def PullModel(self, request: object, context: grpc.aio.ServicerContext) -> None:
         raise NotImplementedYet(NOT_YET["PullModel"])

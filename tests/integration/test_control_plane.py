@@ -25,6 +25,7 @@ from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import GENERIC_INTERNAL_MESSAGE, ConfigError, ModelLoadFailed
+from ocrd.gpu import GpuProbe
 from tests.support.control import (  # noqa: F401 - fixtures
     PPOCR,
     PPOCR_MEMORY,
@@ -39,6 +40,7 @@ from tests.support.control import (  # noqa: F401 - fixtures
     socket_dir,
     stub,
 )
+from tests.support.fake_nvml import GIB, two_gpus
 
 
 async def load_all(stub, **request) -> list[pb.LoadModelProgress]:
@@ -180,9 +182,6 @@ async def test_explicit_builtin_engine_without_quantization_loads(stub):
 
 LATER_RPCS = {
     "ExplainMode": (pb.ExplainModeRequest(model=PPOCR), "automatic engine choice"),
-    "GetGpu": (pb.GetGpuRequest(), "GPU accounting"),
-    "ListCache": (pb.ListCacheRequest(), "Hugging Face cache"),
-    "DeleteCache": (pb.DeleteCacheRequest(model=PPOCR), "Hugging Face cache"),
     "PullModel": (pb.PullModelRequest(model=PPOCR), "Hugging Face cache"),
     "Cleanup": (pb.CleanupRequest(), "orphaned runners"),
 }
@@ -195,6 +194,38 @@ async def test_rpcs_of_later_milestones_are_unimplemented_and_say_what_brings_th
     error = await rpc_error(drain(call) if rpc == "PullModel" else call)
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error.details().startswith(f"{rpc} arrives with") and reason in error.details()
+
+
+async def test_get_gpu_reports_this_hosts_gpus_or_why_there_are_none(stub):
+    answer = await stub.GetGpu(pb.GetGpuRequest())
+    here = GpuProbe().snapshot()  # the real pynvml, as the servicer's default probe
+    assert answer.available == here.available
+    if not here.available:  # a host without an NVIDIA driver, like CI's
+        assert answer.reason and "\n" not in answer.reason and not answer.devices
+    else:
+        assert [d.uuid for d in answer.devices] == [d.uuid for d in here.devices]
+
+
+async def test_get_gpu_attributes_a_runners_pid_to_its_model(settings, scheduler, daemon_info, runners):
+    await scheduler.load(PPOCR)
+    runner = runners.made(PPOCR)[0]
+    nvml = two_gpus((runner.fake_pid, 3 * GIB), (os.getpid(), GIB))
+    servicer = ControlServicer(scheduler, daemon_info, gpu=GpuProbe(nvml, environ={}))
+    server = await start_control_server(settings, servicer)
+    try:
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            answer = await control_pb2_grpc.ControlStub(channel).GetGpu(pb.GetGpuRequest())
+    finally:
+        await server.stop(None)
+    assert (answer.available, answer.driver_version, answer.cuda_version) == (True, "550.54.15", "12.4")
+    assert [d.name for d in answer.devices] == ["NVIDIA H100 80GB HBM3", "NVIDIA L4"]
+    h100 = answer.devices[0]
+    assert (h100.total_bytes, h100.used_bytes, h100.free_bytes, h100.utilization_percent) == (
+        80 * GIB, 20 * GIB, 60 * GIB, 37
+    )
+    ours, other = h100.processes
+    assert (ours.pid, ours.used_bytes, ours.model) == (runner.fake_pid, 3 * GIB, PPOCR)
+    assert (other.pid, other.model) == (os.getpid(), "") and other.name  # the test process
 
 
 async def test_watch_events_resolves_an_alias_and_follows_that_model_until_cancelled(stub, scheduler):
