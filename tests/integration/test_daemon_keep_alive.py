@@ -8,6 +8,7 @@ pinned; the reaper looks every 0.2 s.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
 
 import pytest
@@ -42,8 +43,11 @@ def _ocr(daemon, model: str, lines: list[str]) -> str:
 
 def test_idle_runner_exits_on_its_own_after_its_keep_alive(daemon):
     assert char_accuracy("idle soon", _ocr(daemon, "ppocr", ["idle soon"])) >= 0.9
-    pid = daemon.ps()[PPOCR]["pid"]
-    assert daemon.ps()[PPOCR]["keep_alive_seconds"] == KEEP_ALIVE
+    # Read from /proc at once: an ocrctl call can take longer than the 1 s keep-alive on a busy
+    # machine, and the runner may already be gone by the time it answers.
+    (pid,) = daemon.runner_pids()
+    models = json.loads(daemon.ocrctl("models", "--json").stdout)["models"]
+    assert {m["id"]: m for m in models}[PPOCR]["keep_alive_seconds"] == KEEP_ALIVE
 
     wait_until(lambda: not pid_alive(pid), timeout=30, message="the idle runner exiting")
     wait_until(lambda: PPOCR not in daemon.ps(), timeout=10, message="ps no longer listing it")
@@ -53,9 +57,10 @@ def test_idle_runner_exits_on_its_own_after_its_keep_alive(daemon):
 def test_pinned_model_outlives_its_keep_alive(daemon):
     _ocr(daemon, "tesseract", ["pinned model"])
     _ocr(daemon, "ppocr", ["witness"])
-    pinned = daemon.ps()[TESSERACT]
+    runners = set(daemon.runner_pids())  # at once, before the witness's 1 s keep-alive can pass
+    pinned = daemon.ps()[TESSERACT]  # pinned: no race
     assert pinned["pinned"] is True
-    witness = daemon.ps()[PPOCR]["pid"]
+    (witness,) = runners - {pinned["pid"]}
 
     # The unpinned model with the same keep-alive going shows the reaper has run past it...
     wait_until(lambda: not pid_alive(witness), timeout=30, message="the unpinned runner exiting")
