@@ -27,6 +27,7 @@ from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import GENERIC_INTERNAL_MESSAGE, ConfigError, ModelLoadFailed
 from ocrd.gpu import GpuProbe
 from tests.support.control import (  # noqa: F401 - fixtures
+    server_with_fake_gpus,
     PPOCR,
     PPOCR_MEMORY,
     STEPS,
@@ -40,7 +41,7 @@ from tests.support.control import (  # noqa: F401 - fixtures
     socket_dir,
     stub,
 )
-from tests.support.fake_nvml import GIB, two_gpus
+from tests.support.fake_nvml import GIB
 
 
 async def load_all(stub, **request) -> list[pb.LoadModelProgress]:
@@ -209,14 +210,9 @@ async def test_get_gpu_reports_this_hosts_gpus_or_why_there_are_none(stub):
 async def test_get_gpu_attributes_a_runners_pid_to_its_model(settings, scheduler, daemon_info, runners):
     await scheduler.load(PPOCR)
     runner = runners.made(PPOCR)[0]
-    nvml = two_gpus((runner.fake_pid, 3 * GIB), (os.getpid(), GIB))
-    servicer = ControlServicer(scheduler, daemon_info, gpu=GpuProbe(nvml, environ={}))
-    server = await start_control_server(settings, servicer)
-    try:
-        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+    async with server_with_fake_gpus(settings, scheduler, daemon_info, runner.fake_pid) as address:
+        async with grpc.aio.insecure_channel(address) as channel:
             answer = await control_pb2_grpc.ControlStub(channel).GetGpu(pb.GetGpuRequest())
-    finally:
-        await server.stop(None)
     assert (answer.available, answer.driver_version, answer.cuda_version) == (True, "550.54.15", "12.4")
     assert [d.name for d in answer.devices] == ["NVIDIA H100 80GB HBM3", "NVIDIA L4"]
     h100 = answer.devices[0]

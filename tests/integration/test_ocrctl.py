@@ -26,6 +26,7 @@ from ocrd.errors import ModelLoadFailed
 from ocrd.events import Event
 from ocrd.gpu import GpuProbe
 from tests.support.control import (  # noqa: F401 - fixtures
+    server_with_fake_gpus,
     PPOCR,
     REPO,
     control,
@@ -38,7 +39,6 @@ from tests.support.control import (  # noqa: F401 - fixtures
     settings_for,
     socket_dir,
 )
-from tests.support.fake_nvml import GIB, two_gpus
 
 NOT_RUNNING = "ocrctl: ocrd is not running at {} (start it with 'ocrd serve' or 'systemctl start ocrd')\n"
 
@@ -125,18 +125,12 @@ async def test_gpu_shows_each_device_and_which_model_holds_its_memory(
 ):
     await scheduler.load(PPOCR)
     runner = runners.made(PPOCR)[0]
-    nvml = two_gpus((runner.fake_pid, 3 * GIB), (os.getpid(), GIB))
-    servicer = ControlServicer(scheduler, daemon_info, gpu=GpuProbe(nvml, environ={}))
-    server = await start_control_server(settings, servicer)
-    try:
-        address = server.addresses[0]
+    async with server_with_fake_gpus(settings, scheduler, daemon_info, runner.fake_pid) as address:
         capsys.readouterr()
         assert await asyncio.to_thread(main, ["--address", address, "gpu"]) == 0
         table = capsys.readouterr().out
         assert await asyncio.to_thread(main, ["--address", address, "gpu", "--json"]) == 0
         answer = json.loads(capsys.readouterr().out)
-    finally:
-        await server.stop(None)
     lines = table.splitlines()
     assert lines[0] == "driver 550.54.15, CUDA 12.4"
     assert lines[2] == "GPU 0: NVIDIA H100 80GB HBM3 (GPU-11111111-aaaa-bbbb-cccc-000000000000)"

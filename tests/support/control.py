@@ -7,6 +7,7 @@ Import the fixtures you use into the test module (pytest finds fixtures by modul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -134,3 +135,22 @@ async def ocrctl_process(*argv: str, prefix: tuple[str, ...] = (), **options: ob
     )
     out, err = await process.communicate()
     return Result(process.returncode, out.decode(), err.decode())
+
+
+@contextlib.asynccontextmanager
+async def server_with_fake_gpus(settings, scheduler, daemon_info, runner_pid: int) -> AsyncIterator[str]:
+    """A control server whose GPU probe reads FakeNvml: two GPUs, the given runner holding 3 GiB
+    on the first and this test process 1 GiB. Yields the server's address."""
+    import os
+
+    from ocrd.gpu import GpuProbe
+    from tests.support.fake_nvml import two_gpus
+
+    gib = 2**30
+    nvml = two_gpus((runner_pid, 3 * gib), (os.getpid(), gib))
+    servicer = ControlServicer(scheduler, daemon_info, gpu=GpuProbe(nvml, environ={}))
+    server = await start_control_server(settings, servicer)
+    try:
+        yield server.addresses[0]
+    finally:
+        await server.stop(None)
