@@ -192,13 +192,56 @@ class TransformersSettings(_Section):
     )
 
 
+Engine = Literal["builtin", "transformers", "vllm"]
+
+
+class PlannerSettings(_Section):
+    engine: Literal["auto", "builtin", "transformers", "vllm"] = Field(
+        "auto",
+        description="Engine preference for every model: auto lets the planner choose from the "
+        "model, the free GPU memory and what is installed; a name forces that engine where the "
+        "model supports it (per-model `engine` and `ocrctl load --mode` win over this).",
+    )
+
+
+class GpuSettings(_Section):
+    devices: list[str] = Field(
+        default_factory=list,
+        description="GPUs ocrd may use, as NVML indices or UUIDs (or unique UUID prefixes); "
+        "empty: every GPU that CUDA_VISIBLE_DEVICES leaves visible.",
+    )
+    reserve_mib: int = Field(
+        512, ge=0,
+        description="Memory the planner leaves free on each GPU (CUDA context of other "
+        "processes, fragmentation), in MiB.",
+    )
+
+
+class VllmSettings(_Section):
+    launcher: Literal["docker", "process"] = Field(
+        "docker",
+        description="docker: one vllm/vllm-openai container per model (docker SDK); process: "
+        "`vllm serve` as a subprocess, for hosts where vLLM is pip-installed.",
+    )
+    image: str = Field(
+        "vllm/vllm-openai:v0.11.2",
+        description="Image of vLLM containers. ocrd never pulls implicitly (see pull_images).",
+    )
+    pull_images: bool = Field(
+        False, description="Pull the image when it is missing locally instead of failing the load."
+    )
+    command: str = Field(
+        "vllm", description="The `vllm` executable of the process launcher (a path into its venv)."
+    )
+
+
 class ModelSettings(_Section):
     """Per-model overrides, as ``[models."builtin/ppocr"]`` (id or alias)."""
 
     keep_alive: Duration | None = None
     pinned: bool = False
     queue_size: int | None = Field(None, ge=0)
-    engine: Literal["builtin", "transformers", "vllm"] | None = None
+    engine: Engine | None = None
     quantization: Quantization | None = None
     device: str | None = Field(None, pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     revision: str | None = Field(None, description="Branch, tag or commit to load; default main.")
@@ -224,6 +267,9 @@ class Settings(BaseSettings):
     builtin: BuiltinSettings = Field(default_factory=BuiltinSettings)
     transformers: TransformersSettings = Field(default_factory=TransformersSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
+    vllm: VllmSettings = Field(default_factory=VllmSettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
     # Where the file layer came from; set by load_settings, never read from a source.

@@ -33,6 +33,8 @@ NOT_YET = {
     "meanwhile a model runs on the first engine of its catalog entry that this host has",
     "PullModel": f"PullModel arrives with downloads into the shared Hugging Face cache {_LATER}; "
     "'hf download REPO' (huggingface_hub) fills the shared cache meanwhile",
+    "VerifyCache": f"VerifyCache arrives with cache verification {_LATER}",
+    "Diagnose": f"Diagnose arrives with `ocrctl doctor` {_LATER}",
     "Cleanup": f"Cleanup arrives with the adoption of orphaned runners and containers {_LATER}; "
     "'ocrctl unload MODEL' frees a model now",
 }
@@ -143,6 +145,12 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
             request.model, request.revision, dry_run=request.dry_run, force=request.force
         )
         return convert.cache_deletion(deletion)
+
+    async def VerifyCache(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedYet(NOT_YET["VerifyCache"])
+
+    async def Diagnose(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedYet(NOT_YET["Diagnose"])
 
     async def PullModel(self, request: object, context: grpc.aio.ServicerContext) -> None:
         raise NotImplementedYet(NOT_YET["PullModel"])

@@ -18,12 +18,25 @@ class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_STATE_READY: _ClassVar[ModelState]
     MODEL_STATE_UNLOADING: _ClassVar[ModelState]
     MODEL_STATE_FAILED: _ClassVar[ModelState]
+
+class CheckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_STATUS_UNSPECIFIED: _ClassVar[CheckStatus]
+    CHECK_STATUS_OK: _ClassVar[CheckStatus]
+    CHECK_STATUS_WARN: _ClassVar[CheckStatus]
+    CHECK_STATUS_FAIL: _ClassVar[CheckStatus]
+    CHECK_STATUS_SKIPPED: _ClassVar[CheckStatus]
 MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_STATE_NOT_LOADED: ModelState
 MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
 MODEL_STATE_UNLOADING: ModelState
 MODEL_STATE_FAILED: ModelState
+CHECK_STATUS_UNSPECIFIED: CheckStatus
+CHECK_STATUS_OK: CheckStatus
+CHECK_STATUS_WARN: CheckStatus
+CHECK_STATUS_FAIL: CheckStatus
+CHECK_STATUS_SKIPPED: CheckStatus
 
 class ModelInfo(_message.Message):
     __slots__ = ("id", "aliases", "engine", "state", "device", "pid", "memory_bytes", "pinned", "keep_alive_seconds", "in_flight", "queued", "queue_capacity", "last_used", "loaded_at", "error", "description")
@@ -142,15 +155,17 @@ class UnloadModelResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., was_loaded: _Optional[bool] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
 
 class ExplainModeRequest(_message.Message):
-    __slots__ = ("model", "engine")
+    __slots__ = ("model", "engine", "quantization")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     engine: str
-    def __init__(self, model: _Optional[str] = ..., engine: _Optional[str] = ...) -> None: ...
+    quantization: str
+    def __init__(self, model: _Optional[str] = ..., engine: _Optional[str] = ..., quantization: _Optional[str] = ...) -> None: ...
 
 class ExplainModeResponse(_message.Message):
-    __slots__ = ("model", "engine", "device", "quantization", "gpu_memory_utilization", "estimated_bytes", "reasons", "fits")
+    __slots__ = ("model", "engine", "device", "quantization", "gpu_memory_utilization", "estimated_bytes", "reasons", "fits", "shortfall_bytes", "evictable_models")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +174,8 @@ class ExplainModeResponse(_message.Message):
     ESTIMATED_BYTES_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     FITS_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EVICTABLE_MODELS_FIELD_NUMBER: _ClassVar[int]
     model: str
     engine: str
     device: str
@@ -167,7 +184,9 @@ class ExplainModeResponse(_message.Message):
     estimated_bytes: int
     reasons: _containers.RepeatedScalarFieldContainer[str]
     fits: bool
-    def __init__(self, model: _Optional[str] = ..., engine: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., estimated_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., fits: _Optional[bool] = ...) -> None: ...
+    shortfall_bytes: int
+    evictable_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., engine: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., estimated_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., fits: _Optional[bool] = ..., shortfall_bytes: _Optional[int] = ..., evictable_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetGpuRequest(_message.Message):
     __slots__ = ()
@@ -294,20 +313,64 @@ class PullModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ...) -> None: ...
 
 class PullModelProgress(_message.Message):
-    __slots__ = ("model", "file", "downloaded_bytes", "total_bytes", "done", "message")
+    __slots__ = ("model", "file", "downloaded_bytes", "total_bytes", "done", "message", "commit", "files_total", "files_done")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     DOWNLOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FILES_DONE_FIELD_NUMBER: _ClassVar[int]
     model: str
     file: str
     downloaded_bytes: int
     total_bytes: int
     done: bool
     message: str
-    def __init__(self, model: _Optional[str] = ..., file: _Optional[str] = ..., downloaded_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., done: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    commit: str
+    files_total: int
+    files_done: int
+    def __init__(self, model: _Optional[str] = ..., file: _Optional[str] = ..., downloaded_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., done: _Optional[bool] = ..., message: _Optional[str] = ..., commit: _Optional[str] = ..., files_total: _Optional[int] = ..., files_done: _Optional[int] = ...) -> None: ...
+
+class VerifyCacheRequest(_message.Message):
+    __slots__ = ("model", "revision")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    revision: str
+    def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ...) -> None: ...
+
+class FileProblem(_message.Message):
+    __slots__ = ("file", "problem")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    problem: str
+    def __init__(self, file: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class VerifiedRevision(_message.Message):
+    __slots__ = ("commit", "refs", "files_checked", "problems")
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    FILES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    commit: str
+    refs: _containers.RepeatedScalarFieldContainer[str]
+    files_checked: int
+    problems: _containers.RepeatedCompositeFieldContainer[FileProblem]
+    def __init__(self, commit: _Optional[str] = ..., refs: _Optional[_Iterable[str]] = ..., files_checked: _Optional[int] = ..., problems: _Optional[_Iterable[_Union[FileProblem, _Mapping]]] = ...) -> None: ...
+
+class VerifyCacheResponse(_message.Message):
+    __slots__ = ("repo_id", "revisions", "ok")
+    REPO_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    repo_id: str
+    revisions: _containers.RepeatedCompositeFieldContainer[VerifiedRevision]
+    ok: bool
+    def __init__(self, repo_id: _Optional[str] = ..., revisions: _Optional[_Iterable[_Union[VerifiedRevision, _Mapping]]] = ..., ok: _Optional[bool] = ...) -> None: ...
 
 class CleanupRequest(_message.Message):
     __slots__ = ("dry_run",)
@@ -316,16 +379,42 @@ class CleanupRequest(_message.Message):
     def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
 
 class CleanupResponse(_message.Message):
-    __slots__ = ("unloaded_models", "ended_pids", "removed_containers", "freed_bytes")
+    __slots__ = ("unloaded_models", "ended_pids", "removed_containers", "freed_bytes", "actions")
     UNLOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
     ENDED_PIDS_FIELD_NUMBER: _ClassVar[int]
     REMOVED_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
     unloaded_models: _containers.RepeatedScalarFieldContainer[str]
     ended_pids: _containers.RepeatedScalarFieldContainer[int]
     removed_containers: _containers.RepeatedScalarFieldContainer[str]
     freed_bytes: int
-    def __init__(self, unloaded_models: _Optional[_Iterable[str]] = ..., ended_pids: _Optional[_Iterable[int]] = ..., removed_containers: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, unloaded_models: _Optional[_Iterable[str]] = ..., ended_pids: _Optional[_Iterable[int]] = ..., removed_containers: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DiagnoseRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class Check(_message.Message):
+    __slots__ = ("name", "status", "message", "fix")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: CheckStatus
+    message: str
+    fix: str
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[CheckStatus, str]] = ..., message: _Optional[str] = ..., fix: _Optional[str] = ...) -> None: ...
+
+class DiagnoseResponse(_message.Message):
+    __slots__ = ("checks",)
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    checks: _containers.RepeatedCompositeFieldContainer[Check]
+    def __init__(self, checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
     __slots__ = ("model",)

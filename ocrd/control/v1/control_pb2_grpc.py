@@ -75,6 +75,11 @@ class ControlStub:
                 request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.DeleteCacheRequest.SerializeToString,
                 response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.DeleteCacheResponse.FromString,
                 _registered_method=True)
+        self.VerifyCache = channel.unary_unary(
+                '/ocrd.v1.Control/VerifyCache',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.VerifyCacheRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.VerifyCacheResponse.FromString,
+                _registered_method=True)
         self.PullModel = channel.unary_stream(
                 '/ocrd.v1.Control/PullModel',
                 request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullModelRequest.SerializeToString,
@@ -84,6 +89,11 @@ class ControlStub:
                 '/ocrd.v1.Control/Cleanup',
                 request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.CleanupRequest.SerializeToString,
                 response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.CleanupResponse.FromString,
+                _registered_method=True)
+        self.Diagnose = channel.unary_unary(
+                '/ocrd.v1.Control/Diagnose',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.DiagnoseRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.DiagnoseResponse.FromString,
                 _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/ocrd.v1.Control/WatchEvents',
@@ -153,6 +163,13 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyCache(self, request, context):
+        """Checks that every file of a cached model is present and intact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PullModel(self, request, context):
         """Downloads a model into the shared cache, streaming progress.
         """
@@ -162,6 +179,14 @@ class ControlServicer:
 
     def Cleanup(self, request, context):
         """Unloads idle unpinned models and ends orphaned runners and containers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Diagnose(self, request, context):
+        """Checks what serving needs on this host (driver, GPU memory, Docker, cache) and says how to
+        fix what is missing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -217,6 +242,11 @@ def add_ControlServicer_to_server(servicer, server):
                     request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.DeleteCacheRequest.FromString,
                     response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.DeleteCacheResponse.SerializeToString,
             ),
+            'VerifyCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyCache,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.VerifyCacheRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.VerifyCacheResponse.SerializeToString,
+            ),
             'PullModel': grpc.unary_stream_rpc_method_handler(
                     servicer.PullModel,
                     request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullModelRequest.FromString,
@@ -226,6 +256,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Cleanup,
                     request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.CleanupRequest.FromString,
                     response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.CleanupResponse.SerializeToString,
+            ),
+            'Diagnose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diagnose,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.DiagnoseRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.DiagnoseResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -461,6 +496,33 @@ class Control:
             _registered_method=True)
 
     @staticmethod
+    def VerifyCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocrd.v1.Control/VerifyCache',
+            ocrd_dot_control_dot_v1_dot_control__pb2.VerifyCacheRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.VerifyCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PullModel(request,
             target,
             options=(),
@@ -504,6 +566,33 @@ class Control:
             '/ocrd.v1.Control/Cleanup',
             ocrd_dot_control_dot_v1_dot_control__pb2.CleanupRequest.SerializeToString,
             ocrd_dot_control_dot_v1_dot_control__pb2.CleanupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diagnose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocrd.v1.Control/Diagnose',
+            ocrd_dot_control_dot_v1_dot_control__pb2.DiagnoseRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.DiagnoseResponse.FromString,
             options,
             channel_credentials,
             insecure,
