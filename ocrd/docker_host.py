@@ -6,20 +6,34 @@ level and nothing raises for a host without Docker: callers get a ``DockerStatus
 Docker cannot be used, in one line. Every call blocks (HTTP to the engine's socket); async callers
 run them with ``asyncio.to_thread``.
 
-Containers ocrd starts carry labels (``ocrd.managed=1``, ``ocrd.model``, ``ocrd.config-hash``), so
-that ocrd finds its own after a restart and never touches anybody else's.
+Containers ocrd starts carry labels (``ocrd.managed=1``, ``ocrd.model``, ``ocrd.config-hash``, and
+``ocrd.instance`` naming the daemon), so that ocrd finds its own after a restart and never touches
+anybody else's, another ocrd's on the same engine included.
+
+The helpers below the status functions take a connected client or container and may raise the
+SDK's errors; they are for ``ocrd.runners.docker``: start errors turned into one line, the
+published port, log tails, the processes and memory of a container.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 MANAGED_LABEL = "ocrd.managed"
 MODEL_LABEL = "ocrd.model"
 CONFIG_HASH_LABEL = "ocrd.config-hash"
+INSTANCE_LABEL = "ocrd.instance"
 
 INSTALL_HINT = "pip install 'ocrd-vlm[vllm]'"
+NVIDIA_RUNTIME_HINT = (
+    "Docker has no NVIDIA runtime: install the NVIDIA Container Toolkit "
+    "(`nvidia-ctk runtime configure --runtime=docker`, then restart Docker), or run the model "
+    "with the transformers engine"
+)
 
 
 @dataclass(frozen=True)
@@ -81,9 +95,95 @@ def image_present(client: Any, image: str) -> bool:
     return True
 
 
-def managed_containers(client: Any) -> list[Any]:
-    """Every container (running or not) that carries ocrd's label."""
-    return client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
+def managed_containers(client: Any, instance: str | None = None) -> list[Any]:
+    """Every container (running or not) that carries ocrd's label; only ``instance``'s if given."""
+    labels = [f"{MANAGED_LABEL}=1"]
+    if instance is not None:
+        labels.append(f"{INSTANCE_LABEL}={instance}")
+    return client.containers.list(all=True, filters={"label": labels})
+
+
+def pull_image(client: Any, image: str, report: Callable[[str], None]) -> None:
+    """Pulls ``image``, reporting each layer's status line; only on an explicit request (a
+    config switch or `ocrctl pull-image`), never as a side effect of a load."""
+    for event in client.api.pull(image, stream=True, decode=True):  # the SDK splits off the tag
+        if "error" in event:
+            from docker.errors import APIError
+
+            raise APIError(str(event["error"]))
+        status = " ".join(filter(None, (event.get("id"), event.get("status"), event.get("progress"))))
+        if status:
+            report(status)
+
+
+def start_error_line(exc: BaseException, host_port: int | None = None) -> str:
+    """One line for an error from creating or starting a container, saying what to do."""
+    text = _one_line(getattr(exc, "explanation", None) or exc)
+    if "could not select device driver" in text:
+        return NVIDIA_RUNTIME_HINT
+    if "port is already allocated" in text or "address already in use" in text:
+        where = f"127.0.0.1:{host_port}" if host_port else "the container's host port"
+        return f"{where} is already in use on this host: free it, or choose another port"
+    return f"Docker could not start the container: {text}"
+
+
+def published_port(container: Any, port: str) -> int | None:
+    """The host port that ``port`` ("8000/tcp") of a started container is published on."""
+    bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    for binding in bindings.get(port) or ():
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    return None
+
+
+def log_tail(container: Any, lines: int) -> list[str]:
+    """The container's last ``lines`` log lines (stdout and stderr), oldest first."""
+    raw = container.logs(stdout=True, stderr=True, tail=lines)
+    return [line for line in raw.decode(errors="replace").splitlines() if line.strip()]
+
+
+def follow_log_stream(container: Any, tail: int | str) -> Any:
+    """A blocking stream of the container's log chunks: the last ``tail`` lines ("all": every
+    one), then new ones until it stops; ``close()`` ends it from another thread."""
+    if tail == 0:
+        # Docker 20.10 ends a followed stream at once when asked for no old lines: ask for the
+        # lines since now instead.
+        return container.logs(stream=True, follow=True, stdout=True, stderr=True, since=time.time())
+    return container.logs(stream=True, follow=True, stdout=True, stderr=True, tail=tail)
+
+
+def container_pids(container: Any) -> list[int]:
+    """Host pids of the container's processes (``docker top``), e.g. to match NVML's."""
+    top = container.top()
+    column = top["Titles"].index("PID")
+    return [int(row[column]) for row in top.get("Processes") or ()]
+
+
+def cgroup_memory_bytes(pid: int, proc: Path = Path("/proc"), sysfs: Path = Path("/sys/fs/cgroup")) -> int:
+    """Memory of the cgroup that ``pid`` is in (a container's), less inactive page cache, as
+    `docker stats` shows it; 0 when it cannot be read (e.g. the pid is in another namespace)."""
+    try:
+        entries = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return 0
+    for entry in entries:
+        _, controllers, path = entry.split(":", 2)
+        if "memory" in controllers.split(","):  # cgroup v1
+            return _memory_figure(sysfs / "memory" / path.lstrip("/"), "memory.usage_in_bytes",
+                                  "total_inactive_file")
+    for entry in entries:
+        if entry.startswith("0::"):  # cgroup v2
+            return _memory_figure(sysfs / entry[3:].lstrip("/"), "memory.current", "inactive_file")
+    return 0
+
+
+def _memory_figure(directory: Path, usage_file: str, inactive_key: str) -> int:
+    try:
+        usage = int((directory / usage_file).read_text())
+        stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
+    except (OSError, ValueError):
+        return 0
+    return max(0, usage - int(stat.get(inactive_key, 0)))
 
 
 def _one_line(exc: BaseException) -> str:
