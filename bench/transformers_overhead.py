@@ -60,12 +60,15 @@ class Direct:
     def __init__(self, config_path: Path, model: str):
         from ocrd.catalog import Catalog
         from ocrd.config import load_settings
-        from ocrd.directory import LoadOverrides, ModelDirectory
+        from ocrd.directory import ModelDirectory
+        from ocrd.planner import Host, plan
         from ocrd.worker.transformers_worker import create_engine
 
         directory = ModelDirectory(Catalog.load_default(), load_settings(str(config_path)))
         entry = directory.resolve(model)
-        spec = directory.runner_spec(entry, "transformers", LoadOverrides())
+        # The planner's decision for a host without a GPU: this process runs the model on the CPU.
+        decision = plan(entry, directory.size_facts(entry), Host(), directory.preference(entry))
+        spec = directory.runner_spec(entry, decision)
         os.environ.update(spec.env)  # HF_HUB_CACHE, HF_HUB_OFFLINE, as the runner gets them
         self.engine = create_engine(entry.id, spec.options)
         self.engine.load(lambda stage, fraction, message: None)

@@ -1,23 +1,31 @@
 """The shared Hugging Face cache as the control plane shows it: what is cached, what of it is
-loaded now and by which engine, what the catalog knows; and deletion that refuses (or, forced,
-first unloads) a loaded model.
+loaded now and by which engine, what the catalog knows; deletion that refuses (or, forced,
+first unloads) a loaded model; verification of a cached model; and downloads into the cache.
 
 Reading and deleting go through huggingface_hub (``ocrd.hf_cache``), never by walking the cache.
+Names are resolved here: a catalog id or alias becomes its repo id, and a pull without a revision
+takes the one the configuration or the catalog pins.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ocrd.errors import Conflict, InvalidRequest, ModelNotFound
+from ocrd.cache_verify import CacheVerification, verify_cached
+from ocrd.catalog import CatalogEntry
+from ocrd.config import model_overrides
+from ocrd.directory import CACHED_ENGINES
+from ocrd.errors import Conflict, InvalidRequest, ModelNotFound, OcrdError
 from ocrd.events import ModelState
 from ocrd.hf_cache import CacheDeletion, CachedRepo, delete_cached, scan_repos
+from ocrd.pull import DOWNLOADS, Puller, PullStep
 from ocrd.scheduler import Scheduler
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -39,8 +47,9 @@ class CacheInventory:
 
 
 class CacheService:
-    def __init__(self, scheduler: Scheduler):
+    def __init__(self, scheduler: Scheduler, downloads: Puller = DOWNLOADS):
         self._scheduler = scheduler
+        self._downloads = downloads
 
     @property
     def hub_dir(self) -> Path:
@@ -104,3 +113,46 @@ class CacheService:
             return await asyncio.to_thread(delete_cached, hub_dir, repo_id, revision or None, dry_run=dry_run)
         except LookupError as exc:
             raise ModelNotFound(str(exc)) from exc
+
+    async def verify(self, name: str, revision: str = "") -> CacheVerification:
+        repo_id = self.repo_id(name)
+        try:
+            return await asyncio.to_thread(verify_cached, self.hub_dir, repo_id, revision or None)
+        except LookupError as exc:
+            raise ModelNotFound(str(exc)) from exc
+
+    async def pull(self, name: str, revision: str = "") -> AsyncIterator[PullStep]:
+        """Downloads a model into the cache (see ``ocrd.pull``); progress steps, the last done."""
+        repo_id = self.repo_id(name)
+        entry = self._catalog_entry(repo_id)
+        if entry is not None and not any(engine in CACHED_ENGINES for engine in entry.engines):
+            raise InvalidRequest(f"{repo_id} is built into ocrd ({', '.join(entry.engines)} engine): "
+                                 "there is nothing to download", param="model")
+        steps = self._downloads.pull(
+            self.hub_dir, repo_id, revision or self.pinned_revision(repo_id) or "main",
+            events=self._scheduler.events,
+        )
+        async for step in steps:
+            yield step
+
+    def pinned_revision(self, repo_id: str) -> str | None:
+        """The revision to fetch when none is asked for: the configuration's ``[models.X]``
+        revision, else the catalog's pin for the engine the model runs on here."""
+        directory = self._scheduler.directory
+        entry = self._catalog_entry(repo_id)
+        aliases = list(entry.aliases) if entry is not None else []
+        configured = model_overrides(directory.settings, repo_id, aliases).revision
+        if configured or entry is None:
+            return configured
+        try:
+            engine = directory.engine_for(entry)
+        except OcrdError:
+            engine = entry.default_engine  # not servable here yet: its preferred engine
+        if engine == "transformers" and entry.transformers:
+            return entry.transformers.revision
+        if engine == "vllm" and entry.vllm and "--revision" in entry.vllm.args[:-1]:
+            return entry.vllm.args[entry.vllm.args.index("--revision") + 1]
+        return None
+
+    def _catalog_entry(self, repo_id: str) -> CatalogEntry | None:
+        return next((e for e in self._scheduler.directory.catalog.entries() if e.id == repo_id), None)

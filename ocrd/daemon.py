@@ -27,6 +27,7 @@ from ocrd.control.server import start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.errors import ConfigError, OcrdError
 from ocrd.events import Event, EventBus, ModelState
+from ocrd.gpu import GpuProbe
 from ocrd.http.app import build_app
 from ocrd.http.state import AppState
 from ocrd.metrics import Metrics
@@ -55,7 +56,9 @@ class Daemon:
         self.events = EventBus()
         self.catalog = Catalog.load_default({"tesseract": settings.builtin.tesseract_cmd})
         self.models = ModelDirectory(self.catalog, settings)
-        self.scheduler = Scheduler(settings, self.models, self._make_runner, self.events)
+        self.gpu = GpuProbe()  # one NVML view for the planner and GetGpu
+        self.scheduler = Scheduler(settings, self.models, self._make_runner, self.events,
+                                   gpu_probe=self.gpu)
         self.info = DaemonInfo(
             version=__version__,
             config_path=str(settings.config_path or ""),
@@ -91,7 +94,7 @@ class Daemon:
             timeout_graceful_shutdown=int(self.settings.scheduler.drain_timeout) or 1,
             lifespan="off",
         ))
-        control = await start_control_server(self.settings, ControlServicer(self.scheduler, self.info))
+        control = await start_control_server(self.settings, ControlServicer(self.scheduler, self.info, gpu=self.gpu))
         self.info.grpc_addresses = list(control.addresses)
         http_task = asyncio.create_task(http.serve(sockets=[http_socket]), name="ocrd-http")
         self._tasks.append(http_task)

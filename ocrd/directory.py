@@ -3,8 +3,9 @@
 The catalog knows models in general; the directory narrows it to this host — the builtin models,
 catalog models that are downloaded into the shared Hugging Face cache and whose engine is
 installed — and adds cached models the catalog does not know but transformers can load. It also
-turns a model plus the settings (and a load's overrides) into the ``RunnerSpec`` a runner starts
-from. The scheduler asks it; nothing here holds state beyond the settings.
+knows what the planner needs about a model (its size facts, the preferences the settings and a
+request state) and turns a planner ``Decision`` into the ``RunnerSpec`` a runner starts from. The
+scheduler asks it; nothing here holds state beyond the settings.
 """
 
 from __future__ import annotations
@@ -12,29 +13,22 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config import Settings, model_overrides
-from ocrd.engines import engine_availability, resolve_device
+from ocrd.engines import engine_availability
 from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
 from ocrd.hf_cache import Snapshot, find_snapshot, resolve_hub_dir
+from ocrd.model_size import SizeFacts, size_facts
+from ocrd.planner import Decision, Preference
 from ocrd.runners.base import RunnerSpec
 from ocrd.runners.options import builtin_options, transformers_options
 
 log = logging.getLogger("ocrd.directory")
 
 CACHED_ENGINES = ("transformers", "vllm")
-
-
-@dataclass(frozen=True)
-class LoadOverrides:
-    """What one load may change (``ocrctl load --mode --quant``)."""
-
-    engine: str | None = None
-    quantization: str | None = None
 
 
 class ModelDirectory:
@@ -70,9 +64,13 @@ class ModelDirectory:
         return entry
 
     def engine_for(self, entry: CatalogEntry, requested: str | None = None) -> str:
-        """The engine to run ``entry`` with: the request's, the config's, else the first that
+        """The engine ``entry`` would run with, before the planner looks at memory: the request's,
+        the model's config, ``planner.engine`` where the model supports it, else the first that
         this host can run, in the catalog's order of preference."""
         wanted = requested or model_overrides(self.settings, entry.id, list(entry.aliases)).engine
+        preferred = self.settings.planner.engine
+        if not wanted and preferred in entry.engines:
+            wanted = preferred
         if wanted:
             if wanted not in entry.engines:
                 raise InvalidRequest(
@@ -128,28 +126,65 @@ class ModelDirectory:
             return None
         return self.catalog.inferred_entry(repo_id, snapshot.config())
 
+    # --- what the planner needs -------------------------------------------------------------------
+
+    def size_facts(self, entry: CatalogEntry) -> SizeFacts | None:
+        """The model's size from its cached safetensors headers, else the catalog (blocking: it
+        reads files; the scheduler calls it in a worker thread)."""
+        snapshot = self.snapshot(entry) if any(e in CACHED_ENGINES for e in entry.engines) else None
+        config = snapshot.config() if snapshot is not None else {}
+        return size_facts(snapshot.path if snapshot is not None else None, config, entry)
+
+    def preference(self, entry: CatalogEntry, engine: str | None = None,
+                   quantization: str | None = None, *, source: str = "the request") -> Preference:
+        """What the request (``engine``, ``quantization``; None or "auto": no wish), the model's
+        ``[models.X]`` section and the global settings ask for, each with where it comes from."""
+        per_model = model_overrides(self.settings, entry.id, list(entry.aliases))
+        section = f"[models.{entry.id!r}]".replace("'", '"')
+        transformers = self.settings.transformers
+        engines = [(engine, source), (per_model.engine, f"{section} engine"),
+                   (self.settings.planner.engine, "planner.engine")]
+        quantizations = [(quantization, source), (per_model.quantization, f"{section} quantization"),
+                         (transformers.quantization, "transformers.quantization")]
+        devices = [(per_model.device, f"{section} device"), (transformers.device, "transformers.device")]
+        chosen_engine, engine_from = _first_wish(engines)
+        chosen_quant, quant_from = _first_wish(quantizations)
+        chosen_device, device_from = _first_wish(devices)
+        max_tokens = transformers.max_new_tokens
+        return Preference(engine=chosen_engine, engine_from=engine_from, quantization=chosen_quant,
+                          quantization_from=quant_from, device=chosen_device, device_from=device_from,
+                          dtype=transformers.dtype, max_new_tokens=max_tokens)
+
     # --- runner specs ---------------------------------------------------------------------------
 
-    def runner_spec(self, entry: CatalogEntry, engine: str, overrides: LoadOverrides) -> RunnerSpec:
+    def runner_spec(self, entry: CatalogEntry, decision: Decision) -> RunnerSpec:
+        """How to start the runner the planner decided on. A GPU runner sees exactly its planned
+        GPU (``CUDA_VISIBLE_DEVICES=<uuid>``, so it is ``cuda:0`` inside); a CPU runner sees none."""
         settings = self.settings
-        if engine == "builtin":
-            return RunnerSpec(model=entry, engine=engine, options=builtin_options(entry, settings))
-        if engine != "transformers":
-            raise EngineUnavailable(f"the {engine} engine is not part of this ocrd release yet")
+        if decision.engine == "builtin":
+            return RunnerSpec(model=entry, engine="builtin", options=builtin_options(entry, settings))
+        if decision.engine != "transformers":
+            raise EngineUnavailable(f"the {decision.engine} engine is not part of this ocrd release yet")
         snapshot = self.snapshot(entry)
         if snapshot is None:
             raise ModelNotFound(f"model {entry.id!r} is not downloaded; `ocrctl pull {entry.id}`")
-        per_model = model_overrides(settings, entry.id, list(entry.aliases))
-        device = resolve_device(per_model.device or settings.transformers.device)
-        options = transformers_options(
-            entry, settings, snapshot, self.hub_dir, device,
-            quantization=overrides.quantization or per_model.quantization,
-        )
+        on_gpu = decision.device.startswith("cuda")
+        options = transformers_options(entry, settings, snapshot, self.hub_dir,
+                                       "cuda:0" if on_gpu else "cpu", quantization=decision.quantization)
+        env = _hub_environment(self.hub_dir, offline=snapshot.complete)
+        env["CUDA_VISIBLE_DEVICES"] = decision.gpu_uuid if on_gpu else ""
         return RunnerSpec(
-            model=entry, engine=engine, device=device, options=options,
-            python=settings.transformers.python or sys.executable,
-            env=_hub_environment(self.hub_dir, offline=snapshot.complete),
+            model=entry, engine="transformers", device=decision.device, options=options,
+            python=settings.transformers.python or sys.executable, env=env,
         )
+
+
+def _first_wish(wishes: list[tuple[str | None, str]]) -> tuple[str | None, str]:
+    """The first (value, source) that states a wish; "auto" and unset leave it to the planner."""
+    for value, source in wishes:
+        if value not in (None, "", "auto"):
+            return value, source
+    return None, ""
 
 
 def _hub_environment(hub_dir: Path, offline: bool) -> dict[str, str]:

@@ -3,7 +3,8 @@
 The daemon never imports torch or transformers (start-up time, memory, and a broken CUDA install
 must not take the control plane down), so availability is a question about installed packages,
 answered by ``importlib.util.find_spec`` for ocrd's own interpreter or by a one-off probe of the
-configured one, and the GPU is detected from the NVIDIA driver's device files.
+configured one. Whether a GPU is there, and which one a model gets, is the planner's question
+(``ocrd.planner``, from NVML).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import importlib.util
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from ocrd.config import Settings
+from ocrd.docker_host import DockerStatus
 
 TRANSFORMERS_PACKAGES = ("torch", "transformers")
 _PROBE = (
@@ -64,13 +65,21 @@ def _missing_packages(python: str, packages: tuple[str, ...]) -> tuple[str, ...]
     return tuple(done.stdout.split())
 
 
-def nvidia_gpu_present() -> bool:
-    """True when the NVIDIA driver is loaded (its control device exists)."""
-    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
-
-
-def resolve_device(setting: str | None) -> str:
-    """``auto`` becomes cuda:0 with an NVIDIA GPU, else cpu; ``cuda`` becomes cuda:0."""
-    if setting in (None, "", "auto"):
-        return "cuda:0" if nvidia_gpu_present() else "cpu"
-    return "cuda:0" if setting == "cuda" else setting
+def vllm_availability(launcher: str, docker: DockerStatus | None, local_vllm: str | None) -> Availability:
+    """Whether vLLM could be started on this host by ``launcher`` (``vllm.launcher``): the docker
+    launcher needs a reachable Docker engine with the NVIDIA runtime (GPU containers); the process
+    launcher needs a ``vllm`` executable (``local_vllm``: its path, None when absent). Pure, so the
+    planner's scenarios can state the host's facts; the probes that gather them arrive with the
+    vLLM runner."""
+    if launcher == "process":
+        if local_vllm:
+            return Availability(True)
+        return Availability(False, "vllm.launcher is 'process' but no vllm executable was found "
+                                   "(vllm.command); pip install vllm, or use the docker launcher")
+    if docker is None or not docker.reachable:
+        why = docker.reason if docker is not None else "Docker was not checked"
+        return Availability(False, f"{why}; vLLM runs in Docker (vllm.launcher = 'docker')")
+    if not docker.nvidia_runtime:
+        return Availability(False, "Docker has no NVIDIA runtime (install nvidia-container-toolkit "
+                                   "and restart Docker): vLLM containers could not use the GPU")
+    return Availability(True)

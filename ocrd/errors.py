@@ -182,6 +182,24 @@ class UpstreamTimeout(OcrdError):
     default_code = "upstream_timeout"
 
 
+class HubUnavailable(OcrdError):
+    """The Hugging Face Hub (``HF_ENDPOINT``) cannot be reached, or ocrd runs offline."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    openai_type = "server_error"
+    default_code = "hub_unavailable"
+
+
+class StorageFull(OcrdError):
+    """No space left where the Hugging Face cache is."""
+
+    http_status = 507
+    grpc_code = "RESOURCE_EXHAUSTED"
+    openai_type = "server_error"
+    default_code = "storage_full"
+
+
 class NotImplementedYet(OcrdError):
     """A designed RPC or feature whose implementation belongs to a later milestone."""
 

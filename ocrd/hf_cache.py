@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 from huggingface_hub.errors import CacheNotFound
+from huggingface_hub.file_download import repo_folder_name
 
 log = logging.getLogger("ocrd.hf_cache")
 
@@ -80,6 +83,45 @@ def _missing_files(snapshot: Path) -> tuple[str, ...]:
     if not any(snapshot.glob("*.safetensors")) and not any(snapshot.glob("*.bin")):
         missing.append("model weights (*.safetensors)")
     return tuple(sorted(set(missing)))
+
+
+def repo_folder(hub_dir: Path, repo_id: str) -> Path:
+    """``hub_dir/models--ORG--NAME``: where huggingface_hub keeps a model repo."""
+    return Path(hub_dir) / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
+def read_ref(hub_dir: Path, repo_id: str, ref: str) -> str | None:
+    """The commit a branch or tag points to in the cache, or None."""
+    try:
+        return (repo_folder(hub_dir, repo_id) / "refs" / ref).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def point_ref(hub_dir: Path, repo_id: str, ref: str, commit: str) -> None:
+    """Points a branch or tag of the cache at ``commit``, atomically (temp file, rename).
+
+    huggingface_hub moves the ref when a download starts; ocrd downloads by commit and moves it
+    here once every file is in, so that a name never resolves to a half-downloaded snapshot."""
+    path = repo_folder(hub_dir, repo_id) / "refs" / ref
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    temp.write_text(commit, encoding="utf-8")
+    os.replace(temp, path)
+
+
+def discard_download(hub_dir: Path, repo_id: str, commit: str, *, repo_was_cached: bool) -> None:
+    """Removes what a failed download of ``commit`` left (its snapshot and unshared blobs), so
+    nothing half-done stays in the cache; a repo the download created goes entirely."""
+    folder = repo_folder(hub_dir, repo_id)
+    if not repo_was_cached:
+        # Nothing else was in it: even a folder scan_cache_dir cannot read goes.
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    try:
+        delete_cached(hub_dir, repo_id, commit)
+    except LookupError:
+        pass  # no file of that commit was written
 
 
 def cached_model_repos(hub_dir: Path) -> list[str]:

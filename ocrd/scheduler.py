@@ -11,6 +11,13 @@ signal and load future, so a load (which can take minutes) only blocks requests 
 Loads and unloads run in tasks of their own: a caller that goes away (a closed HTTP connection, a
 cancelled gRPC stream) never leaves a slot half loaded or half unloaded. Timeouts (load, drain)
 are event-loop time; the injected ``clock`` only measures idleness for keep-alive.
+
+Every load is made from the planner's decision of that moment (``ocrd.planner``: engine, device,
+quantization), which ``explain`` also returns. The GPU snapshot comes from the injected
+``gpu_probe`` (NVML; tests pass a FakeNvml one) and is taken off the event loop, as are the reads
+of safetensors headers. A load that does not fit evicts idle, unpinned models by their measured
+memory (NVML per process on a GPU, the runner's own figure otherwise), least recently used first,
+and fails with InsufficientMemory when that is not enough.
 """
 
 from __future__ import annotations
@@ -25,10 +32,13 @@ from typing import Any
 
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config import Settings, model_overrides
+from ocrd.directory import ModelDirectory
 from ocrd.errors import (
-    InvalidRequest,
     CapacityExhausted,
     Conflict,
+    EngineUnavailable,
+    InsufficientMemory,
+    InvalidRequest,
     ModelLoadFailed,
     ModelNotReady,
     OcrdError,
@@ -36,8 +46,10 @@ from ocrd.errors import (
     ShuttingDown,
 )
 from ocrd.events import Event, EventBus, ModelState, Subscription
-from ocrd.runners.base import LoadProgress, Runner, RunnerFactory, RunnerSpec
-from ocrd.directory import LoadOverrides, ModelDirectory
+from ocrd.gpu import GpuProbe, unavailable
+from ocrd.planner import Decision, gib, plan, summary, with_reason_first
+from ocrd.runners.base import LoadProgress, Runner, RunnerFactory
+from ocrd.host_view import host_view
 from ocrd.slots import Slot, SlotInfo, UnloadResult, drain, is_idle
 
 log = logging.getLogger("ocrd.scheduler")
@@ -57,11 +69,13 @@ class Scheduler:
         *,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
+        gpu_probe: GpuProbe | None = None,
     ):
         self._settings = settings
         # A bare catalog (tests) is served as it is; the daemon passes the host's directory.
         self._models = catalog if isinstance(catalog, ModelDirectory) else ModelDirectory(catalog, settings)
         self._factory = runner_factory
+        self._gpu = gpu_probe if gpu_probe is not None else GpuProbe()  # NVML; tests: FakeNvml
         self.events = events or EventBus()
         self._clock = clock
         self._wall = wall_clock
@@ -261,27 +275,38 @@ class Scheduler:
         self._configure(slot)
 
     def _choose_engine(self, slot: Slot, engine: str | None, quantization: str | None) -> None:
-        """A load's engine and quantization; a loaded model must be unloaded to change them."""
+        """A load's engine and quantization wishes (the planner honours them or says why it
+        cannot); a loaded model must be unloaded to change them."""
         if engine is None and quantization is None:
             return
-        wanted = self._models.engine_for(slot.entry, engine) if engine else slot.engine
-        if quantization not in (None, "auto", "none") and wanted != "transformers":
-            raise InvalidRequest(
-                f"{slot.entry.id} runs on the {wanted} engine, which does not quantize; "
-                f"quantization (8bit/4bit) is for the transformers engine", param="quantization")
-        changes = wanted != slot.engine or (
-            quantization is not None and quantization != slot.quantization_override)
+        self._check_wishes(slot, engine, quantization)
+        quantization = None if quantization == "auto" else quantization
+        current = slot.decision
+        changes = (engine is not None and engine != slot.engine) or (
+            quantization is not None and current is not None and quantization != current.quantization)
         if changes and slot.state in (ModelState.READY, ModelState.LOADING):
             raise Conflict(
                 f"{slot.entry.id} is already {slot.state.value} with the {slot.engine} engine; "
                 f"unload it first to load it differently"
             )
-        slot.engine = wanted
-        slot.quantization_override = quantization
+        if engine is not None:
+            slot.engine_override = slot.engine = engine
+        if quantization is not None:
+            slot.quantization_override = quantization
+
+    def _check_wishes(self, slot: Slot, engine: str | None, quantization: str | None) -> None:
+        """InvalidRequest for an engine the model lacks, or a quantization its engine cannot do."""
+        wanted = self._models.engine_for(slot.entry, engine) if engine else slot.engine
+        quantizes = wanted == "transformers" or (not engine and "transformers" in slot.entry.engines)
+        if quantization not in (None, "auto", "none") and not quantizes:
+            raise InvalidRequest(
+                f"{slot.entry.id} runs on the {wanted} engine, which does not quantize; "
+                f"quantization (8bit/4bit) is for the transformers engine", param="quantization")
 
     def _begin_load(self, slot: Slot) -> asyncio.Future[None]:
         slot.state = ModelState.LOADING
         slot.error = ""
+        slot.decision = None  # planned afresh in _make_room
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Failed loads are reported through their waiters; don't let asyncio log them again.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -293,8 +318,8 @@ class Scheduler:
     async def _run_load(self, slot: Slot, future: asyncio.Future[None]) -> None:
         runner: Runner | None = None
         try:
-            await self._make_room(slot)
-            runner = self._factory(self._runner_spec(slot))
+            decision = await self._make_room(slot)
+            runner = self._factory(self._models.runner_spec(slot.entry, decision))
             starting = runner.start(progress=functools.partial(self._on_progress, slot),
                                     on_exit=functools.partial(self._on_runner_exit, slot, runner))
             await asyncio.wait_for(starting, timeout=self._settings.scheduler.load_timeout)
@@ -314,7 +339,8 @@ class Scheduler:
         slot.loaded_at_wall = self._wall()
         slot.last_used = self._clock()  # keep-alive counts from the load
         memory = f", {runner.memory_bytes / 2**20:.0f} MiB" if runner.memory_bytes else ""
-        self._publish(slot, "model.ready", f"ready (pid {runner.pid}{memory})", progress=1.0)
+        plan = f"; {summary(slot.decision)}" if slot.decision is not None else ""
+        self._publish(slot, "model.ready", f"ready (pid {runner.pid}{memory}){plan}", progress=1.0)
         future.set_result(None)
         slot.signal.notify()
 
@@ -326,10 +352,6 @@ class Scheduler:
         if not future.done():
             future.set_exception(error)
         slot.signal.notify()
-
-    def _runner_spec(self, slot: Slot) -> RunnerSpec:
-        overrides = LoadOverrides(quantization=slot.quantization_override)
-        return self._models.runner_spec(slot.entry, slot.engine, overrides)
 
     def _on_progress(self, slot: Slot, step: LoadProgress) -> None:
         if slot.state == ModelState.LOADING:
@@ -351,27 +373,81 @@ class Scheduler:
         self._publish(slot, "model.failed", slot.error)
         slot.signal.notify()
 
-    async def _make_room(self, slot: Slot) -> None:
+    async def _make_room(self, slot: Slot) -> Decision:
+        """The decision to load ``slot`` with, after evicting what it needs evicted: idle models
+        beyond max_loaded_models, then idle models whose memory it needs."""
+        async with self._room:
+            await self._make_count_room(slot)
+            decision = await self._plan(slot)
+            if not decision.fits and decision.evictable_models:
+                for name in decision.evictable_models:
+                    victim = self._slots[name]
+                    if victim.state == ModelState.READY and is_idle(victim) and not victim.pinned:
+                        await self._unload_slot(victim, f"evicted to make room for {slot.entry.id} "
+                                                        f"({gib(decision.estimated_bytes)} on {decision.device})")
+                decision = await self._plan(slot)
+            if not decision.fits:
+                raise _does_not_fit(slot.entry.id, decision)
+            slot.decision = decision
+            slot.engine = decision.engine
+            slot.holds_room = True
+            log.info("%s: %s", slot.entry.id, "; ".join(decision.reasons))
+            return decision
+
+    async def _make_count_room(self, slot: Slot) -> None:
         """Evicts least-recently-used idle models while max_loaded_models would be exceeded."""
         limit = self._settings.scheduler.max_loaded_models
-        async with self._room:
-            while limit:
-                occupied = [s for s in self._slots.values() if s.holds_room and s is not slot]
-                if len(occupied) < limit:
-                    break
-                # Only READY models can go: a loading one is about to be used.
-                idle = [s for s in occupied
-                        if s.state == ModelState.READY and is_idle(s) and not s.pinned]
-                if not idle:
-                    busy = ", ".join(s.entry.id for s in occupied)
-                    raise CapacityExhausted(
-                        f"cannot load {slot.entry.id!r}: {limit} models are loaded "
-                        f"(max_loaded_models) and none is idle and unpinned ({busy}); "
-                        f"unload one with `ocrctl unload MODEL`"
-                    )
-                victim = min(idle, key=lambda s: s.last_used or 0.0)
-                await self._unload_slot(victim, f"evicted to make room for {slot.entry.id}")
-            slot.holds_room = True
+        while limit:
+            occupied = [s for s in self._slots.values() if s.holds_room and s is not slot]
+            if len(occupied) < limit:
+                break
+            # Only READY models can go: a loading one is about to be used.
+            idle = [s for s in occupied
+                    if s.state == ModelState.READY and is_idle(s) and not s.pinned]
+            if not idle:
+                busy = ", ".join(s.entry.id for s in occupied)
+                raise CapacityExhausted(
+                    f"cannot load {slot.entry.id!r}: {limit} models are loaded "
+                    f"(max_loaded_models) and none is idle and unpinned ({busy}); "
+                    f"unload one with `ocrctl unload MODEL`"
+                )
+            victim = min(idle, key=lambda s: s.last_used or 0.0)
+            await self._unload_slot(victim, f"evicted to make room for {slot.entry.id}")
+
+    # --- planning ------------------------------------------------------------------------------
+
+    async def explain(self, name: str, engine: str | None = None,
+                      quantization: str | None = None) -> Decision:
+        """The decision a load of ``name`` would be made with now (``ocrctl mode explain``)."""
+        slot = self._slot(name)
+        self._check_wishes(slot, engine, quantization)
+        wishes = engine is not None or quantization not in (None, "auto")
+        if slot.state in (ModelState.READY, ModelState.LOADING) and slot.decision is not None:
+            state = slot.state.value
+            if not wishes:
+                return with_reason_first(slot.decision, f"{slot.entry.id} is {state}: this is the "
+                                                        f"plan it was loaded with")
+            decision = await self._plan(slot, engine, quantization)
+            return with_reason_first(decision, f"{slot.entry.id} is {state} with "
+                                               f"{summary(slot.decision)}; unload it to load it so")
+        return await self._plan(slot, engine, quantization)
+
+    async def _plan(self, slot: Slot, engine: str | None = None,
+                    quantization: str | None = None) -> Decision:
+        """The planner's decision for ``slot`` now; the slot's load-time wishes unless others are
+        given. Blocking work (NVML, safetensors headers) runs in worker threads."""
+        entry = slot.entry
+        needs_gpu = any(e in ("transformers", "vllm") for e in entry.engines)
+        if needs_gpu:
+            snapshot = await self._gpu.snapshot_async()
+            size = await asyncio.to_thread(self._models.size_facts, entry)
+        else:
+            snapshot, size = unavailable("not needed by the builtin engine"), None
+        wished_engine = engine or slot.engine_override
+        wished_quant = quantization if quantization not in (None, "auto") else slot.quantization_override
+        preference = self._models.preference(entry, wished_engine, wished_quant,
+                                             source="the request (--mode / --quant)")
+        return plan(entry, size, host_view(self._settings, snapshot, self._slots.values(), slot), preference)
 
     # --- unloading -----------------------------------------------------------------------------
 
@@ -425,6 +501,7 @@ class Scheduler:
     def _reset_overrides(self, slot: Slot) -> None:
         slot.keep_alive_override = None
         slot.pin_override = False
+        slot.engine_override = None
         slot.quantization_override = None
         slot.engine = self._models.engine_for(slot.entry)
         self._configure(slot)
@@ -534,6 +611,14 @@ async def _next_event(subscription: Subscription, future: asyncio.Future[None]) 
             reader.cancel()
     # A queued event completes the reader before the done future wakes us, so none is skipped.
     return reader.result() if reader.done() else None
+
+
+def _does_not_fit(model: str, decision: Decision) -> OcrdError:
+    """The load's error: InsufficientMemory when memory is missing, else the engine's absence."""
+    if decision.shortfall_bytes > 0:
+        # What is missing, then what to unload (the planner's first two reasons).
+        return InsufficientMemory(f"cannot load {model}: {'; '.join(decision.reasons[:2])}")
+    return EngineUnavailable(f"cannot load {model}: {decision.reasons[0]}")
 
 
 def _load_error(slot: Slot, exc: BaseException, timeout: float) -> OcrdError:

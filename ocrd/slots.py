@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ocrd.catalog import CatalogEntry
 from ocrd.events import ModelState
+from ocrd.planner import Decision
 from ocrd.runners.base import Runner
 
 
@@ -65,7 +66,10 @@ class Slot:
     # Load-time overrides (`ocrctl load --pin --keep-alive`) win over the config until unload.
     keep_alive_override: float | None = None
     pin_override: bool = False
+    engine_override: str | None = None
     quantization_override: str | None = None
+    # The planner's decision the current (or last) load was made with: engine, device, memory.
+    decision: Decision | None = None
     # Counted against max_loaded_models from the moment a load begins until the runner is gone.
     holds_room: bool = False
     load_future: asyncio.Future[None] | None = None

@@ -1,5 +1,6 @@
-"""``ocrctl cache ls`` (the shared Hugging Face cache: repos, revisions, sizes, who loads them)
-and ``ocrctl cache rm MODEL`` (delete a model or one revision from it)."""
+"""``ocrctl cache ls`` (the shared Hugging Face cache: repos, revisions, sizes, who loads them),
+``ocrctl cache rm MODEL`` (delete a model or one revision from it) and ``ocrctl cache verify
+MODEL`` (is every file there and whole; exit 1 when not)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import sys
 
 from ocrctl import render
-from ocrctl.client import Client
+from ocrctl.client import Client, CommandError
 from ocrctl.commands.common import add_command, print_json
 from ocrd.control.v1 import control_pb2 as pb
 
@@ -23,6 +24,10 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     rm.add_argument("--dry-run", action="store_true", help="show what would be deleted")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     rm.add_argument("--force", action="store_true", help="unload the model first if it is loaded")
+    verify = add_command(cache_commands, common, "verify", "check that a cached model is whole",
+                         run_cache_verify)
+    verify.add_argument("model", metavar="MODEL", help="model id, alias or Hugging Face repo id")
+    verify.add_argument("--revision", default="", help="only this revision (commit or ref)")
 
 
 def run_cache_ls(client: Client, args: argparse.Namespace) -> int:
@@ -74,3 +79,28 @@ def run_cache_rm(client: Client, args: argparse.Namespace) -> int:
     else:
         print(f"deleted {what}: freed {render.size(result.freed_bytes)} ({result.freed_bytes} bytes)")
     return 0
+
+
+def run_cache_verify(client: Client, args: argparse.Namespace) -> int:
+    result = client.call("VerifyCache", pb.VerifyCacheRequest(model=args.model, revision=args.revision))
+    if args.json:
+        print_json(result)
+    else:
+        print(result.repo_id)
+        for rev in result.revisions:
+            name = rev.commit[:12] + (f" ({', '.join(rev.refs)})" if rev.refs else "")
+            files = f"{rev.files_checked} file{'s' if rev.files_checked != 1 else ''}"
+            if not rev.problems:
+                print(f"  {name}: {files}, ok")
+                continue
+            count = len(rev.problems)
+            print(f"  {name}: {files}, {count} problem{'s' if count != 1 else ''}")
+            for problem in rev.problems:
+                print(f"    {problem.file}: {problem.problem}")
+    if result.ok:
+        return 0
+    revision = f" --revision {args.revision}" if args.revision else ""
+    raise CommandError(
+        f"{result.repo_id} is damaged in the cache: remove it with 'ocrctl cache rm {args.model}"
+        f"{revision}', then fetch it again with 'ocrctl pull {args.model}{revision}'"
+    )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from typing import TextIO
 
 from ocrctl import render
-from ocrctl.client import Client, CommandError, follow
-from ocrctl.commands.common import add_command, print_json
+from ocrctl.client import Client, CommandError
+from ocrctl.commands.common import add_command
+from ocrctl.commands.progress import Bar, follow_progress
 from ocrd.control.v1 import control_pb2 as pb
 
 
@@ -25,7 +25,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
                         help="engine: builtin, transformers or vllm; default: ocrd chooses")
     parser.add_argument("--quant", default="", metavar="QUANT",
                         help="quantization for the transformers engine: none, 8bit or 4bit; "
-                             "default: 8bit on a GPU, none on CPU")
+                             "default: ocrd chooses (the least that fits on a GPU, none on the CPU)")
 
 
 def _duration(text: str) -> float:
@@ -42,20 +42,11 @@ def run_load(client: Client, args: argparse.Namespace) -> int:
     if args.keep_alive is not None:
         request.keep_alive_seconds = args.keep_alive
     display = _Display(sys.stdout, tty=sys.stdout.isatty() and not args.json)
-    last = None
-    try:
-        for step in follow(client.stream("LoadModel", request)):
-            last = step
-            if args.json:
-                print_json(step, compact=True)
-            else:
-                display.show(step)
-    except KeyboardInterrupt:
-        display.end()
-        print("ocrctl: stopped watching; the load goes on in ocrd ('ocrctl ps' shows it)", file=sys.stderr)
+    last, stopped = follow_progress(client, "LoadModel", request, as_json=args.json, show=display.show,
+                                    end=display.end,
+                                    stopped="stopped watching; the load goes on in ocrd ('ocrctl ps' shows it)")
+    if stopped:
         return 130
-    finally:
-        display.end()
     if last is None or last.state != pb.MODEL_STATE_READY:
         raise CommandError(f"loading {args.model} ended without the model becoming ready")
     if not args.json:
@@ -72,24 +63,17 @@ class _Display:
 
     def __init__(self, out: TextIO, *, tty: bool):
         self._out = out
-        self._tty = tty
-        self._drawn = 0  # width of the bar line currently on screen
+        self._bar = Bar(out) if tty else None
 
     def show(self, step: pb.LoadModelProgress) -> None:
-        if not self._tty:
+        if self._bar is None:
             fields = [step.model, step.stage, render.percent(step.progress).strip(), step.message]
             print("  ".join(f for f in fields if f), file=self._out, flush=True)
             return
         detail = step.message if step.message and step.message != step.stage else ""
         line = f"{step.model} {render.progress_bar(step.progress)} {step.stage}"
-        line += f": {detail}" if detail else ""
-        line = line[: shutil.get_terminal_size().columns - 1]
-        self._out.write("\r" + line.ljust(self._drawn))
-        self._out.flush()
-        self._drawn = len(line)
+        self._bar.draw(line + (f": {detail}" if detail else ""))
 
     def end(self) -> None:
-        if self._tty and self._drawn:
-            self._out.write("\n")
-            self._out.flush()
-            self._drawn = 0
+        if self._bar is not None:
+            self._bar.end()

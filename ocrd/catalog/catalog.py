@@ -55,6 +55,9 @@ class CatalogEntry:
     stop: tuple[str, ...] = ()
     params_billion: float | None = None
     bf16_bytes: int | None = None
+    # Parameters of the vision encoder and projector, which ocrd's quantization keeps in 16-bit;
+    # the planner's fallback when the model is not downloaded (its safetensors headers say more).
+    vision_params_billion: float | None = None
     # engine -> why the model cannot run on it.
     unsupported: dict[str, str] = field(default_factory=dict)
     # The seed document's memory table (GB), kept for the planner to compare its estimates with.
@@ -255,6 +258,7 @@ def _parse_entry(model_id: str, raw: dict[str, Any], unsupported_defaults: dict[
         stop=tuple(prompt_defaults.get("stop", ())),
         params_billion=raw.pop("params_billion", None),
         bf16_bytes=raw.pop("bf16_bytes", None),
+        vision_params_billion=raw.pop("vision_params_billion", None),
         unsupported=_unsupported(model_id, engines, raw.pop("unsupported", {}), unsupported_defaults),
         seed_memory_gb=dict(raw.pop("seed_memory_gb", {})),
     )
@@ -290,6 +294,9 @@ def _check_entry(entry: CatalogEntry) -> None:
         raise ValueError(f"{where}: default_preset {entry.default_preset!r} is not one of its presets")
     if entry.params_billion is not None and not entry.params_billion > 0:
         raise ValueError(f"{where}: params_billion must be positive")
+    vision = entry.vision_params_billion
+    if vision is not None and not (vision > 0 and (entry.params_billion is None or vision < entry.params_billion)):
+        raise ValueError(f"{where}: vision_params_billion must be positive and below params_billion")
     if entry.bf16_bytes is not None and not (isinstance(entry.bf16_bytes, int) and entry.bf16_bytes > 0):
         raise ValueError(f"{where}: bf16_bytes must be a positive integer")
     if not set(entry.seed_memory_gb) <= set(SEED_MEMORY_KEYS):

@@ -11,10 +11,15 @@ import math
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ocrd.cache_service import CacheInventory
+from ocrd.cache_verify import CacheVerification
+from ocrd.cleanup import CleanupReport
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.events import Event, ModelState
+from ocrd.doctor import Check
 from ocrd.gpu import GpuDevice, GpuSnapshot
 from ocrd.hf_cache import CacheDeletion
+from ocrd.planner import Decision
+from ocrd.pull import PullStep
 from ocrd.scheduler import SlotInfo, UnloadResult
 
 _TO_PB: dict[ModelState, int] = {
@@ -162,4 +167,68 @@ def gpu_device(device: GpuDevice, models: dict[int, str]) -> pb.GpuDevice:
             )
             for process in device.processes
         ],
+    )
+
+
+def cleanup_report(report: CleanupReport) -> pb.CleanupResponse:
+    return pb.CleanupResponse(
+        unloaded_models=list(report.unloaded_models),
+        ended_pids=list(report.ended_pids),
+        removed_containers=list(report.removed_containers),
+        freed_bytes=max(0, report.freed_bytes),
+        actions=list(report.actions),
+    )
+
+
+_CHECK_STATUS: dict[str, int] = {
+    "ok": pb.CHECK_STATUS_OK,
+    "warn": pb.CHECK_STATUS_WARN,
+    "fail": pb.CHECK_STATUS_FAIL,
+    "skipped": pb.CHECK_STATUS_SKIPPED,
+}
+
+
+def diagnosis(checks: list[Check]) -> pb.DiagnoseResponse:
+    return pb.DiagnoseResponse(checks=[
+        pb.Check(name=check.name, status=_CHECK_STATUS[check.status], message=check.message,
+                 fix=check.fix)
+        for check in checks
+    ])
+
+
+def decision(item: Decision) -> pb.ExplainModeResponse:
+    """The planner's decision (the proto has no field for the GPU's UUID; the device names it)."""
+    return pb.ExplainModeResponse(
+        model=item.model,
+        engine=item.engine,
+        device=item.device,
+        quantization=item.quantization,
+        gpu_memory_utilization=item.gpu_memory_utilization,
+        estimated_bytes=max(0, item.estimated_bytes),
+        reasons=list(item.reasons),
+        fits=item.fits,
+        shortfall_bytes=max(0, item.shortfall_bytes),
+        evictable_models=list(item.evictable_models),
+    )
+
+
+def cache_verification(verification: CacheVerification) -> pb.VerifyCacheResponse:
+    return pb.VerifyCacheResponse(
+        repo_id=verification.repo_id,
+        ok=verification.ok,
+        revisions=[
+            pb.VerifiedRevision(
+                commit=rev.commit, refs=list(rev.refs), files_checked=rev.files_checked,
+                problems=[pb.FileProblem(file=p.file, problem=p.problem) for p in rev.problems],
+            )
+            for rev in verification.revisions
+        ],
+    )
+
+
+def pull_progress(step: PullStep) -> pb.PullModelProgress:
+    return pb.PullModelProgress(
+        model=step.repo_id, file=step.file, downloaded_bytes=max(0, step.downloaded_bytes),
+        total_bytes=max(0, step.total_bytes), done=step.done, message=step.message,
+        commit=step.commit, files_total=step.files_total, files_done=step.files_done,
     )

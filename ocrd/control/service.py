@@ -7,6 +7,7 @@ raised, never set on the context by hand: ``ocrd.control.errors.ErrorInterceptor
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,11 +15,12 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 
+from ocrd import cleanup, doctor
 from ocrd.cache_service import CacheService
 from ocrd.control import convert
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
-from ocrd.errors import InvalidRequest, NotImplementedYet
+from ocrd.errors import InvalidRequest
 from ocrd.events import ModelState
 from ocrd.gpu import GpuProbe
 from ocrd.scheduler import Scheduler
@@ -27,17 +29,6 @@ from ocrd.scheduler import Scheduler
 KNOWN_ENGINES = {"", "builtin", "transformers", "vllm"}
 KNOWN_QUANTIZATIONS = {"", "auto", "none", "8bit", "4bit"}
 
-_LATER = "in a later release of ocrd"
-NOT_YET = {
-    "ExplainMode": f"ExplainMode arrives with automatic engine choice (the planner) {_LATER}; "
-    "meanwhile a model runs on the first engine of its catalog entry that this host has",
-    "PullModel": f"PullModel arrives with downloads into the shared Hugging Face cache {_LATER}; "
-    "'hf download REPO' (huggingface_hub) fills the shared cache meanwhile",
-    "VerifyCache": f"VerifyCache arrives with cache verification {_LATER}",
-    "Diagnose": f"Diagnose arrives with `ocrctl doctor` {_LATER}",
-    "Cleanup": f"Cleanup arrives with the adoption of orphaned runners and containers {_LATER}; "
-    "'ocrctl unload MODEL' frees a model now",
-}
 
 
 @dataclass
@@ -122,8 +113,14 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         async for item in events:
             yield convert.event(item)
 
-    async def ExplainMode(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        raise NotImplementedYet(NOT_YET["ExplainMode"])
+    async def ExplainMode(
+        self, request: pb.ExplainModeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExplainModeResponse:
+        check_engine_request(request.engine, request.quantization)
+        decision = await self._scheduler.explain(
+            request.model, engine=request.engine or None, quantization=request.quantization or None
+        )
+        return convert.decision(decision)
 
     async def GetGpu(
         self, request: pb.GetGpuRequest, context: grpc.aio.ServicerContext
@@ -146,17 +143,40 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         )
         return convert.cache_deletion(deletion)
 
-    async def VerifyCache(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        raise NotImplementedYet(NOT_YET["VerifyCache"])
+    async def VerifyCache(
+        self, request: pb.VerifyCacheRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyCacheResponse:
+        verification = await CacheService(self._scheduler).verify(request.model, request.revision)
+        return convert.cache_verification(verification)
 
-    async def Diagnose(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        raise NotImplementedYet(NOT_YET["Diagnose"])
+    async def Diagnose(
+        self, request: pb.DiagnoseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DiagnoseResponse:
+        directory = self._scheduler.directory
+        model = request.model or directory.settings.default_model
+        fit = await doctor.plan_fit(self._scheduler, model, explicit=bool(request.model))
+        # The checks block (NVML, Docker, the filesystem): a worker thread, still as our user.
+        checks = await asyncio.to_thread(
+            doctor.run_checks, directory.settings, fit, self._gpu, directory.catalog
+        )
+        return convert.diagnosis(checks)
 
-    async def PullModel(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        raise NotImplementedYet(NOT_YET["PullModel"])
+    async def PullModel(
+        self, request: pb.PullModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PullModelProgress]:
+        # Cancelling the stream stops the download unless another client follows it (ocrd.pull).
+        async for step in CacheService(self._scheduler).pull(request.model, request.revision):
+            yield convert.pull_progress(step)
 
-    async def Cleanup(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        raise NotImplementedYet(NOT_YET["Cleanup"])
+    async def Cleanup(
+        self, request: pb.CleanupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CleanupResponse:
+        # No runner uses a container yet, so every ocrd-labelled container is orphaned; container
+        # runners pass the ids of theirs here.
+        cleaner = cleanup.Cleanup(
+            self._scheduler, self._gpu, daemon_pid=os.getpid(), owned_containers=frozenset()
+        )
+        return convert.cleanup_report(await cleaner.run(dry_run=request.dry_run))
 
     def _model_infos(self, *, loaded_only: bool) -> list[pb.ModelInfo]:
         slots = self._scheduler.models()

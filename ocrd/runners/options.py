@@ -35,9 +35,15 @@ def transformers_options(
     hub_dir: Path,
     device: str,
     *,
-    quantization: str | None = None,
+    quantization: str,
 ) -> dict[str, Any]:
-    """The ``--options`` of a transformers runner (documented in transformers_worker.py)."""
+    """The ``--options`` of a transformers runner (documented in transformers_worker.py).
+
+    ``device`` is the device as the runner sees it (``cuda:0``: its one visible GPU, or ``cpu``)
+    and ``quantization`` the planner's choice (``none``, ``8bit`` or ``4bit``; the planner resolves
+    ``auto``, see ``ocrd.planner``)."""
+    if quantization not in ("none", "8bit", "4bit"):
+        raise ValueError(f"quantization must be decided by the planner, got {quantization!r}")
     facts = entry.transformers or TransformersFacts()
     config = settings.transformers
     if facts.trust_remote_code and not config.allow_remote_code:
@@ -46,10 +52,6 @@ def transformers_options(
             f"transformers.allow_remote_code is off"
         )
     on_gpu = device.startswith("cuda")
-    chosen = quantization or config.quantization
-    if chosen == "auto":
-        # The seed's Transformers mode: 8-bit on a GPU to fit small cards; CPU stays unquantized.
-        chosen = "8bit" if on_gpu else "none"
     dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
     attn = config.attn_implementation
     if attn == "auto":
@@ -63,7 +65,7 @@ def transformers_options(
         "api": facts.api,
         "trust_remote_code": facts.trust_remote_code,
         "transformers_version": facts.transformers_version,
-        "quantization": chosen,
+        "quantization": quantization,
         "dtype": dtype,
         "device": device,
         "attn_implementation": attn,

@@ -282,8 +282,12 @@ def cuda_memory_bytes(device: str) -> int | None:
 
 def nvml_process_bytes(index: int, pid: int) -> int | None:
     """GPU memory NVML attributes to ``pid`` on device ``index`` (CUDA_VISIBLE_DEVICES order
-    differs from NVML's only when the variable reorders devices; then this returns None)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", str(index)):
+    differs from NVML's only when the variable reorders devices; then this returns None). The
+    daemon starts a GPU runner with ``CUDA_VISIBLE_DEVICES=<the planned GPU's UUID>``: that one
+    device is found by its UUID."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    by_uuid = index == 0 and visible.startswith(("GPU-", "MIG-")) and "," not in visible
+    if visible not in ("", str(index)) and not by_uuid:
         return None
     try:
         import pynvml
@@ -292,7 +296,8 @@ def nvml_process_bytes(index: int, pid: int) -> int | None:
     try:
         pynvml.nvmlInit()
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            handle = (pynvml.nvmlDeviceGetHandleByUUID(visible) if by_uuid
+                      else pynvml.nvmlDeviceGetHandleByIndex(index))
             for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
                 if process.pid == pid and process.usedGpuMemory:
                     return int(process.usedGpuMemory)

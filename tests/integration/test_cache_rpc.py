@@ -1,5 +1,6 @@
-"""ListCache / DeleteCache through the real gRPC server (real Scheduler, FakeRunners), and
-``ocrctl cache ls`` / ``ocrctl cache rm`` through the real CLI, on a small hub in a real HF layout."""
+"""ListCache / DeleteCache / VerifyCache through the real gRPC server (real Scheduler,
+FakeRunners), and ``ocrctl cache ls`` / ``rm`` / ``verify`` through the real CLI, on a small hub in
+a real HF layout."""
 
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ from tests.support.control import (  # noqa: F401 - fixtures
     socket_dir,
     stub,
 )
+from tests.support.fake_hub import tiny_safetensors
 from tests.support.tiny_models import publish_snapshot, repo_folder
 
 OTHER = "ocrd-test/tiny-ocr"
+WHOLE = "ocrd-test/whole"
+WHOLE_FILES = {"config.json": b'{"model_type": "llava"}', "model.safetensors": tiny_safetensors(500)}
 
 
 def publish(hub_dir: Path, repo_id: str, files: dict[str, bytes]) -> str:
@@ -191,3 +195,78 @@ async def test_ocrctl_cache_rm_of_a_loaded_model_says_to_unload_or_force(ocrctl,
     assert result.rc == 1 and "--force" in result.err and result.err.count("\n") == 1
     result = await ocrctl("cache", "rm", "ppocr", "--yes", "--force")
     assert result.rc == 0 and PPOCR not in cached(hub_dir)
+
+
+# --- VerifyCache and ocrctl cache verify -----------------------------------------------------------
+
+
+def cut_weights(hub_dir: Path, repo_id: str, commit: str) -> int:
+    """Cuts the weights blob of a snapshot to half, like an interrupted download; its new size."""
+    blob = (repo_folder(hub_dir, repo_id) / "snapshots" / commit / "model.safetensors").resolve()
+    data = blob.read_bytes()
+    blob.write_bytes(data[: len(data) // 2])
+    return len(data) // 2
+
+
+async def test_verify_cache_of_a_whole_model_is_ok(stub, hub_dir):
+    commit = publish(hub_dir, WHOLE, WHOLE_FILES)
+    result = await stub.VerifyCache(pb.VerifyCacheRequest(model=WHOLE))
+    assert result.ok and result.repo_id == WHOLE
+    assert [(rev.commit, list(rev.refs), rev.files_checked, len(rev.problems)) for rev in result.revisions] == [
+        (commit, ["main"], 2, 0)]
+
+
+async def test_verify_cache_names_each_broken_file(stub, hub_dir):
+    commit = publish(hub_dir, WHOLE, WHOLE_FILES)
+    cut_weights(hub_dir, WHOLE, commit)
+    partial = repo_folder(hub_dir, WHOLE) / "blobs" / ("c" * 64 + ".incomplete")
+    partial.write_bytes(b"\0")
+    result = await stub.VerifyCache(pb.VerifyCacheRequest(model=WHOLE, revision="main"))
+    assert not result.ok
+    (rev,) = result.revisions
+    found = {problem.file: problem.problem for problem in rev.problems}
+    assert set(found) == {"model.safetensors", f"blobs/{partial.name}"}
+    assert found["model.safetensors"].startswith("truncated: ")
+    assert found[f"blobs/{partial.name}"].startswith("partial download")
+
+
+@pytest.mark.parametrize(("model", "revision", "code"), [
+    ("ocrd-test/absent", "", grpc.StatusCode.NOT_FOUND),
+    (OTHER, "0" * 40, grpc.StatusCode.NOT_FOUND),
+    ("../x", "", grpc.StatusCode.INVALID_ARGUMENT),
+])
+async def test_verify_cache_of_what_is_not_cached_or_no_repo_id(stub, model, revision, code):
+    error = await rpc_error(stub.VerifyCache(pb.VerifyCacheRequest(model=model, revision=revision)))
+    assert error.code() == code and "\n" not in error.details()
+
+
+async def test_ocrctl_cache_verify_of_a_whole_model_prints_ok(ocrctl, hub_dir):
+    commit = publish(hub_dir, WHOLE, WHOLE_FILES)
+    result = await ocrctl("cache", "verify", WHOLE)
+    assert result.rc == 0, result.err
+    assert result.out.splitlines() == [WHOLE, f"  {commit[:12]} (main): 2 files, ok"]
+
+
+async def test_ocrctl_cache_verify_reports_problems_and_exits_1_saying_what_to_do(ocrctl, hub_dir):
+    commit = publish(hub_dir, WHOLE, WHOLE_FILES)
+    size = cut_weights(hub_dir, WHOLE, commit)
+    result = await ocrctl("cache", "verify", WHOLE)
+    assert result.rc == 1
+    lines = result.out.splitlines()
+    assert lines[:2] == [WHOLE, f"  {commit[:12]} (main): 2 files, 1 problem"]
+    assert lines[2].startswith(f"    model.safetensors: truncated: {size:,} of the ")
+    assert result.err == (f"ocrctl: {WHOLE} is damaged in the cache: remove it with 'ocrctl cache rm "
+                          f"{WHOLE}', then fetch it again with 'ocrctl pull {WHOLE}'\n")
+
+
+async def test_ocrctl_cache_verify_json(ocrctl, hub_dir):
+    commit = publish(hub_dir, WHOLE, WHOLE_FILES)
+    ok = await ocrctl("cache", "verify", WHOLE, "--json")
+    assert ok.rc == 0 and json.loads(ok.out)["ok"] is True
+    cut_weights(hub_dir, WHOLE, commit)
+    broken = await ocrctl("cache", "verify", WHOLE, "--json")
+    assert broken.rc == 1
+    answer = json.loads(broken.out)
+    assert answer["ok"] is False
+    assert answer["revisions"][0]["problems"][0]["file"] == "model.safetensors"
+

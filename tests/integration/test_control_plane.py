@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ocrd.control.server import start_control_server
-from ocrd.control.service import ControlServicer, DaemonInfo
+from ocrd.control.service import ControlServicer
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import GENERIC_INTERNAL_MESSAGE, ConfigError, ModelLoadFailed
@@ -179,22 +179,6 @@ async def test_engine_or_quantization_the_model_cannot_use_is_invalid(stub, engi
 async def test_explicit_builtin_engine_without_quantization_loads(stub):
     steps = await load_all(stub, model=PPOCR, engine="builtin", quantization="none")
     assert steps[-1].state == pb.MODEL_STATE_READY
-
-
-LATER_RPCS = {
-    "ExplainMode": (pb.ExplainModeRequest(model=PPOCR), "automatic engine choice"),
-    "PullModel": (pb.PullModelRequest(model=PPOCR), "Hugging Face cache"),
-    "Cleanup": (pb.CleanupRequest(), "orphaned runners"),
-}
-
-
-@pytest.mark.parametrize("rpc", sorted(LATER_RPCS))
-async def test_rpcs_of_later_milestones_are_unimplemented_and_say_what_brings_them(stub, rpc):
-    request, reason = LATER_RPCS[rpc]
-    call = getattr(stub, rpc)(request)
-    error = await rpc_error(drain(call) if rpc == "PullModel" else call)
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert error.details().startswith(f"{rpc} arrives with") and reason in error.details()
 
 
 async def test_get_gpu_reports_this_hosts_gpus_or_why_there_are_none(stub):
@@ -400,3 +384,77 @@ async def test_a_file_that_is_not_a_socket_is_left_alone(settings, scheduler, da
     with pytest.raises(ConfigError, match="is not a socket"):
         await start_control_server(settings, ControlServicer(scheduler, daemon_info))
     assert settings.grpc.socket.read_text() == "precious"
+
+
+# --- ExplainMode: the planner's decision over real gRPC, GPUs from FakeNvml ------------------------
+
+QWEN_2B = "Qwen/Qwen2-VL-2B-Instruct"
+
+
+@pytest.fixture
+def sized_hub(tmp_path):
+    """Qwen2-VL-2B in the cache with its real parameter split (real safetensors headers)."""
+    from tests.support.sized_models import cache_model, vlm_tensors
+
+    mib = 2**20
+    cache_model(tmp_path, QWEN_2B, vlm_tensors(vision=644 * mib, embeddings=224 * mib, linear=1240 * mib))
+    return tmp_path
+
+
+async def explain(address: str, **request) -> pb.ExplainModeResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await control_pb2_grpc.ControlStub(channel).ExplainMode(pb.ExplainModeRequest(**request))
+
+
+async def test_explain_mode_answers_the_planners_choice_on_the_gpu_with_most_free_memory(socket_dir, sized_hub):
+    from tests.support.control import planning_server
+    from tests.support.fake_nvml import two_gpus
+
+    async with planning_server(socket_dir, sized_hub, two_gpus()) as (address, _):
+        answer = await explain(address, model="qwen2-vl-2b")
+    assert (answer.model, answer.engine, answer.device, answer.quantization) == (
+        QWEN_2B, "transformers", "cuda:0", "none")  # the H100: 60 GiB free, the L4 24
+    assert answer.fits and answer.gpu_memory_utilization == 0.0
+    assert 4 * GIB < answer.estimated_bytes < 8 * GIB
+    assert answer.reasons[0].startswith("transformers unquantized fits: it needs about")
+    assert "sizes from safetensors headers" in answer.reasons[1]
+
+
+async def test_explain_mode_honours_an_asked_quantization(socket_dir, sized_hub):
+    from tests.support.control import planning_server
+    from tests.support.fake_nvml import two_gpus
+
+    async with planning_server(socket_dir, sized_hub, two_gpus()) as (address, _):
+        answer = await explain(address, model=QWEN_2B, quantization="4bit")
+    assert (answer.engine, answer.quantization, answer.fits) == ("transformers", "4bit", True)
+
+
+async def test_explain_mode_says_what_is_missing_when_nothing_fits(socket_dir, sized_hub):
+    from tests.support.control import planning_server
+    from tests.support.fake_nvml import FakeDevice, FakeNvml
+
+    small = FakeNvml([FakeDevice("NVIDIA T400", "GPU-33333333-aaaa-bbbb-cccc-000000000000",
+                                 total=4 * GIB, used=2 * GIB)])
+    async with planning_server(socket_dir, sized_hub, small) as (address, _):
+        answer = await explain(address, model=QWEN_2B, quantization="none")
+    assert (answer.fits, answer.engine, answer.device) == (False, "", "cuda:0")
+    assert answer.shortfall_bytes > 3 * GIB and list(answer.evictable_models) == []
+    assert answer.reasons[0].startswith("does not fit: transformers, unquantized needs about")
+
+
+async def test_explain_mode_of_a_builtin_model_is_the_cpu(stub):
+    answer = await stub.ExplainMode(pb.ExplainModeRequest(model="ppocr"))
+    assert (answer.model, answer.engine, answer.device, answer.fits) == (PPOCR, "builtin", "cpu", True)
+    assert "needs no GPU memory" in answer.reasons[0]
+
+
+@pytest.mark.parametrize(("request_fields", "code", "says"), [
+    ({"model": "no-such-model"}, grpc.StatusCode.NOT_FOUND, "'no-such-model' does not exist"),
+    ({"model": PPOCR, "engine": "vllm"}, grpc.StatusCode.INVALID_ARGUMENT, "cannot run on the vllm engine"),
+    ({"model": PPOCR, "quantization": "4bit"}, grpc.StatusCode.INVALID_ARGUMENT, "does not quantize"),
+    ({"model": PPOCR, "quantization": "3bit"}, grpc.StatusCode.INVALID_ARGUMENT, "unknown quantization '3bit'"),
+])
+async def test_explain_mode_refuses_what_cannot_be_explained(stub, request_fields, code, says):
+    error = await rpc_error(stub.ExplainMode(pb.ExplainModeRequest(**request_fields)))
+    assert error.code() == code and says in error.details()
+

@@ -161,9 +161,9 @@ async def test_failed_load_exits_1_with_the_reason_in_one_line(ocrctl, runners):
         (["load", "nope"], "ocrctl: model 'nope' does not exist; models ocrd can serve: "),
         (["unload", "nope"], "ocrctl: model 'nope' does not exist; models ocrd can serve: "),
         (["load", "ppocr", "--mode", "vllm"], "ocrctl: builtin/ppocr cannot run on the vllm engine; "),
-        (["mode", "explain", "ppocr"], "ocrctl: ExplainMode arrives with automatic engine choice"),
-        (["pull", "ppocr"], "ocrctl: PullModel arrives with downloads into the shared Hugging Face cache"),
-        (["cleanup"], "ocrctl: Cleanup arrives with the adoption of orphaned runners"),
+        (["mode", "explain", "nope"], "ocrctl: model 'nope' does not exist; models ocrd can serve: "),
+        (["pull", "ppocr"], "ocrctl: builtin/ppocr is built into ocrd (builtin engine): there is nothing to download"),
+        (["doctor", "--model", "nope"], "ocrctl: model 'nope' does not exist; models ocrd can serve: "),
     ],
 )
 async def test_daemon_errors_exit_1_with_the_daemons_message_in_one_line(ocrctl, argv, message):

@@ -154,3 +154,23 @@ async def server_with_fake_gpus(settings, scheduler, daemon_info, runner_pid: in
         yield server.addresses[0]
     finally:
         await server.stop(None)
+
+
+@contextlib.asynccontextmanager
+async def planning_server(socket_dir: Path, hub: Path, nvml, **settings: object) -> AsyncIterator[tuple[str, Scheduler]]:
+    """A control server over a Scheduler that plans with ``nvml`` (a FakeNvml) as its GPUs and
+    ``hub`` as the Hugging Face cache. Yields the server's address and the scheduler."""
+    from ocrd.gpu import GpuProbe
+
+    config = Settings(grpc={"socket": socket_dir / "run" / "ocrd.sock"}, runtime_dir=socket_dir,
+                      cache={"hub_dir": hub}, **settings)
+    probe = GpuProbe(nvml, environ={})
+    scheduler = Scheduler(config, Catalog.load_default(), FakeRunnerFactory(gpus=nvml), EventBus(),
+                          gpu_probe=probe)
+    info = DaemonInfo(version="9.8.7", pid=4242, started_at=STARTED_AT)
+    server = await start_control_server(config, ControlServicer(scheduler, info, gpu=probe))
+    try:
+        yield server.addresses[0], scheduler
+    finally:
+        await server.stop(None)
+        await scheduler.shutdown()

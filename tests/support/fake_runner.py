@@ -5,6 +5,11 @@ scheduler with a fake llama server). Each runner follows a ``StartPlan`` that th
 model: a start that finishes at once, one that waits until the test releases it, one that reports
 progress steps, one that fails, one that never finishes (for load_timeout). ``crash()`` plays a
 process that dies on its own: it calls the ``on_exit`` callback, once, as the real runners do.
+
+Given a ``FakeNvml`` (``FakeRunnerFactory(gpus=...)``), a runner started on ``cuda:N`` shows up in
+NVML as a real one would: a compute process on device N holding its plan's ``memory_bytes``, gone
+again once it stops or crashes. So the scheduler's memory accounting and eviction see the GPU a
+real host would show them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -42,6 +48,7 @@ class FakeRunner(Runner):
     _gate: asyncio.Event = field(default_factory=asyncio.Event)
     _on_exit: ExitCallback | None = None
     _exited: bool = False
+    gpus: Any = None  # a FakeNvml whose devices show this runner's memory while it runs
 
     @property
     def pid(self) -> int | None:
@@ -68,6 +75,18 @@ class FakeRunner(Runner):
             raise self.plan.error
         self._on_exit = on_exit
         self.running = True
+        self._show_on_gpu(True)
+
+    def _show_on_gpu(self, running: bool) -> None:
+        if self.gpus is None or not self.spec.device.startswith("cuda"):
+            return
+        device = self.gpus.devices[int(self.spec.device.split(":")[1])]
+        if running:
+            device.processes.append((self.fake_pid, self.plan.memory_bytes))
+            device.used += self.plan.memory_bytes
+        elif (self.fake_pid, self.plan.memory_bytes) in device.processes:
+            device.processes.remove((self.fake_pid, self.plan.memory_bytes))
+            device.used -= self.plan.memory_bytes
 
     def release(self) -> None:
         """Lets a gated start() finish (successfully, or with the plan's error)."""
@@ -77,12 +96,15 @@ class FakeRunner(Runner):
         """The process dies on its own: on_exit is called once, as a real runner's watcher would."""
         assert self.running, "only a started runner can crash"
         self.running = False
+        self._show_on_gpu(False)
         if self._on_exit is not None and not self._exited:
             self._exited = True
             self._on_exit(reason)
 
     async def stop(self, grace: float) -> None:
         self.stops.append(grace)
+        if self.running:
+            self._show_on_gpu(False)
         self.running = False
         self._exited = True  # a stopped runner does not report its exit
 
@@ -97,7 +119,8 @@ class FakeRunner(Runner):
 class FakeRunnerFactory:
     """A ``RunnerFactory`` that records every runner it makes, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpus: Any = None) -> None:
+        self.gpus = gpus  # a FakeNvml: runners on a GPU show up in it (see the module doc)
         self.runners: list[FakeRunner] = []
         self._plans: dict[str, StartPlan] = {}
         self._pids = itertools.count(4000)
@@ -109,7 +132,7 @@ class FakeRunnerFactory:
 
     def __call__(self, spec: RunnerSpec) -> FakeRunner:
         plan = self._plans.get(spec.model.id, StartPlan())
-        runner = FakeRunner(spec=spec, plan=plan, fake_pid=next(self._pids))
+        runner = FakeRunner(spec=spec, plan=plan, fake_pid=next(self._pids), gpus=self.gpus)
         self.runners.append(runner)
         self._made.set()
         return runner

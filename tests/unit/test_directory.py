@@ -12,9 +12,10 @@ import pytest
 
 from ocrd.catalog import Catalog
 from ocrd.config import Settings
-from ocrd.directory import LoadOverrides, ModelDirectory
+from ocrd.directory import ModelDirectory
 from ocrd.engines import _missing_packages
 from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
+from ocrd.planner import Decision
 
 MINERU = "opendatalab/MinerU2.5-2509-1.2B"
 QWEN_LIKE = {"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"],
@@ -57,6 +58,12 @@ def ids(entries) -> list[str]:
     return [entry.id for entry in entries]
 
 
+def decided(entry, device: str = "cpu", quantization: str = "none", uuid: str = "") -> Decision:
+    """A planner decision for ``entry`` (the planner's own tests are in test_planner.py)."""
+    return Decision(model=entry.id, engine="transformers", device=device, quantization=quantization,
+                    gpu_memory_utilization=0.0, estimated_bytes=0, reasons=(), fits=True, gpu_uuid=uuid)
+
+
 def test_an_empty_cache_serves_the_builtin_models_only(hub):
     assert ids(directory(hub).available()) == ["builtin/ppocr", "builtin/tesseract"]
 
@@ -80,27 +87,42 @@ def test_runner_spec_loads_offline_from_the_shared_cache_on_cpu(hub):
     snapshot = cache_model(hub, MINERU, QWEN_LIKE)
     models = directory(hub, transformers={"device": "cpu"})
     entry = models.resolve(MINERU)
-    spec = models.runner_spec(entry, "transformers", LoadOverrides())
+    spec = models.runner_spec(entry, decided(entry))
 
     assert spec.engine == "transformers" and spec.device == "cpu"
-    assert spec.env == {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    # A CPU runner sees no GPU at all: exactly the planned device.
+    assert spec.env == {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     assert spec.options["revision"] == snapshot.name and spec.options["offline"] is True
     assert spec.options["quantization"] == "none" and spec.options["dtype"] == "float32"
     assert spec.python == sys.executable
 
 
-def test_a_load_may_ask_for_a_quantization(hub):
+def test_the_runner_gets_the_planned_quantization(hub):
     cache_model(hub, MINERU, QWEN_LIKE)
     models = directory(hub, transformers={"device": "cpu"})
-    spec = models.runner_spec(models.resolve(MINERU), "transformers", LoadOverrides(quantization="4bit"))
+    entry = models.resolve(MINERU)
+    spec = models.runner_spec(entry, decided(entry, quantization="4bit"))
     assert spec.options["quantization"] == "4bit"
+
+
+def test_a_gpu_runner_sees_exactly_its_planned_gpu_as_cuda_0(hub):
+    cache_model(hub, MINERU, QWEN_LIKE)
+    models = directory(hub)
+    entry = models.resolve(MINERU)
+    uuid = "GPU-22222222-aaaa-bbbb-cccc-000000000000"
+    spec = models.runner_spec(entry, decided(entry, device="cuda:1", quantization="8bit", uuid=uuid))
+    assert spec.device == "cuda:1"  # NVML's index, for ocrd's accounting and `ocrctl ps`
+    assert spec.env["CUDA_VISIBLE_DEVICES"] == uuid
+    assert spec.options["device"] == "cuda:0" and spec.options["dtype"] == "bfloat16"
+    assert spec.options["quantization"] == "8bit"
 
 
 def test_an_incomplete_snapshot_is_not_loaded_offline(hub):
     cache_model(hub, MINERU, QWEN_LIKE, shards=["a.safetensors", "b.safetensors"],
                 present=["a.safetensors"])
     models = directory(hub, transformers={"device": "cpu"})
-    spec = models.runner_spec(models.resolve(MINERU), "transformers", LoadOverrides())
+    entry = models.resolve(MINERU)
+    spec = models.runner_spec(entry, decided(entry))
     assert spec.options["offline"] is False and "HF_HUB_OFFLINE" not in spec.env
 
 
@@ -119,7 +141,7 @@ def test_models_needing_remote_code_are_refused_when_remote_code_is_off(hub):
     models = directory(hub, transformers={"allow_remote_code": False, "device": "cpu"})
     entry = models.catalog.resolve("dots.ocr")
     with pytest.raises(EngineUnavailable, match="allow_remote_code"):
-        models.runner_spec(entry, "transformers", LoadOverrides())
+        models.runner_spec(entry, decided(entry))
 
 
 def test_without_torch_for_the_configured_python_the_transformers_models_are_not_served(hub, tmp_path):
