@@ -9,8 +9,10 @@ Plan, then act. The plan is made of three parts:
   name this daemon but are none of its scheduler's. Runners of another live ocrd on the same host
   are never touched (the test suite runs several daemons at once, and so may a host);
 * containers labelled ``ocrd.managed=1`` (and, given an ``instance``, this daemon's
-  ``ocrd.instance``) that no live runner owns (``owned_containers``, by id). Without Docker (no
-  engine, no SDK) an action line says that containers were not checked, and why.
+  ``ocrd.instance``) that no live runner owns (``owned_containers``, by id: ``for_daemon`` takes
+  them from the scheduler's runners, loading ones included). A container of a model that is
+  loading or unloading is spared as well: its runner may be creating or removing it right now.
+  Without Docker (no engine, no SDK) an action line says that containers were not checked, and why.
 
 Memory freed is what was measured before acting: the runner's own measure for an unloaded model,
 and for an orphan its resident memory plus the GPU memory NVML shows for its pid. A dry run does
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ocrd.config import vllm_instance
 from ocrd.docker_host import MODEL_LABEL, docker_client, managed_containers
 from ocrd.errors import OcrdError
 from ocrd.events import ModelState
@@ -69,18 +72,24 @@ class Cleanup:
         self._scheduler = scheduler
         self._gpu = gpu
         self._daemon_pid = daemon_pid
-        # Container runners do not exist yet, so the daemon passes an empty set for now; once
-        # they do, it passes the ids of the containers its live runners use.
-        self._owned = owned_containers
+        self._owned = owned_containers  # ids of the containers this daemon's runners use
         self._instance = instance  # this daemon's ocrd.instance label; None: every instance's
         self._grace = grace
         self._proc = proc_root
+
+    @classmethod
+    def for_daemon(cls, scheduler: Scheduler, gpu: GpuProbe, daemon_pid: int) -> Cleanup:
+        """The cleanup of the daemon that runs ``scheduler``: its runners' containers are owned,
+        and only its own instance's containers are looked at."""
+        return cls(scheduler, gpu, daemon_pid=daemon_pid,
+                   owned_containers=owned_containers(scheduler),
+                   instance=vllm_instance(scheduler.settings))
 
     async def run(self, *, dry_run: bool) -> CleanupReport:
         tally = _Tally()
         await self._unload_idle(tally, dry_run)
         await self._end_orphans(tally, dry_run)
-        await asyncio.to_thread(self._remove_containers, tally, dry_run)
+        await self._remove_containers(tally, dry_run)
         if not tally.actions:
             tally.actions.append("nothing to clean up")
         return CleanupReport(
@@ -171,17 +180,21 @@ class Cleanup:
 
     # --- orphaned containers ----------------------------------------------------------------
 
-    def _remove_containers(self, tally: _Tally, dry_run: bool) -> None:
-        client = docker_client()  # a client, or a one-line reason why there is none
+    async def _remove_containers(self, tally: _Tally, dry_run: bool) -> None:
+        # Docker's calls block (worker threads); the scheduler is asked on the event loop.
+        client = await asyncio.to_thread(docker_client)  # a client, or a one-line reason why not
         if isinstance(client, str):
             tally.actions.append(f"containers not checked: {client}")
             return
         try:
-            found = (managed_containers(client) if self._instance is None
-                     else managed_containers(client, instance=self._instance))
+            found = await asyncio.to_thread(managed_containers, client, self._instance)
+            # Judged after listing, as for runner processes: a container created meanwhile
+            # belongs to a model that is loading by now.
+            busy = {slot.id for slot in self._scheduler.models() if slot.state in BUSY_STATES}
+            owned = self._owned | owned_containers(self._scheduler)
             for container in found:
-                if container.id not in self._owned:
-                    self._remove_container(container, tally, dry_run)
+                if container.id not in owned and container.labels.get(MODEL_LABEL) not in busy:
+                    await asyncio.to_thread(self._remove_container, container, tally, dry_run)
         except Exception as exc:  # the SDK's errors and socket errors alike
             tally.actions.append(f"containers not checked: Docker did not answer: {_one_line(exc)}")
         finally:
@@ -200,6 +213,12 @@ class Cleanup:
                 return
         tally.containers.append(container.id)
         tally.actions.append(f"{'would remove' if dry_run else 'removed'} {what}: no runner owns it")
+
+
+def owned_containers(scheduler: Scheduler) -> frozenset[str]:
+    """Ids of the containers the scheduler's live runners use (container runners have one)."""
+    ids = (getattr(runner, "container_id", None) for runner in scheduler.live_runners())
+    return frozenset(filter(None, ids))
 
 
 def why_kept(slot: SlotInfo) -> str:

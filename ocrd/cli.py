@@ -108,7 +108,9 @@ def to_toml(data: dict[str, Any]) -> str:
 
 
 def _emit_table(lines: list[str], path: list[str], table: dict[str, Any]) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    arrays = {k: v for k, v in table.items()
+              if isinstance(v, list) and v and all(isinstance(item, dict) for item in v)}
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and k not in arrays}
     tables = {k: v for k, v in table.items() if isinstance(v, dict)}
     if path and (scalars or not tables):
         lines.append("")
@@ -118,6 +120,10 @@ def _emit_table(lines: list[str], path: list[str], table: dict[str, Any]) -> Non
             lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     for key, value in tables.items():
         _emit_table(lines, [*path, key], value)
+    for key, items in arrays.items():  # [[upstreams]]: flat tables
+        for item in items:
+            lines += ["", "[[" + ".".join(_toml_key(p) for p in [*path, key]) + "]]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items() if v is not None]
 
 
 def _toml_key(key: str) -> str:

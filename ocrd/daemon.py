@@ -1,6 +1,7 @@
 """Wiring: builds the core, runs HTTP (uvicorn) and gRPC (grpc.aio) in one event loop.
 
-Start-up order: scheduler, then the HTTP socket and the control socket are bound, then READY=1.
+Start-up order: scheduler, the HTTP socket bound, vLLM containers of a previous run adopted or
+removed (``ocrd.vllm_containers``), the control socket bound, then READY=1.
 Shutdown (SIGTERM/SIGINT): STOPPING=1, /health and gRPC health turn to not-serving, the HTTP
 server stops accepting and drains in-flight requests (bounded by scheduler.drain_timeout), the
 control plane stops, every runner is stopped, exit 0. SIGHUP re-reads the configuration file.
@@ -23,6 +24,7 @@ from ocrd import __version__
 from ocrd.catalog import Catalog
 from ocrd.config import Settings, load_settings
 from ocrd.directory import ModelDirectory
+from ocrd.engines import DOCKER_STATUS
 from ocrd.control.server import start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.errors import ConfigError, OcrdError
@@ -31,10 +33,12 @@ from ocrd.gpu import GpuProbe
 from ocrd.http.app import build_app
 from ocrd.http.state import AppState
 from ocrd.metrics import Metrics
-from ocrd.runners.base import RunnerSpec
+from ocrd.runners.base import Runner, RunnerSpec
 from ocrd.runners.process import ProcessRunner
+from ocrd.runners.upstream import UpstreamRunner
 from ocrd.scheduler import Scheduler
 from ocrd.systemd import SYSTEMD_VARIABLES, Notifier, run_watchdog, watchdog_interval
+from ocrd.vllm_containers import VllmContainers
 
 log = logging.getLogger("ocrd")
 
@@ -59,6 +63,7 @@ class Daemon:
         self.gpu = GpuProbe()  # one NVML view for the planner and GetGpu
         self.scheduler = Scheduler(settings, self.models, self._make_runner, self.events,
                                    gpu_probe=self.gpu)
+        self.containers = VllmContainers(settings, self.models, self.gpu)
         self.info = DaemonInfo(
             version=__version__,
             config_path=str(settings.config_path or ""),
@@ -71,7 +76,11 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
-    def _make_runner(self, spec: RunnerSpec) -> ProcessRunner:
+    def _make_runner(self, spec: RunnerSpec) -> Runner:
+        if spec.engine == "upstream":
+            return UpstreamRunner(spec)  # a server ocrd routes to; nothing to start
+        if spec.engine == "vllm":
+            return self._vllm_runner(spec)
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
         return ProcessRunner(
             spec,
@@ -80,6 +89,21 @@ class Daemon:
             env=env,
         )
 
+    def _vllm_runner(self, spec: RunnerSpec) -> Runner:
+        if spec.options.get("launcher") == "process":
+            # Imported only when used: the module of the pip-installed vLLM's launcher.
+            from ocrd.runners.vllm_process import VllmProcessRunner
+
+            return VllmProcessRunner(spec, gpu_probe=self.gpu)
+        return self.containers.runner(spec)
+
+    async def _take_over_containers(self) -> None:
+        """Before READY: Docker's status for the planner (asked off the event loop, so the
+        planner's cached answer is there), then the containers a previous run left."""
+        if self.settings.vllm.launcher == "docker":
+            await asyncio.to_thread(DOCKER_STATUS.refresh)
+        await self.containers.adopt_containers(self.scheduler)
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,6 +111,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         self.scheduler.start()
         http_socket = _bind_http(self.settings)
+        # Bound but not served yet: no request can start a container while adoption runs.
+        await self._take_over_containers()
         host, port = http_socket.getsockname()[:2]
         self.info.http_url = f"http://{_url_host(host)}:{port}"
         http = _HttpServer(uvicorn.Config(
@@ -142,6 +168,7 @@ class Daemon:
             self.settings = settings
             self.app_state.settings = settings
             self.scheduler.apply_settings(settings)
+            self.containers.apply_settings(settings)
             self.events.publish(Event(kind="config.reloaded", message="configuration reloaded"))
             log.info("configuration reloaded from %s", settings.config_path or "defaults")
         self.notifier.ready(self.status_line())
@@ -155,6 +182,7 @@ class Daemon:
         await http_task
         await control.stop(grace=1.0)
         await self.scheduler.shutdown()
+        self.containers.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

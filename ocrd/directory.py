@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from ocrd.hf_cache import Snapshot, find_snapshot, resolve_hub_dir
 from ocrd.model_size import SizeFacts, size_facts
 from ocrd.planner import Decision, Preference
 from ocrd.runners.base import RunnerSpec
-from ocrd.runners.options import builtin_options, transformers_options
+from ocrd.runners.options import VllmPlacement, builtin_options, transformers_options, vllm_options
+from ocrd.upstreams import ENGINE as UPSTREAM, upstream_entries, upstream_options
 
 log = logging.getLogger("ocrd.directory")
 
@@ -35,9 +37,12 @@ class ModelDirectory:
     def __init__(self, catalog: Catalog, settings: Settings):
         self.catalog = catalog
         self.settings = settings
+        self._upstreams = _by_name(upstream_entries(settings.upstreams, catalog))
 
     def apply_settings(self, settings: Settings) -> None:
         self.settings = settings
+        # SIGHUP: added upstreams are served and removed ones forgotten from now on.
+        self._upstreams = _by_name(upstream_entries(settings.upstreams, self.catalog))
 
     @property
     def hub_dir(self) -> Path:
@@ -46,12 +51,18 @@ class ModelDirectory:
     # --- what can be served ----------------------------------------------------------------------
 
     def available(self) -> list[CatalogEntry]:
-        """Servable now: catalog order, then cached models the catalog does not know."""
-        entries = [entry for entry in self.catalog.entries() if self._servable(entry) is None]
-        return entries + self._uncatalogued()
+        """Servable now: catalog order (models an upstream took over in their place), then
+        upstream models of their own, then cached models the catalog does not know."""
+        upstreams = {entry.id: entry for entry in self._upstreams.values()}
+        entries = [upstreams.pop(entry.id, entry) for entry in self.catalog.entries()]
+        entries = [entry for entry in entries if self._servable(entry) is None]
+        return entries + list(upstreams.values()) + [
+            entry for entry in self._uncatalogued() if entry.id not in self._upstreams]
 
     def resolve(self, name: str) -> CatalogEntry:
         """The entry for an id or alias, or an error saying what to do to serve it."""
+        if name in self._upstreams:
+            return self._upstreams[name]
         try:
             entry = self.catalog.resolve(name)
         except ModelNotFound:
@@ -79,6 +90,8 @@ class ModelDirectory:
             return wanted
         reasons = []
         for engine in entry.engines:
+            if engine == UPSTREAM:
+                return engine  # always available: ocrd only routes to it
             availability = engine_availability(engine, self.settings)
             if availability.available:
                 return engine
@@ -161,10 +174,15 @@ class ModelDirectory:
         """How to start the runner the planner decided on. A GPU runner sees exactly its planned
         GPU (``CUDA_VISIBLE_DEVICES=<uuid>``, so it is ``cuda:0`` inside); a CPU runner sees none."""
         settings = self.settings
+        if decision.engine == UPSTREAM:
+            return self._upstream_spec(entry, decision)
         if decision.engine == "builtin":
             return RunnerSpec(model=entry, engine="builtin", options=builtin_options(entry, settings))
+        if decision.engine == "vllm":
+            return self.vllm_spec(entry, VllmPlacement(decision.device, decision.gpu_uuid,
+                                                       decision.gpu_memory_utilization or None))
         if decision.engine != "transformers":
-            raise EngineUnavailable(f"the {decision.engine} engine is not part of this ocrd release yet")
+            raise EngineUnavailable(f"ocrd has no {decision.engine} engine")
         snapshot = self.snapshot(entry)
         if snapshot is None:
             raise ModelNotFound(f"model {entry.id!r} is not downloaded; `ocrctl pull {entry.id}`")
@@ -177,6 +195,54 @@ class ModelDirectory:
             model=entry, engine="transformers", device=decision.device, options=options,
             python=settings.transformers.python or sys.executable, env=env,
         )
+
+
+    def vllm_spec(self, entry: CatalogEntry, placement: VllmPlacement) -> RunnerSpec:
+        """A vLLM server of ``entry`` at ``placement``. On the CPU it sees no GPU; on a GPU the
+        container's device request (or the process's CUDA_VISIBLE_DEVICES) gives it its one."""
+        snapshot = self.snapshot(entry)
+        if snapshot is None:
+            raise ModelNotFound(f"model {entry.id!r} is not downloaded; `ocrctl pull {entry.id}`")
+        options = vllm_options(entry, self.settings, snapshot, self.hub_dir, placement)
+        env = _hub_environment(self.hub_dir, offline=snapshot.complete)
+        if not placement.on_gpu:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        return RunnerSpec(model=entry, engine="vllm", device=placement.device, options=options,
+                          python=self.settings.vllm.python or sys.executable, env=env)
+
+    def adopted_vllm_spec(self, model_id: str, labels: Mapping[str, str]) -> RunnerSpec | None:
+        """The spec ocrd would start ``model_id`` from now, at the placement a running container
+        of it records in its ``labels`` (the planner's share of a GPU depends on free memory,
+        which that container itself now takes). None when the model could not run on vLLM now
+        (gone from the cache or the catalog, or vLLM unavailable); ValueError saying why when the
+        placement no longer agrees with vllm.device. A model loaded with ``--mode vllm`` is
+        adopted too: the container says that vLLM was chosen for it."""
+        try:
+            entry = self.resolve(model_id)
+        except (ModelNotFound, EngineUnavailable, InvalidRequest):
+            return None
+        if "vllm" not in entry.engines or not engine_availability("vllm", self.settings).available:
+            return None
+        placement = VllmPlacement.from_labels(labels)
+        if placement.device == "cpu" and self.settings.vllm.device != "cpu":
+            raise ValueError("it runs on the CPU but vllm.device is now cuda")
+        if placement.on_gpu and self.settings.vllm.device == "cpu":
+            placement = VllmPlacement("cpu")  # what ocrd would start now: the hash tells them apart
+        return self.vllm_spec(entry, placement)
+
+    def _upstream_spec(self, entry: CatalogEntry, decision: Decision) -> RunnerSpec:
+        # The upstream as configured now (a SIGHUP may have changed its URL since the slot began).
+        current = self._upstreams.get(entry.id, entry)
+        options = upstream_options(current)
+        if not options:
+            raise ModelNotFound(f"model {entry.id!r} is no longer configured as an upstream")
+        options["timeout"] = options.get("timeout") or self.settings.http.request_timeout
+        return RunnerSpec(model=current, engine=UPSTREAM, device=options["url"], options=options)
+
+
+def _by_name(entries: list[CatalogEntry]) -> dict[str, CatalogEntry]:
+    """Each entry under its id and every alias."""
+    return {name: entry for entry in entries for name in (entry.id, *entry.aliases)}
 
 
 def _first_wish(wishes: list[tuple[str | None, str]]) -> tuple[str | None, str]:

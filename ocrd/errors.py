@@ -191,6 +191,24 @@ class HubUnavailable(OcrdError):
     default_code = "hub_unavailable"
 
 
+class ImageNotFound(OcrdError):
+    """The registry has no such Docker image (or will not say, without a login)."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+    openai_type = "invalid_request_error"
+    default_code = "image_not_found"
+
+
+class RegistryUnavailable(OcrdError):
+    """A Docker image registry cannot be reached from this host."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    openai_type = "server_error"
+    default_code = "registry_unavailable"
+
+
 class StorageFull(OcrdError):
     """No space left where the Hugging Face cache is."""
 

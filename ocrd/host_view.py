@@ -30,6 +30,7 @@ def host_view(settings: Settings, snapshot: GpuSnapshot, slots: Iterable[Slot], 
         gpus=gpus, no_gpu_reason=why,
         transformers=engine_availability("transformers", settings),
         vllm=engine_availability("vllm", settings),
+        vllm_device=settings.vllm.device,
         reserve_bytes=settings.gpu.reserve_mib * 2**20,
         loaded=tuple(loaded),
     )

@@ -10,7 +10,9 @@ The policy:
 
 * builtin models run on the CPU (no GPU memory involved);
 * without a usable GPU, transformers runs on the CPU, unquantized (float32 unless
-  ``transformers.dtype`` says otherwise); vLLM needs an NVIDIA GPU;
+  ``transformers.dtype`` says otherwise); vLLM needs an NVIDIA GPU, unless ``vllm.device = "cpu"``
+  (a CPU build of vLLM): then vLLM always runs on the CPU, with no GPU memory planned and no
+  ``gpu_memory_utilization``;
 * on a GPU, the catalog's engine order, skipping engines this host lacks and engines that do not
   fit; a forced engine (request, per-model ``engine``, ``planner.engine``) is the only candidate;
 * for transformers the least quantization that fits (bf16, then 8-bit, then 4-bit) unless one is
@@ -79,8 +81,8 @@ QUANT_WORDS = {"none": "unquantized", "8bit": "8-bit", "4bit": "4-bit"}
 @dataclass(frozen=True)
 class Decision:
     model: str                      # canonical id
-    engine: str                     # "builtin" | "transformers" | "vllm"; "" when nothing fits
-    device: str                     # "cpu" or "cuda:N" (N = NVML index of the planned GPU)
+    engine: str                     # "builtin" | "transformers" | "vllm" | "upstream"; "" when nothing fits
+    device: str                     # "cpu" or "cuda:N" (N = NVML index of the planned GPU); an upstream's URL
     quantization: str               # "none" | "8bit" | "4bit"
     gpu_memory_utilization: float   # vLLM's share of the planned GPU; 0.0 for other engines
     estimated_bytes: int            # memory the model needs on `device`
@@ -128,6 +130,7 @@ class Host:
     no_gpu_reason: str = "this host has no NVIDIA GPU"  # why ``gpus`` is empty
     transformers: Availability = Availability(True)
     vllm: Availability = Availability(False, "vLLM is not available")
+    vllm_device: str = "cuda"  # vllm.device: "cpu" for a CPU build of vLLM
     reserve_bytes: int = 512 * MIB  # gpu.reserve_mib
     loaded: tuple[LoadedModel, ...] = ()
 
@@ -266,6 +269,8 @@ def plan(entry: CatalogEntry, size: SizeFacts | None, host: Host, preference: Pr
     for engine in engines:
         if engine == "builtin":
             return _builtin(entry, notes)
+        if engine == "upstream":
+            return _upstream(entry, notes)
         available = host.vllm if engine == "vllm" else host.transformers
         if not available.available:
             notes.append(f"{engine} not used: {available.reason}")
@@ -315,6 +320,14 @@ def _builtin(entry: CatalogEntry, notes: list[str]) -> Decision:
     return Decision(entry.id, "builtin", "cpu", "none", 0.0, 0, tuple(reasons), True)
 
 
+def _upstream(entry: CatalogEntry, notes: list[str]) -> Decision:
+    url = entry.engine_options.get("upstream", {}).get("url", "")
+    reasons = [f"{entry.id} is served by the upstream server at {url} ([[upstreams]] in the "
+               "configuration): ocrd only routes requests to it, so it needs no memory or device "
+               "here and is never evicted for memory", *notes]
+    return Decision(entry.id, "upstream", url, "none", 0.0, 0, tuple(reasons), True)
+
+
 def _try_engine(engine: str, entry: CatalogEntry, size: SizeFacts | None, host: Host,
                 preference: Preference, notes: list[str]) -> list[_Attempt]:
     """Every (device, quantization) the engine may use, best first, each with its figures."""
@@ -323,6 +336,12 @@ def _try_engine(engine: str, entry: CatalogEntry, size: SizeFacts | None, host: 
     if device and device.startswith("cuda") and not gpus:
         notes.append(f"{engine} not used: {why_none}")  # never a silent move to the CPU
         return []
+    if engine == "vllm" and host.vllm_device == "cpu":
+        if device and device.startswith("cuda"):
+            notes.append(f"vLLM not used: vllm.device is cpu (a CPU build of vLLM), but "
+                         f"{preference.device_from or 'the device setting'} asks for {device}")
+            return []
+        return [_vllm_cpu_attempt(entry)]
     if engine == "vllm":
         if not gpus:
             notes.append(f"vLLM not used: it needs an NVIDIA GPU ({why_none})")
@@ -413,6 +432,14 @@ def _vllm_attempt(entry: CatalogEntry, size: SizeFacts | None, gpu: Gpu, host: H
     return attempt
 
 
+def _vllm_cpu_attempt(entry: CatalogEntry) -> _Attempt:
+    # RAM is not planned (as for transformers on the CPU); vLLM's CPU build sizes its KV cache
+    # from VLLM_CPU_KVCACHE_SPACE, not from a share of a device.
+    return _Attempt("vllm", "cpu", "none", 0, 0, None, reasons=[
+        f"vLLM on the CPU: vllm.device is cpu (a CPU build of vLLM), so {entry.id} gets no GPU "
+        "and no GPU memory is planned (no gpu_memory_utilization)"])
+
+
 def _fitting(entry: CatalogEntry, attempt: _Attempt, size: SizeFacts | None, notes: list[str]) -> Decision:
     headline = _headline(entry, attempt)
     reasons = [*([headline] if headline else []), *attempt.reasons, *notes]
@@ -499,7 +526,11 @@ def _room_advice(attempt: _Attempt, evict: list[str], host: Host) -> str:
 
 def summary(decision: Decision) -> str:
     """"transformers on cuda:0, 8-bit, about 3.9 GiB": the decision in one line."""
-    if decision.engine == "vllm":
+    if decision.engine == "upstream":
+        return f"upstream at {decision.device}"
+    if decision.engine == "vllm" and decision.device == "cpu":
+        how = "no GPU"
+    elif decision.engine == "vllm":
         how = f"gpu_memory_utilization {decision.gpu_memory_utilization:.2f}"
     else:
         how = QUANT_WORDS[decision.quantization]

@@ -18,6 +18,11 @@ quantization), which ``explain`` also returns. The GPU snapshot comes from the i
 of safetensors headers. A load that does not fit evicts idle, unpinned models by their measured
 memory (NVML per process on a GPU, the runner's own figure otherwise), least recently used first,
 and fails with InsufficientMemory when that is not enough.
+
+Runners a previous daemon left running (vLLM containers) are taken over with ``adopt``: the model
+is ready without a load. A runner that crashes while serving leaves its slot FAILED with its
+reason; where the engine's settings allow restarts (``vllm.restart_attempts``), the scheduler
+loads it again after a backoff that doubles with each restart in a row.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ log = logging.getLogger("ocrd.scheduler")
 
 Clock = Callable[[], float]
 
+# Requests passed to an upstream server at once unless its model says otherwise: such servers
+# (vLLM, hosted APIs) batch, and their own limits answer 429s that pass through.
+UPSTREAM_CONCURRENCY = 64
+
 __all__ = ["Scheduler", "SlotInfo", "UnloadResult"]
 
 
@@ -84,12 +93,26 @@ class Scheduler:
         self._closing = False
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._starting: dict[str, Runner] = {}  # runners being started, by model id
+        # Restarts after crashes, in a row, by model id, and when the last runner became ready.
+        self._restarts: dict[str, int] = {}
+        self._ready_since: dict[str, float] = {}
 
     # --- lookup and snapshots ------------------------------------------------------------------
 
     @property
     def directory(self) -> ModelDirectory:
         return self._models
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def live_runners(self) -> list[Runner]:
+        """Every runner this scheduler started (or adopted) and has not stopped: ready ones and
+        ones still starting (e.g. what ``ocrctl cleanup`` must not take for orphans)."""
+        ready = [slot.runner for slot in self._slots.values() if slot.runner is not None]
+        return ready + [r for r in self._starting.values() if all(r is not o for o in ready)]
 
     def resolve(self, name: str) -> CatalogEntry:
         return self._models.resolve(name)
@@ -110,6 +133,12 @@ class Scheduler:
             slot = Slot(entry=entry, engine=self._models.engine_for(entry))
             self._configure(slot)
             self._slots[entry.id] = slot
+        elif slot.entry != entry and slot.state in (ModelState.NOT_LOADED, ModelState.FAILED):
+            # The directory changed (SIGHUP added or removed an [[upstreams]] entry): a model
+            # that is not loaded is served as the directory says now.
+            slot.entry = entry
+            slot.engine = self._models.engine_for(entry)
+            self._configure(slot)
         return slot
 
     def _configure(self, slot: Slot) -> None:
@@ -119,6 +148,15 @@ class Scheduler:
         slot.keep_alive = _first(slot.keep_alive_override, model.keep_alive, default.keep_alive)
         slot.pinned = slot.pin_override or model.pinned
         slot.queue_capacity = _first(model.queue_size, default.queue_size)
+        slot.turns.set_limit(_first(model.max_concurrent_requests, self._engine_concurrency(slot.engine)))
+
+    def _engine_concurrency(self, engine: str) -> int:
+        """Requests one runner of ``engine`` serves at once: builtin and transformers runners
+        answer one at a time (a second would only wait inside them, hidden from the queue
+        accounting); vLLM batches concurrent requests, which is its point; so may an upstream."""
+        if engine == "vllm":
+            return self._settings.vllm.max_concurrent_requests
+        return UPSTREAM_CONCURRENCY if engine == "upstream" else 1
 
     def _info(self, slot: Slot) -> SlotInfo:
         runner = slot.runner
@@ -164,13 +202,14 @@ class Scheduler:
             yield runner
         finally:
             slot.leases -= 1
-            slot.turn.release()
+            slot.turns.release()
             self._mark_used(slot, self._clock() - started)
 
     def _check_queue(self, slot: Slot) -> None:
-        # The request holding the lease is not waiting. While nobody holds one (idle, loading),
-        # one more may wait: that one is next to run, so queue_size 0 still serves one at a time.
-        capacity = slot.queue_capacity + (0 if slot.leases else 1)
+        # Requests holding a turn are not waiting. While turns are free (idle, loading, or a
+        # batching engine below its limit) that many more may wait: they are next to run, so
+        # queue_size 0 still serves `turns.limit` at a time.
+        capacity = slot.queue_capacity + max(0, slot.turns.limit - slot.leases)
         if slot.waiting < capacity:
             return
         self._publish(slot, "request.rejected",
@@ -188,11 +227,11 @@ class Scheduler:
         while True:
             # Outside the turn, so that every waiter joins the one load and sees its error.
             await self._ensure_ready(slot)
-            await slot.turn.acquire()
+            await slot.turns.acquire()
             if slot.state == ModelState.READY and slot.runner is not None and not self._closing:
                 return slot.runner
             # The model went (unload, crash, shutdown) while this request queued: start over.
-            slot.turn.release()
+            slot.turns.release()
 
     def _mark_used(self, slot: Slot, seconds: float) -> None:
         slot.last_used = self._clock()
@@ -251,6 +290,7 @@ class Scheduler:
             raise ShuttingDown("ocrd is shutting down")
         self._override(slot, keep_alive, pin)
         self._choose_engine(slot, engine, quantization)
+        self._restarts.pop(slot.entry.id, None)  # asked for by a person: a fresh start
         # No await from here to the load's start: subscribed now, none of its events is missed.
         subscription = self.events.subscribe(slot.entry.id)
         if slot.state == ModelState.READY:
@@ -303,7 +343,8 @@ class Scheduler:
                 f"{slot.entry.id} runs on the {wanted} engine, which does not quantize; "
                 f"quantization (8bit/4bit) is for the transformers engine", param="quantization")
 
-    def _begin_load(self, slot: Slot) -> asyncio.Future[None]:
+    def _begin_load(self, slot: Slot, adopted: Runner | None = None,
+                    message: str = "") -> asyncio.Future[None]:
         slot.state = ModelState.LOADING
         slot.error = ""
         slot.decision = None  # planned afresh in _make_room
@@ -311,15 +352,19 @@ class Scheduler:
         # Failed loads are reported through their waiters; don't let asyncio log them again.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         slot.load_future = future
-        self._publish(slot, "model.loading", f"loading with the {slot.engine} engine")
-        self._spawn(self._run_load(slot, future))
+        self._publish(slot, "model.loading", message or f"loading with the {slot.engine} engine")
+        self._spawn(self._run_load(slot, future, adopted))
         return future
 
-    async def _run_load(self, slot: Slot, future: asyncio.Future[None]) -> None:
-        runner: Runner | None = None
+    async def _run_load(self, slot: Slot, future: asyncio.Future[None],
+                        adopted: Runner | None = None) -> None:
+        """Plans, makes room and starts a runner (or, given one, attaches to an adopted one)."""
+        runner: Runner | None = adopted
         try:
-            decision = await self._make_room(slot)
-            runner = self._factory(self._models.runner_spec(slot.entry, decision))
+            if runner is None:
+                decision = await self._make_room(slot)
+                runner = self._factory(self._models.runner_spec(slot.entry, decision))
+            self._starting[slot.entry.id] = runner
             starting = runner.start(progress=functools.partial(self._on_progress, slot),
                                     on_exit=functools.partial(self._on_runner_exit, slot, runner))
             await asyncio.wait_for(starting, timeout=self._settings.scheduler.load_timeout)
@@ -329,20 +374,42 @@ class Scheduler:
             if runner is not None:
                 # Still LOADING meanwhile: later arrivals join this load and get its error too.
                 await _stop_quietly(runner, grace=0)
+            self._starting.pop(slot.entry.id, None)
             timeout = self._settings.scheduler.load_timeout
             self._fail_load(slot, future, _load_error(slot, exc, timeout))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
         slot.runner = runner
+        self._starting.pop(slot.entry.id, None)
         slot.state = ModelState.READY
         slot.loaded_at_wall = self._wall()
         slot.last_used = self._clock()  # keep-alive counts from the load
+        self._ready_since[slot.entry.id] = self._clock()
         memory = f", {runner.memory_bytes / 2**20:.0f} MiB" if runner.memory_bytes else ""
         plan = f"; {summary(slot.decision)}" if slot.decision is not None else ""
-        self._publish(slot, "model.ready", f"ready (pid {runner.pid}{memory}){plan}", progress=1.0)
+        how = "adopted" if adopted is not None else "ready"
+        self._publish(slot, "model.ready", f"{how} (pid {runner.pid}{memory}){plan}", progress=1.0)
         future.set_result(None)
         slot.signal.notify()
+
+    async def adopt(self, runner: Runner, decision: Decision, what: str) -> SlotInfo:
+        """Takes over ``runner``, which a previous daemon left running (``what`` says which, e.g.
+        "container ocrd-x-1a2b3c"): its model becomes READY without a load, keep-alive counting
+        from now. ``decision`` is the placement it runs with (memory accounting, `ocrctl ps`).
+        The runner's ``start()`` attaches to it; if that fails, the model is FAILED with why."""
+        slot = self._slot(runner.model_id)
+        if slot.state != ModelState.NOT_LOADED:
+            await _stop_quietly(runner, grace=0)
+            raise Conflict(f"{slot.entry.id} is already {slot.state.value}; not adopting {what}")
+        slot.engine_override = slot.engine = decision.engine  # what runs it, whatever the config
+        self._configure(slot)  # the engine decides how many requests run at once
+        future = self._begin_load(slot, adopted=runner, message=f"adopting {what}")
+        slot.decision = decision  # after _begin_load, which clears it
+        slot.holds_room = True
+        with contextlib.suppress(OcrdError):
+            await asyncio.shield(future)
+        return self.info(slot.entry.id)
 
     def _fail_load(self, slot: Slot, future: asyncio.Future[None], error: OcrdError) -> None:
         slot.state = ModelState.FAILED
@@ -372,6 +439,44 @@ class Scheduler:
         slot.state = ModelState.FAILED
         self._publish(slot, "model.failed", slot.error)
         slot.signal.notify()
+        self._schedule_restart(slot)
+
+    def _restart_policy(self, slot: Slot) -> tuple[int, float]:
+        """(restarts allowed in a row, first backoff in seconds) for the slot's engine."""
+        if slot.engine == "vllm":
+            return self._settings.vllm.restart_attempts, self._settings.vllm.restart_backoff
+        return 0, 0.0
+
+    def _schedule_restart(self, slot: Slot) -> None:
+        """After a crash: loads the model again after base x 2^(restarts in a row) seconds, unless
+        the restarts allowed are spent. A runner that stayed up longer than the longest backoff
+        counts as healthy: the count starts over."""
+        attempts, base = self._restart_policy(slot)
+        model = slot.entry.id
+        if not attempts or self._closing:
+            return
+        ready_since = self._ready_since.pop(model, None)  # None: the last (re)start failed
+        if ready_since is not None and self._clock() - ready_since > base * 2**attempts:
+            self._restarts.pop(model, None)
+        done = self._restarts.get(model, 0)
+        if done >= attempts:
+            self._publish(slot, "model.failed", f"not restarted: {attempts} restart(s) in a row "
+                                                 f"already (vllm.restart_attempts)")
+            return
+        self._restarts[model] = done + 1
+        delay = base * 2**done
+        self._publish(slot, "model.failed", f"restarting in {delay:g}s (restart {done + 1} of "
+                                             f"{attempts}, vllm.restart_attempts)")
+        self._spawn(self._restart_later(slot, delay))
+
+    async def _restart_later(self, slot: Slot, delay: float) -> None:
+        await asyncio.sleep(delay)
+        # A request, an unload or a load may have moved the slot on meanwhile: leave it be.
+        if slot.state == ModelState.FAILED and not self._closing:
+            try:
+                await asyncio.shield(self._begin_load(slot))
+            except OcrdError:
+                self._schedule_restart(slot)  # the restart failed to load: the next, if any
 
     async def _make_room(self, slot: Slot) -> Decision:
         """The decision to load ``slot`` with, after evicting what it needs evicted: idle models
@@ -390,15 +495,18 @@ class Scheduler:
                 raise _does_not_fit(slot.entry.id, decision)
             slot.decision = decision
             slot.engine = decision.engine
+            self._configure(slot)  # the engine decides how many requests run at once
             slot.holds_room = True
             log.info("%s: %s", slot.entry.id, "; ".join(decision.reasons))
             return decision
 
     async def _make_count_room(self, slot: Slot) -> None:
         """Evicts least-recently-used idle models while max_loaded_models would be exceeded."""
-        limit = self._settings.scheduler.max_loaded_models
+        # An upstream holds nothing on this host: it neither counts nor makes others go.
+        limit = 0 if slot.engine == "upstream" else self._settings.scheduler.max_loaded_models
         while limit:
-            occupied = [s for s in self._slots.values() if s.holds_room and s is not slot]
+            occupied = [s for s in self._slots.values()
+                        if s.holds_room and s is not slot and s.engine != "upstream"]
             if len(occupied) < limit:
                 break
             # Only READY models can go: a loading one is about to be used.
@@ -454,6 +562,7 @@ class Scheduler:
     async def unload(self, name: str) -> UnloadResult:
         """Unloads a model once its in-flight requests finish (bounded by drain_timeout)."""
         slot = self._slot(name)
+        self._restarts.pop(slot.entry.id, None)  # asked for by a person: no restart pending counts
         while slot.state in (ModelState.LOADING, ModelState.UNLOADING):
             await slot.signal.wait()
         if slot.state != ModelState.READY:
@@ -589,6 +698,19 @@ class Scheduler:
         # Whoever needs the outcome awaits the task; the rest must not be logged as lost.
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return task
+
+    def runner_of(self, name: str) -> Runner:
+        """The runner of a loaded model (ready, or unloading while its requests finish), for
+        `ocrctl logs`; Conflict saying how to load the model when it has none."""
+        slot = self._slot(name)
+        if slot.runner is not None:
+            return slot.runner
+        model = slot.entry.id
+        if slot.state == ModelState.LOADING:
+            raise Conflict(f"model {model!r} is still loading: `ocrctl load {model}` shows its "
+                           f"progress, log lines included; ask for its logs once it is ready")
+        why = f" ({slot.error})" if slot.state == ModelState.FAILED and slot.error else ""
+        raise Conflict(f"model {model!r} is not loaded{why}; load it with `ocrctl load {model}`")
 
 
 def _first(*values: Any) -> Any:

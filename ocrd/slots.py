@@ -6,6 +6,7 @@ Only ``ocrd.scheduler`` mutates a ``Slot``; everyone else sees ``SlotInfo``.
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass, field
 
 from ocrd.catalog import CatalogEntry
@@ -43,6 +44,49 @@ class UnloadResult:
     freed_bytes: int
 
 
+class Turns:
+    """At most ``limit`` holders at once, the others served first come, first served.
+
+    Unlike ``asyncio.Semaphore`` the limit can change while requests hold or wait for a turn (a
+    SIGHUP that changes ``max_concurrent_requests``): a lower limit lets the holders finish and
+    admits nobody new until they are under it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.active = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the turn was granted as the waiter was cancelled: pass it on
+            elif waiter in self._waiters:  # else _admit already dropped it as cancelled
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        self.active -= 1
+        self._admit()
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiters and self.active < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
+
+
 @dataclass
 class Slot:
     entry: CatalogEntry
@@ -58,9 +102,10 @@ class Slot:
     last_used: float | None = None  # monotonic, from the scheduler's clock
     last_used_wall: float | None = None
     loaded_at_wall: float | None = None
-    # Requests run one at a time per runner; the requests waiting for a ready runner or for
-    # this turn are what `queue_capacity` bounds.
-    turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    # Up to `turns.limit` requests run at once on the runner (1 for runners that serve one at a
+    # time; many for vLLM, which batches); those waiting for a ready runner or for a turn are
+    # what `queue_capacity` bounds.
+    turns: Turns = field(default_factory=lambda: Turns(1))
     # Recent request durations, for the Retry-After estimate.
     recent_seconds: float = 1.0
     # Load-time overrides (`ocrctl load --pin --keep-alive`) win over the config until unload.

@@ -7,13 +7,18 @@ from ocrctl.commands import (
     events,
     gpu,
     load,
+    logs,
     mode,
     models,
     ocr,
     pull,
+    pull_image,
     selftest,
     status,
 )
 
 # Order of `ocrctl --help`.
-COMMAND_MODULES = (status, models, load, events, ocr, selftest, mode, gpu, cache, pull, cleanup, doctor)
+COMMAND_MODULES = (
+    status, models, load, logs, events, ocr, selftest, mode, gpu, cache, pull, pull_image, cleanup,
+    doctor,
+)

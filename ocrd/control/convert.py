@@ -18,6 +18,7 @@ from ocrd.events import Event, ModelState
 from ocrd.doctor import Check
 from ocrd.gpu import GpuDevice, GpuSnapshot
 from ocrd.hf_cache import CacheDeletion
+from ocrd.image_pull import ImagePullStep
 from ocrd.planner import Decision
 from ocrd.pull import PullStep
 from ocrd.scheduler import SlotInfo, UnloadResult
@@ -231,4 +232,16 @@ def pull_progress(step: PullStep) -> pb.PullModelProgress:
         model=step.repo_id, file=step.file, downloaded_bytes=max(0, step.downloaded_bytes),
         total_bytes=max(0, step.total_bytes), done=step.done, message=step.message,
         commit=step.commit, files_total=step.files_total, files_done=step.files_done,
+    )
+
+
+def log_line(model: str, line: str) -> pb.LogLine:
+    return pb.LogLine(model=model, line=line)
+
+
+def image_pull_progress(step: ImagePullStep) -> pb.PullImageProgress:
+    return pb.PullImageProgress(
+        image=step.image, layer=step.layer, status=step.status,
+        current_bytes=step.current_bytes, total_bytes=step.total_bytes, done=step.done,
+        image_id=step.image_id, message=step.message,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 
-from ocrd import cleanup, doctor
+from ocrd import cleanup, doctor, image_pull, runner_logs
 from ocrd.cache_service import CacheService
 from ocrd.control import convert
 from ocrd.control.v1 import control_pb2 as pb
@@ -171,12 +171,25 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def Cleanup(
         self, request: pb.CleanupRequest, context: grpc.aio.ServicerContext
     ) -> pb.CleanupResponse:
-        # No runner uses a container yet, so every ocrd-labelled container is orphaned; container
-        # runners pass the ids of theirs here.
-        cleaner = cleanup.Cleanup(
-            self._scheduler, self._gpu, daemon_pid=os.getpid(), owned_containers=frozenset()
-        )
+        cleaner = cleanup.Cleanup.for_daemon(self._scheduler, self._gpu, daemon_pid=os.getpid())
         return convert.cleanup_report(await cleaner.run(dry_run=request.dry_run))
+
+    async def Logs(
+        self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.LogLine]:
+        runner = self._scheduler.runner_of(request.model)
+        tail = request.tail if request.HasField("tail") else runner_logs.DEFAULT_TAIL
+        # Following ends when the runner does (unload, crash) or when the client cancels.
+        async for line in runner_logs.runner_lines(runner, tail, follow=request.follow):
+            yield convert.log_line(runner.model_id, line)
+
+    async def PullImage(
+        self, request: pb.PullImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PullImageProgress]:
+        image = request.image or self._scheduler.directory.settings.vllm.image
+        # Cancelling the stream stops the pull (ocrd.image_pull).
+        async for step in image_pull.pull_image(image):
+            yield convert.image_pull_progress(step)
 
     def _model_infos(self, *, loaded_only: bool) -> list[pb.ModelInfo]:
         slots = self._scheduler.models()

@@ -74,9 +74,9 @@ def check_vllm_image(status: DockerStatus, image: str, present: bool | None, set
         return Check(name, OK, f"{image} is present locally")
     if settings.vllm.pull_images:
         return Check(name, WARN, f"{image} is not present locally: the first vLLM load pulls it "
-                                 f"(several GB) and waits", f"docker pull {image} beforehand")
+                                 f"(several GB) and waits", f"ocrctl pull-image {image} beforehand")
     return Check(name, severity, f"{image} is not present locally, and ocrd never pulls on its own",
-                 f"docker pull {image} (or set vllm.pull_images = true)")
+                 f"ocrctl pull-image {image} (or set vllm.pull_images = true)")
 
 
 def check_docker_socket(environ: Mapping[str, str], launcher: str, severity: str, user: str = "") -> Check:

@@ -1,9 +1,18 @@
 """Forwarding OpenAI requests to a runner, and translating what can go wrong on the way.
 
-Upstream errors in OpenAI's shape pass through with their status; anything unparseable is 502;
-a refused connection is 503; a timeout 504 (after KServe's openai_proxy_model). Streams are
-relayed event by event, so a runner that dies mid-stream never leaves the client with half an
-event: it gets one ``data: {"error": ...}`` event and ``data: [DONE]``.
+The runner is one of ocrd's (a subprocess, a container) or an upstream server it only routes to
+(``[[upstreams]]``); both are reached through ``runner.client()``. Upstream errors in OpenAI's
+shape pass through with their status (raised as an error, so metrics count that status); anything
+unparseable is 502; a refused connection is 503; a timeout 504 (after KServe's
+openai_proxy_model).
+
+Streams are relayed event by event, so a runner that dies mid-stream never leaves the client
+with half an event: it gets one ``data: {"error": ...}`` event and ``data: [DONE]``. The relay is
+a pull: the next line is read from the runner only after the previous event was handed to the
+server, which waits for the client's socket to drain, so a slow reader slows the runner down
+(TCP flow control all the way) instead of piling the stream up in ocrd's memory. A client that
+goes away ends the relay, whose ``finally`` closes the connection to the runner, which is how a
+runner (or vLLM) learns to stop generating.
 """
 
 from __future__ import annotations
@@ -18,38 +27,39 @@ from fastapi.responses import JSONResponse
 
 from ocrd.errors import ModelNotReady, OcrdError, UpstreamError, UpstreamTimeout
 from ocrd.runners.base import Runner
+from ocrd.runners.upstream import UpstreamRunner, connect_reason
 
 log = logging.getLogger("ocrd.proxy")
 
 CHAT_PATH = "/v1/chat/completions"
 DONE_EVENT = b"data: [DONE]\n\n"
+# What a server-sent event's lines may start with (the WHATWG grammar); anything else is garbage.
+_SSE_FIELDS = ("data:", "event:", "id:", "retry:", ":")
 
 
 async def complete(runner: Runner, body: dict[str, Any]) -> JSONResponse:
     """A non-streaming request: the runner's JSON answer, or its error, as a response."""
     try:
-        response = await runner.client().post(CHAT_PATH, json=body)
+        response = await runner.client().post(CHAT_PATH, json=_outgoing(runner, body))
     except httpx.HTTPError as exc:
         raise _transport_error(runner, exc) from None
     payload = _json_or_none(response.content)
-    if response.status_code == 200 and isinstance(payload, dict) and "choices" in payload:
+    if response.status_code == 200 and isinstance(payload, dict) and isinstance(payload.get("choices"), list):
         return JSONResponse(payload)
     if _is_openai_error(payload) and response.status_code >= 400:
-        return JSONResponse(payload, status_code=response.status_code)
-    raise UpstreamError(
-        f"the runner of {runner.model_id} answered with an unexpected HTTP {response.status_code}"
-    )
+        raise _PassThrough(payload, response.status_code)
+    raise UpstreamError(_unexpected(runner, response))
 
 
 async def open_stream(runner: Runner, body: dict[str, Any]) -> httpx.Response:
     """Starts a streaming request; errors before the first event become ordinary HTTP errors."""
     client = runner.client()
-    request = client.build_request("POST", CHAT_PATH, json=body)
+    request = client.build_request("POST", CHAT_PATH, json=_outgoing(runner, body))
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         raise _transport_error(runner, exc) from None
-    if response.status_code == 200:
+    if response.status_code == 200 and _is_event_stream(response):
         return response
     try:
         content = await response.aread()
@@ -60,9 +70,7 @@ async def open_stream(runner: Runner, body: dict[str, Any]) -> httpx.Response:
     payload = _json_or_none(content)
     if _is_openai_error(payload) and response.status_code >= 400:
         raise _PassThrough(payload, response.status_code)
-    raise UpstreamError(
-        f"the runner of {runner.model_id} answered with an unexpected HTTP {response.status_code}"
-    )
+    raise UpstreamError(_unexpected(runner, response))
 
 
 async def relay_events(runner: Runner, response: httpx.Response) -> AsyncIterator[bytes]:
@@ -72,6 +80,9 @@ async def relay_events(runner: Runner, response: httpx.Response) -> AsyncIterato
     try:
         async for line in response.aiter_lines():
             if line:
+                if not line.startswith(_SSE_FIELDS):
+                    raise UpstreamError(f"{_who(runner)} sent a stream that is not server-sent "
+                                        f"events (a line starts {line[:40]!r})")
                 event.append(line)
                 continue
             if not event:
@@ -81,10 +92,7 @@ async def relay_events(runner: Runner, response: httpx.Response) -> AsyncIterato
             yield ("\n".join(event) + "\n\n").encode()
             event = []
         if not done:
-            raise UpstreamError(
-                f"the runner of {runner.model_id} ended the stream early (it may have crashed; "
-                f"see `ocrctl ps`)"
-            )
+            raise UpstreamError(f"{_who(runner)} ended the stream early ({_may_have_crashed(runner)})")
     except (httpx.HTTPError, OcrdError) as exc:
         error = exc if isinstance(exc, OcrdError) else _transport_error(runner, exc)
         log.warning("stream from %s failed: %s", runner.model_id, error.message)
@@ -103,22 +111,54 @@ class _PassThrough(OcrdError):
 
     def __init__(self, payload: dict[str, Any], status: int):
         error = payload["error"]
-        super().__init__(str(error.get("message", "")), param=error.get("param"),
-                         code=error.get("code"))
+        # OpenAI's schema has strings (or null) here; vLLM, for one, sends its status as the code.
+        super().__init__(str(error.get("message", "")), param=_text_or_none(error.get("param")),
+                         code=_text_or_none(error.get("code")))
         self.http_status = status
         self.openai_type = str(error.get("type") or "server_error")
 
 
+def _outgoing(runner: Runner, body: dict[str, Any]) -> dict[str, Any]:
+    """The request body as ``runner`` gets it (an upstream: its model name, no ocrd extension)."""
+    return runner.request_body(body) if isinstance(runner, UpstreamRunner) else body
+
+
+def _who(runner: Runner) -> str:
+    if isinstance(runner, UpstreamRunner):
+        return f"the upstream server of {runner.model_id} at {runner.url}"
+    return f"the runner of {runner.model_id}"
+
+
+def _may_have_crashed(runner: Runner) -> str:
+    if isinstance(runner, UpstreamRunner):
+        return "it may have restarted or failed; ocrd does not manage it"
+    return "it may have crashed; see `ocrctl ps`"
+
+
 def _transport_error(runner: Runner, exc: httpx.HTTPError) -> OcrdError:
-    model = runner.model_id
+    who = _who(runner)
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"the runner of {model} did not answer in time")
+        limit = f" ({runner.timeout:g}s, its timeout)" if isinstance(runner, UpstreamRunner) else ""
+        return UpstreamTimeout(f"{who} did not answer in time{limit}")
     if isinstance(exc, httpx.ConnectError):
-        return ModelNotReady(f"the runner of {model} is not reachable (it may have just exited)")
-    return UpstreamError(
-        f"the runner of {model} closed the connection mid-request (it may have crashed; "
-        f"see `ocrctl ps`)"
-    )
+        if isinstance(runner, UpstreamRunner):
+            return ModelNotReady(f"{who} is not reachable ({connect_reason(exc)})",
+                                 code="upstream_unreachable")
+        return ModelNotReady(f"{who} is not reachable (it may have just exited)")
+    return UpstreamError(f"{who} closed the connection mid-request ({_may_have_crashed(runner)})")
+
+
+def _unexpected(runner: Runner, response: httpx.Response) -> str:
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return f"{_who(runner)} answered with an unexpected HTTP {response.status_code} ({kind})"
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _json_or_none(content: bytes) -> Any:

@@ -3,18 +3,23 @@
 A runner serves one model over the OpenAI protocol on a private endpoint. The scheduler starts
 it, leases it to requests (which talk to it through ``client()``), and stops it. A runner that
 ends on its own calls the ``on_exit`` callback it was given, once, with a one-line reason.
+
+Its log lines are for `ocrctl logs`: ``logs(tail)`` and ``follow_logs(tail)``. A runner that
+keeps them in a ``LogBuffer`` (``ocrd.runner_logs``; process runners) sets ``log_buffer`` and
+gets both from here; a container runner reads them from Docker instead.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from ocrd.catalog import CatalogEntry
+from ocrd.runner_logs import LogBuffer
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Runner(abc.ABC):
     """One model served by one process (or container)."""
 
     spec: RunnerSpec
+    # The runner's recent log lines; None for a runner that keeps none (it shows no logs).
+    log_buffer: LogBuffer | None = None
 
     @property
     def model_id(self) -> str:
@@ -79,6 +86,17 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     async def stop(self, grace: float) -> None:
         """Stops the runner: asks politely, waits up to ``grace`` seconds, then kills it."""
+
+    async def logs(self, tail: int = 100) -> list[str]:
+        """The runner's last ``tail`` log lines, oldest first (also after it ended)."""
+        return self.log_buffer.tail(tail) if self.log_buffer is not None else []
+
+    async def follow_logs(self, tail: int = 100) -> AsyncIterator[str]:
+        """The last ``tail`` lines, then each new one until the runner ends."""
+        if self.log_buffer is None:
+            return
+        async for line in self.log_buffer.follow(tail):
+            yield line
 
 
 RunnerFactory = Callable[[RunnerSpec], Runner]

@@ -27,6 +27,7 @@ import collections
 import contextlib
 import logging
 import math
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ import httpx
 from ocrd import docker_host
 from ocrd.errors import EngineUnavailable, ModelLoadFailed
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
+from ocrd.runners.openai_server import answers as _answers
+from ocrd.runners.openai_server import server_client, wait_until_ready
 from ocrd.runners.vllm_container import (
     PORT_KEY,
     ContainerConfig,
@@ -48,9 +51,10 @@ from ocrd.runners.vllm_container import (
 log = logging.getLogger("ocrd.runner.docker")
 
 _LOG_TAIL = 10  # log lines quoted when a start fails
-_POLL_SECONDS = 0.5  # between readiness probes; an exit ends the wait at once
-_PROBE_TIMEOUT = 5.0  # one /health probe; vLLM accepts connections before it answers them
 _ADOPT_PROBE_TIMEOUT = 5.0
+# uvicorn's access lines ('INFO:     172.17.0.1:41234 - "POST /v1/chat/completions HTTP/1.1" 200'):
+# they can land after a crash's own message and never explain it.
+_ACCESS_LINE = re.compile(r'^INFO:\s+\S+ - "[A-Z]+ \S+ HTTP/[\d.]+" \d{3}')
 
 
 class DockerRunner(Runner):
@@ -93,6 +97,10 @@ class DockerRunner(Runner):
         return self._container.id if self._container is not None else None
 
     @property
+    def container_name(self) -> str | None:
+        return self._container.name if self._container is not None else None
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
@@ -121,10 +129,7 @@ class DockerRunner(Runner):
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                timeout=httpx.Timeout(self.options.request_timeout, connect=10.0),
-            )
+            self._client = server_client(self.base_url, self.options.request_timeout)
         return self._client
 
     async def stop(self, grace: float) -> None:
@@ -208,7 +213,7 @@ class DockerRunner(Runner):
             if not self.options.pull:
                 raise ModelLoadFailed(
                     f"{self.model_id}: the image {image} is not on this host and ocrd never pulls "
-                    f"implicitly: `docker pull {image}`, or set vllm.pull_images = true"
+                    f"implicitly: `ocrctl pull-image {image}`, or set vllm.pull_images = true"
                 )
             try:
                 docker_host.pull_image(client, image, report)
@@ -265,35 +270,14 @@ class DockerRunner(Runner):
     async def _until_ready(self, progress: ProgressCallback) -> None:
         assert self._exited is not None
         timeout = self.options.load_timeout
-        deadline = asyncio.get_running_loop().time() + timeout
-        stage = "health"
         if self._port is None:  # gone before Docker could publish its port
             await asyncio.wait([self._exited], timeout=timeout)
             raise ModelLoadFailed(await self._failure(
                 f"exited during start-up with code {self._exited.result()}" if self._exited.done()
                 else "has no published port"))
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=_PROBE_TIMEOUT) as probe:
-            while True:
-                if self._exited.done():
-                    raise ModelLoadFailed(await self._failure(
-                        f"exited during start-up with code {self._exited.result()}"))
-                if stage == "health" and await _answers(probe, "/health"):
-                    progress(LoadProgress("ready-check", message="/health answers; checking /v1/models"))
-                    stage = "models"
-                if stage == "models" and await self._lists_model(probe):
-                    return
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    raise ModelLoadFailed(await self._failure(f"did not become ready within {timeout:.0f}s"))
-                await asyncio.wait([self._exited], timeout=min(_POLL_SECONDS, remaining))
-
-    async def _lists_model(self, probe: httpx.AsyncClient) -> bool:
-        try:
-            response = await probe.get("/v1/models")
-            ids = [model.get("id") for model in response.json().get("data", [])]
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return False
-        return (self.options.served_model_name or self.model_id) in ids
+        await wait_until_ready(
+            self.base_url, self.options.served_model_name or self.model_id, exited=self._exited,
+            timeout=timeout, progress=progress, describe=self._failure)
 
     async def _failure(self, what: str) -> str:
         lines = await self.logs(_LOG_TAIL)
@@ -321,7 +305,7 @@ class DockerRunner(Runner):
         lines = await self.logs(_LOG_TAIL)
         self._stopping = True
         await self._remove_quietly()  # an exited container is an orphan to be: remove it now
-        last = f": {lines[-1]}" if lines else ""
+        last = f": {last_words(lines)}" if lines else ""
         self._log.error("container exited unexpectedly with code %s", code)
         on_exit(f"container exited with code {code}{last}")
 
@@ -347,6 +331,10 @@ class DockerRunner(Runner):
 # --- adoption ----------------------------------------------------------------------------------
 
 
+# (model id, the container's labels) -> the spec ocrd would start it from now, or None.
+SpecFor = Callable[[str, dict[str, str]], "RunnerSpec | None"]
+
+
 @dataclass
 class Adoption:
     """What ``adopt`` found: runners to keep (call ``start()`` on them) and what it removed."""
@@ -356,15 +344,17 @@ class Adoption:
 
 
 async def adopt(
-    spec_for: Callable[[str], RunnerSpec | None],
+    spec_for: SpecFor,
     *,
     instance: str,
     docker: Any = None,
     gpu_probe: Any = None,
 ) -> Adoption:
     """Adopts this daemon instance's healthy containers whose config hash matches what
-    ``spec_for(model_id)`` would create now; removes the rest. ``spec_for`` returns None for a
-    model that should not run any more."""
+    ``spec_for(model_id, labels)`` would create now; removes the rest. ``spec_for`` gets the
+    container's labels (where it runs: the planner's choice when it started, which a fresh plan
+    could not reproduce while the container holds its memory) and returns None for a model that
+    should not run any more, or raises saying why it would not run so now."""
     client = docker if docker is not None else docker_host.docker_client()
     if isinstance(client, str):
         raise EngineUnavailable(client)
@@ -383,16 +373,16 @@ async def adopt(
 
 
 async def _reason_to_remove(
-    container: Any, model_id: str, spec_for: Callable[[str], RunnerSpec | None],
+    container: Any, model_id: str, spec_for: SpecFor,
     client: Any, gpu_probe: Any, result: Adoption,
 ) -> str | None:
     """Why ``container`` must go, or None after adopting it into ``result``."""
     try:
-        spec = spec_for(model_id)
+        spec = spec_for(model_id, dict(container.labels))
         runner = DockerRunner(spec, docker=client, gpu_probe=gpu_probe) if spec is not None else None
     except Exception as exc:  # the model is unknown now, or its options do not build
         log.warning("no runner for %s: %s", model_id, exc)
-        runner = None
+        return f"ocrd would not run it so now: {exc}"
     if runner is None:
         return "the model is not configured to run any more"
     expected = (await asyncio.to_thread(runner.config)).config_hash
@@ -414,17 +404,16 @@ async def _reason_to_remove(
 # --- helpers -----------------------------------------------------------------------------------
 
 
+def last_words(lines: list[str]) -> str:
+    """The line that says why a server ended: the last one that is not an access-log line."""
+    telling = [line for line in lines if not _ACCESS_LINE.match(line)]
+    return (telling or lines)[-1]
+
+
 def container_gpu_bytes(snapshot: Any, pids: list[int]) -> int:
     """GPU memory that NVML attributes to any of ``pids``, over every device of ``snapshot``."""
     wanted = set(pids)
     return sum(p.used_bytes for device in snapshot.devices for p in device.processes if p.pid in wanted)
-
-
-async def _answers(probe: httpx.AsyncClient, path: str) -> bool:
-    try:
-        return (await probe.get(path)).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _read_lines(stream: Any, emit: Callable[[str | None], Any]) -> None:

@@ -1,16 +1,15 @@
 """Runners as subprocesses: ``python -m ocrd.worker`` serving one model on a private Unix socket.
 
 The worker reports load progress as JSON lines on stdout (``progress`` ... ``ready`` or
-``error``) and logs on stderr, which we forward to the daemon's log and keep the tail of, so a
-runner that dies can say why. Each runner leads its own process group, so stopping it also ends
-helpers it started (tesseract); the worker sets PR_SET_PDEATHSIG itself, so a SIGKILLed daemon
-leaves no runner behind.
+``error``) and logs on stderr, which we forward to the daemon's log and keep the last lines of
+in a ``LogBuffer`` (for `ocrctl logs`, and so that a runner that dies can say why). Each runner
+leads its own process group, so stopping it also ends helpers it started (tesseract); the worker
+sets PR_SET_PDEATHSIG itself, so a SIGKILLed daemon leaves no runner behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -23,11 +22,10 @@ from pathlib import Path
 import httpx
 
 from ocrd.errors import ModelLoadFailed
+from ocrd.runner_logs import LogBuffer
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
 
 log = logging.getLogger("ocrd.runner")
-
-_STDERR_TAIL = 20
 
 
 class ProcessRunner(Runner):
@@ -47,7 +45,7 @@ class ProcessRunner(Runner):
         self._python = python or spec.python or sys.executable
         self._env = env
         self._process: asyncio.subprocess.Process | None = None
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
+        self.log_buffer = LogBuffer()
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self._stopping = False
@@ -68,7 +66,7 @@ class ProcessRunner(Runner):
         if self.spec.device.startswith("cuda"):
             # What the runner measured on its GPU after loading; RSS would miss the weights.
             return self._reported_memory
-        return _rss_bytes(self.pid)
+        return rss_bytes(self.pid)
 
     @property
     def socket_path(self) -> Path:
@@ -156,8 +154,9 @@ class ProcessRunner(Runner):
         with contextlib.suppress(TimeoutError):
             # Let the stderr pump catch up with the runner's last words.
             await asyncio.wait_for(asyncio.shield(self._tasks[0]), timeout=1.0)
-        reason = _describe_returncode(code)
-        tail = f": {self._stderr_tail[-1]}" if self._stderr_tail else ""
+        reason = describe_returncode(code)
+        last = self.log_buffer.tail(1)
+        tail = f": {last[0]}" if last else ""
         return f"runner of {self.spec.model.id} {what} ({reason}){tail}"
 
     async def _watch(self, on_exit: ExitCallback) -> None:
@@ -165,18 +164,22 @@ class ProcessRunner(Runner):
         code = await self._process.wait()
         if self._stopping:
             return
-        self._log.error("runner exited unexpectedly (%s)", _describe_returncode(code))
+        self._log.error("runner exited unexpectedly (%s)", describe_returncode(code))
         on_exit(await self._exit_description("exited"))
         # The HTTP client stays open: requests still using it fail on their own and are reported
         # as such; the scheduler calls stop() afterwards, which closes it.
 
     async def _pump_stderr(self) -> None:
         assert self._process is not None and self._process.stderr is not None
-        async for raw in self._process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            if line:
-                self._stderr_tail.append(line)
-                self._log.info("%s", line)
+        try:
+            async for raw in self._process.stderr:
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    self.log_buffer.append(line)
+                    self._log.info("%s", line)
+        finally:
+            # The runner's stderr ended (or we stopped reading it): `ocrctl logs -f` ends too.
+            self.log_buffer.close()
 
     async def _drain_stdout(self) -> None:
         assert self._process is not None and self._process.stdout is not None
@@ -218,7 +221,7 @@ def _parse_event(line: bytes) -> dict | None:
     return message if isinstance(message, dict) and "event" in message else None
 
 
-def _describe_returncode(code: int) -> str:
+def describe_returncode(code: int) -> str:
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -227,7 +230,7 @@ def _describe_returncode(code: int) -> str:
     return f"exit status {code}"
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     """Resident memory of a process from /proc (Linux); 0 when unknown."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:

@@ -33,6 +33,8 @@ create now, and keeps the container only when they match.
     instance          this daemon's name on the engine (label ocrd.instance; default "default")
     labels            extra labels (tests mark their containers with one)
     request_timeout   seconds for one proxied request (default 600)
+    launcher          "docker" or "process" (vllm.launcher): which runner the daemon makes;
+                      not part of the container
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class ContainerOptions:
     instance: str = "default"
     labels: Mapping[str, str] = field(default_factory=dict)
     request_timeout: float = 600.0
+    launcher: str = "docker"
 
     @classmethod
     def from_spec(cls, spec: RunnerSpec) -> ContainerOptions:
@@ -88,9 +91,13 @@ class ContainerOptions:
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(raw) - known):
             raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-        for required in ("image", "hub_dir"):
-            if not raw.get(required):
-                raise ConfigError(f"{where}: {required!r} is required")
+        # The process launcher runs no image and finds the cache through spec.env.
+        required = ("image", "hub_dir") if raw.get("launcher", "docker") == "docker" else ()
+        for required_key in required:
+            if not raw.get(required_key):
+                raise ConfigError(f"{where}: {required_key!r} is required")
+        raw.setdefault("image", "")
+        raw.setdefault("hub_dir", "")
         raw["args"] = tuple(str(arg) for arg in raw.get("args", ()))
         try:
             check_vllm_args(where, raw["args"])
@@ -181,12 +188,14 @@ def container_config(spec: RunnerSpec, options: ContainerOptions, image_id: str)
     )
 
 
-def vllm_command(spec: RunnerSpec, options: ContainerOptions) -> list[str]:
+def vllm_command(spec: RunnerSpec, options: ContainerOptions, *, host: str = "0.0.0.0",
+                 port: int = CONTAINER_PORT) -> list[str]:
     """Arguments after the image's ``vllm serve`` entrypoint: the model positionally (newer
-    vLLMs refuse ``--model`` with ``serve``), then the flags ocrd owns, then the catalog's."""
+    vLLMs refuse ``--model`` with ``serve``), then the flags ocrd owns, then the catalog's.
+    The process launcher passes the same with its own ``host`` and ``port``."""
     command = [options.model or spec.model.id,
                "--served-model-name", options.served_model_name or spec.model.id,
-               "--host", "0.0.0.0", "--port", str(CONTAINER_PORT)]
+               "--host", host, "--port", str(port)]
     if options.revision:
         command += ["--revision", options.revision]
     if options.gpu_memory_utilization is not None:

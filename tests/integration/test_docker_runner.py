@@ -342,7 +342,7 @@ async def test_missing_image_fails_in_one_line_and_pulls_nothing(docker_engine, 
     image = "local/ocrd-no-such-image:never"
     message, _ = await failed_start(vllm_spec(image, hf_home, docker_instance), docker_engine)
     assert message == (f"{MODEL}: the image {image} is not on this host and ocrd never pulls implicitly: "
-                       f"`docker pull {image}`, or set vllm.pull_images = true")
+                       f"`ocrctl pull-image {image}`, or set vllm.pull_images = true")
     assert not docker_host.image_present(docker_engine, image)
     assert instance_containers(docker_engine, docker_instance) == []
 
@@ -459,7 +459,8 @@ async def test_restart_adopts_matching_containers_and_removes_the_others(docker_
     try:
         now = {MODEL: kept, "org/changed": vllm_spec(fake_vllm_image, hf_home, docker_instance,
                                                      model_id="org/changed", gpu_memory_utilization=0.5)}
-        adoption = await asyncio.wait_for(adopt(now.get, instance=docker_instance, docker=docker_engine),
+        adoption = await asyncio.wait_for(adopt(lambda model, _labels: now.get(model),
+                                                instance=docker_instance, docker=docker_engine),
                                           HANG_GUARD)
         assert [runner.container_id for runner in adoption.adopted] == [kept_id]
         assert sorted(line.split(" (")[1].split(")")[0] for line in adoption.removed) == ["org/changed",
@@ -486,7 +487,8 @@ async def test_adoption_removes_an_exited_container_even_when_its_config_matches
     spec = vllm_spec(fake_vllm_image, hf_home, docker_instance)
     (container_id,) = containers_of_a_killed_daemon([spec])
     docker_engine.containers.get(container_id).stop(timeout=5)
-    adoption = await asyncio.wait_for(adopt({MODEL: spec}.get, instance=docker_instance, docker=docker_engine),
+    adoption = await asyncio.wait_for(adopt(lambda model, _labels: {MODEL: spec}.get(model),
+                                            instance=docker_instance, docker=docker_engine),
                                       HANG_GUARD)
     assert adoption.adopted == []
     assert len(adoption.removed) == 1 and "it is exited" in adoption.removed[0]

@@ -63,8 +63,11 @@ def free_port() -> int:
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """TOML for nested dicts of scalars (enough for ocrd's config)."""
+    """TOML for nested dicts of scalars, and top-level lists of flat tables such as
+    ``upstreams`` (enough for ocrd's config)."""
     lines: list[str] = []
+    arrays = {k: v for k, v in data.items() if isinstance(v, list)}
+    data = {k: v for k, v in data.items() if k not in arrays}
 
     def emit(path: list[str], table: dict[str, Any]) -> None:
         scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
@@ -79,6 +82,11 @@ def to_toml(data: dict[str, Any]) -> str:
                 emit([*path, key], value)
 
     emit([], data)
+    for key, items in arrays.items():
+        for item in items:
+            lines.append(f"[[{_toml_key(key)}]]")
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items()]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -95,6 +103,8 @@ def _toml_value(value: Any) -> str:
         value = str(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):  # arrays of scalars (vllm.args)
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML here")
 
 

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from ocrd import engines
 from ocrd.catalog import Catalog
-from ocrd.config import Settings
+from ocrd.config import Settings, vllm_instance
 from ocrd.directory import ModelDirectory
+from ocrd.docker_host import DockerStatus
 from ocrd.engines import _missing_packages
 from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
 from ocrd.planner import Decision
+from ocrd.runners.vllm_container import ContainerOptions, container_config
 
 MINERU = "opendatalab/MinerU2.5-2509-1.2B"
 QWEN_LIKE = {"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"],
@@ -170,3 +173,105 @@ def test_hub_dir_follows_hf_variables_unless_configured(hub, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE")
     monkeypatch.setenv("HF_HOME", "/srv/hf")
     assert ModelDirectory(Catalog.load_default(), Settings()).hub_dir == Path("/srv/hf/hub")
+
+
+# --- vLLM specs ------------------------------------------------------------------------------------
+
+PLAIN_DOCKER = DockerStatus(True, version="20.10.24", runtimes=("runc",))  # this host's engine
+
+
+@pytest.fixture
+def docker_without_nvidia(monkeypatch):
+    """Docker's status as this host has it (reachable, no NVIDIA runtime), without asking it:
+    the directory's answers then depend on vllm.device alone."""
+    monkeypatch.setattr(engines, "DOCKER_STATUS", engines.DockerStatusCache(lambda: PLAIN_DOCKER))
+
+
+def vllm_decided(entry, device: str = "cpu", share: float = 0.0, uuid: str = "") -> Decision:
+    return Decision(model=entry.id, engine="vllm", device=device, quantization="none",
+                    gpu_memory_utilization=share, estimated_bytes=0, reasons=(), fits=True, gpu_uuid=uuid)
+
+
+def test_a_vllm_spec_on_the_cpu_requests_no_gpu_and_records_its_placement(hub, tmp_path):
+    snapshot = cache_model(hub, MINERU, QWEN_LIKE)
+    models = directory(hub, vllm={"device": "cpu", "image": "local/vllm-cpu:1", "instance": "blue"},
+                       runtime_dir=tmp_path / "run")
+    entry = models.catalog.resolve(MINERU)
+    spec = models.runner_spec(entry, vllm_decided(entry))
+    options = ContainerOptions.from_spec(spec)  # the container runner accepts it as it is
+    assert (spec.engine, spec.device, spec.env["CUDA_VISIBLE_DEVICES"]) == ("vllm", "cpu", "")
+    assert (options.image, options.launcher, options.instance) == ("local/vllm-cpu:1", "docker", "blue")
+    assert (options.revision, options.offline, options.hub_dir) == (snapshot.name, True, str(hub))
+    assert options.args == tuple(entry.vllm.args) and options.gpu_memory_utilization is None
+    assert dict(options.labels) == {"ocrd.device": "cpu"}
+    config = container_config(spec, options, "sha256:image")
+    assert config.device_requests == [] and "--gpu-memory-utilization" not in config.command
+    assert config.environment["HF_HUB_OFFLINE"] == "1"
+
+
+def test_a_vllm_spec_on_a_gpu_gets_the_planners_share_of_that_gpu(hub):
+    cache_model(hub, MINERU, QWEN_LIKE)
+    models = directory(hub, vllm={"launcher": "process", "python": "/opt/vllm/bin/python"})
+    entry = models.catalog.resolve(MINERU)
+    uuid = "GPU-22222222-aaaa-bbbb-cccc-000000000000"
+    spec = models.runner_spec(entry, vllm_decided(entry, "cuda:1", 0.45, uuid))
+    options = ContainerOptions.from_spec(spec)
+    assert (spec.device, spec.python, options.launcher) == ("cuda:1", "/opt/vllm/bin/python", "process")
+    assert (options.gpu, options.gpu_memory_utilization) == (uuid, 0.45)
+    assert "CUDA_VISIBLE_DEVICES" not in spec.env  # the container's device request gives it its GPU
+    assert dict(options.labels) == {"ocrd.device": "cuda:1", "ocrd.gpu": uuid,
+                                    "ocrd.gpu-memory-utilization": "0.45"}
+    config = container_config(spec, options, "sha256:image")
+    assert config.device_requests[0]["DeviceIDs"] == [uuid]
+    assert config.command[config.command.index("--gpu-memory-utilization") + 1] == "0.45"
+
+
+def test_an_adopted_container_is_rebuilt_at_the_placement_its_labels_record(hub, docker_without_nvidia):
+    # The share a fresh plan would give now differs (the container itself takes GPU memory), so
+    # the spec comes from the labels, and the config hash compares the rest.
+    cache_model(hub, MINERU, QWEN_LIKE)
+    models = directory(hub, vllm={"device": "cpu"})
+    entry = models.catalog.resolve(MINERU)
+    started = models.runner_spec(entry, vllm_decided(entry))
+    options = ContainerOptions.from_spec(started)
+    labels = container_config(started, options, "sha256:image").labels
+    again = models.adopted_vllm_spec(MINERU, labels)
+    assert again is not None
+    assert (container_config(again, ContainerOptions.from_spec(again), "sha256:image").config_hash
+            == labels["ocrd.config-hash"])
+
+
+def test_an_adopted_gpu_container_keeps_its_share_and_a_cpu_build_no_longer_matches_it(hub, monkeypatch):
+    cache_model(hub, MINERU, QWEN_LIKE)
+    nvidia = DockerStatus(True, version="20.10.24", runtimes=("nvidia", "runc"))
+    monkeypatch.setattr(engines, "DOCKER_STATUS", engines.DockerStatusCache(lambda: nvidia))
+    uuid = "GPU-22222222-aaaa-bbbb-cccc-000000000000"
+    gpu_labels = {"ocrd.device": "cuda:0", "ocrd.gpu": uuid, "ocrd.gpu-memory-utilization": "0.3"}
+    on_gpu = directory(hub)
+    kept = on_gpu.adopted_vllm_spec(MINERU, gpu_labels)
+    assert kept is not None and kept.device == "cuda:0"
+    assert (kept.options["gpu"], kept.options["gpu_memory_utilization"]) == (uuid, 0.3)
+    assert kept.options["labels"] == gpu_labels
+    # A container that ran on the CPU is not one to keep once vLLM should use a GPU.
+    with pytest.raises(ValueError, match="it runs on the CPU but vllm.device is now cuda"):
+        on_gpu.adopted_vllm_spec(MINERU, {"ocrd.device": "cpu"})
+    # vllm.device is cpu now: ocrd would start it without a GPU, a different container.
+    rebuilt = directory(hub, vllm={"device": "cpu"}).adopted_vllm_spec(MINERU, gpu_labels)
+    assert rebuilt is not None and rebuilt.device == "cpu" and "gpu" not in rebuilt.options
+
+
+def test_no_adopted_spec_for_a_model_that_is_gone_or_cannot_run_on_vllm(hub, docker_without_nvidia):
+    cache_model(hub, MINERU, QWEN_LIKE)
+    models = directory(hub, vllm={"device": "cpu"})
+    assert models.adopted_vllm_spec("org/deleted-since", {"ocrd.device": "cpu"}) is None
+    assert models.adopted_vllm_spec("stepfun-ai/GOT-OCR-2.0-hf", {"ocrd.device": "cpu"}) is None
+    with pytest.raises(ValueError, match="its labels do not say where it runs"):
+        models.adopted_vllm_spec(MINERU, {})
+
+
+def test_the_docker_instance_is_derived_from_the_runtime_directory_unless_configured(tmp_path):
+    one = Settings(runtime_dir=tmp_path / "one")
+    assert vllm_instance(one) == vllm_instance(Settings(runtime_dir=tmp_path / "one"))  # a restart
+    assert vllm_instance(one) != vllm_instance(Settings(runtime_dir=tmp_path / "two"))
+    assert vllm_instance(one).startswith("ocrd-")
+    assert vllm_instance(Settings(runtime_dir=tmp_path / "one", vllm={"instance": "blue"})) == "blue"

@@ -202,7 +202,7 @@ def test_the_vllm_image_must_be_present_because_ocrd_never_pulls():
     image = settings.vllm.image
     assert check_vllm_image(up, image, True, settings, WARN).status == OK
     absent = check_vllm_image(up, image, False, settings, WARN)
-    assert absent.status == WARN and absent.fix == f"docker pull {image} (or set vllm.pull_images = true)"
+    assert absent.status == WARN and absent.fix == f"ocrctl pull-image {image} (or set vllm.pull_images = true)"
     pulling = check_vllm_image(up, image, False, Settings(vllm={"pull_images": True}), FAIL)
     assert pulling.status == WARN and "first vLLM load pulls it" in pulling.message
     assert check_vllm_image(DockerStatus(False, "down"), image, None, settings, WARN).status == SKIPPED

@@ -52,8 +52,8 @@ def gpu(free_gib: float, *, index: int = 0, total_gib: float | None = None, name
 
 def host(free_gib: float | None, docker: bool = False, **more) -> Host:
     gpus = (gpu(free_gib),) if free_gib is not None else ()
-    return Host(gpus=gpus, no_gpu_reason="no NVIDIA driver: NVML could not start",
-                vllm=DOCKER if docker else NO_DOCKER, **more)
+    more.setdefault("vllm", DOCKER if docker else NO_DOCKER)
+    return Host(gpus=gpus, no_gpu_reason="no NVIDIA driver: NVML could not start", **more)
 
 
 @pytest.fixture(scope="module")
@@ -413,9 +413,67 @@ def test_nothing_fits_and_unloading_is_not_enough_says_so():
 # --- vLLM availability from the host's facts --------------------------------------------------------
 
 
-def test_vllm_needs_docker_with_the_nvidia_runtime_or_a_local_vllm():
+def test_vllm_needs_docker_with_the_nvidia_runtime_or_an_importable_vllm():
     plain_docker = DockerStatus(True, version="20.10.24", runtimes=("runc",))
     assert DOCKER.available and not NO_DOCKER.available
     assert "Docker has no NVIDIA runtime" in vllm_availability("docker", plain_docker, None).reason
-    assert vllm_availability("process", None, "/opt/vllm/bin/vllm").available
-    assert "no vllm executable" in vllm_availability("process", plain_docker, None).reason
+    assert vllm_availability("process", None, Availability(True)).available
+    missing = Availability(False, "the vllm package is not installed for /usr/bin/python3")
+    refused = vllm_availability("process", plain_docker, missing)
+    assert not refused.available
+    assert refused.reason.startswith("the vllm package is not installed for /usr/bin/python3")
+
+
+def test_a_cpu_build_of_vllm_needs_docker_but_no_nvidia_runtime():
+    plain_docker = DockerStatus(True, version="20.10.24", runtimes=("runc",))
+    assert vllm_availability("docker", plain_docker, device="cpu").available
+    unreachable = vllm_availability("docker", DockerStatus(False, reason="Docker is not reachable: x"),
+                                    device="cpu")
+    assert not unreachable.available and unreachable.reason.startswith("Docker is not reachable: x")
+
+
+# --- vLLM on the CPU (vllm.device = "cpu") ---------------------------------------------------------
+
+VLLM_ON_CPU = "vLLM on the CPU: vllm.device is cpu"
+
+# (model, GiB free on one GPU or None, engine): with a CPU build of vLLM available, a model whose
+# catalog puts vLLM first runs on it on the CPU, GPU or not; one that puts transformers first keeps
+# transformers wherever it fits (on the GPU, or on the CPU without one).
+CPU_VLLM_SCENARIOS = [
+    ("dots.ocr", None, "vllm", "cpu"),
+    ("dots.ocr", 6, "vllm", "cpu"),
+    ("dots.ocr", 80, "vllm", "cpu"),
+    ("qwen2-vl-2b", None, "transformers", "cpu"),
+    ("qwen2-vl-2b", 24, "transformers", "cuda:0"),
+]
+
+
+@pytest.mark.parametrize(("model", "free", "engine", "device"), CPU_VLLM_SCENARIOS,
+                         ids=[f"{m}-{'cpu' if f is None else f'{f}GiB'}" for m, f, *_ in CPU_VLLM_SCENARIOS])
+def test_cpu_vllm_scenario(model, free, engine, device):
+    entry, size = sized(model, None)
+    decision = plan(entry, size, host(free, vllm=Availability(True), vllm_device="cpu"))
+    assert (decision.engine, decision.device, decision.fits) == (engine, device, True), decision.reasons
+    if engine == "vllm":
+        assert decision.reasons[0].startswith(VLLM_ON_CPU), decision.reasons
+        assert decision.gpu_memory_utilization == 0.0 and decision.gpu_uuid == ""
+        assert summary(decision) == "vllm on cpu, no GPU"
+
+
+def test_vllm_forced_on_a_cpu_build_runs_on_the_cpu_and_says_why():
+    entry, size = sized("qwen2-vl-2b", None)
+    decision = plan(entry, size, host(24, vllm=Availability(True), vllm_device="cpu"),
+                    Preference(engine="vllm", engine_from="the request (--mode / --quant)"))
+    assert (decision.engine, decision.device) == ("vllm", "cpu")
+    assert decision.reasons[0].startswith(f"{VLLM_ON_CPU} (a CPU build of vLLM), so "
+                                          "Qwen/Qwen2-VL-2B-Instruct gets no GPU")
+    assert "the vllm engine is asked for (the request (--mode / --quant))" in decision.reasons
+
+
+def test_a_cpu_build_of_vllm_is_not_used_when_a_gpu_is_demanded():
+    entry, size = sized("dots.ocr", None)
+    decision = plan(entry, size, host(24, vllm=Availability(True), vllm_device="cpu"),
+                    Preference(device="cuda:0", device_from='[models."rednote-hilab/dots.ocr"] device'))
+    assert (decision.engine, decision.device) == ("transformers", "cuda:0")
+    assert ('vLLM not used: vllm.device is cpu (a CPU build of vLLM), but '
+            '[models."rednote-hilab/dots.ocr"] device asks for cuda:0') in decision.reasons

@@ -677,3 +677,39 @@ async def test_every_transition_is_an_event_with_increasing_sequence_numbers(mak
     sequences = [e.sequence for e in h.events]
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
     assert all(e.model == "org/model-a" for e in h.events)
+
+
+# --- requests at once ---------------------------------------------------------------------------
+
+
+async def test_a_model_allowed_three_requests_at_once_runs_three_on_one_runner_and_queues_the_rest(make):
+    h = make(queue_size=1, models={"a": {"max_concurrent_requests": 3}})
+    running = [h.request("a") for _ in range(3)]
+    for request in running:
+        await request.leased.wait()
+    assert len({id(r.runner) for r in running}) == 1 and len(h.factory.made("org/model-a")) == 1
+    assert h.scheduler.info("a").in_flight == 3
+    fourth = h.request("a")
+    await until(lambda: h.scheduler.info("a").queued == 1, "the fourth request queued")
+    assert not fourth.leased.is_set()
+    assert isinstance(await answer(h.request("a")), QueueFull)  # queue_size 1 is taken
+    await running[0].finish()
+    await fourth.leased.wait()
+    assert fourth.runner is running[1].runner
+
+
+async def test_lowering_max_concurrent_requests_on_reload_admits_nobody_until_below_it(make):
+    h = make(queue_size=4, models={"a": {"max_concurrent_requests": 3}})
+    running = [h.request("a") for _ in range(3)]
+    for request in running:
+        await request.leased.wait()
+    h.scheduler.apply_settings(Settings(scheduler={"queue_size": 4, "drain_timeout": GENEROUS},
+                                        models={"a": {"max_concurrent_requests": 1}}))
+    waiting = h.request("a")
+    await until(lambda: h.scheduler.info("a").queued == 1, "a request queued")
+    await running[0].finish()
+    await running[1].finish()
+    await settle()
+    assert not waiting.leased.is_set()  # one still runs: the new limit is 1
+    await running[2].finish()
+    await waiting.leased.wait()

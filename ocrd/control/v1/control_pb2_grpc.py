@@ -100,6 +100,16 @@ class ControlStub:
                 request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.Event.FromString,
                 _registered_method=True)
+        self.Logs = channel.unary_stream(
+                '/ocrd.v1.Control/Logs',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.LogsRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.LogLine.FromString,
+                _registered_method=True)
+        self.PullImage = channel.unary_stream(
+                '/ocrd.v1.Control/PullImage',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullImageRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullImageProgress.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -199,6 +209,24 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logs(self, request, context):
+        """The last log lines of a loaded model's runner (a runner process's stderr, a vLLM container's
+        log) and, with follow, each new line until the runner ends. FAILED_PRECONDITION when the
+        model is not loaded (its message says how to load it), NOT_FOUND for an unknown model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullImage(self, request, context):
+        """Pulls a Docker image for the vllm engine (ocrd never pulls one implicitly), streaming
+        per-layer progress; the last message has done set and the image id. UNAVAILABLE when Docker
+        or the registry cannot be reached, NOT_FOUND when the registry has no such image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +294,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.WatchEventsRequest.FromString,
                     response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.Event.SerializeToString,
+            ),
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.LogsRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.LogLine.SerializeToString,
+            ),
+            'PullImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullImage,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullImageRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullImageProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -620,6 +658,60 @@ class Control:
             '/ocrd.v1.Control/WatchEvents',
             ocrd_dot_control_dot_v1_dot_control__pb2.WatchEventsRequest.SerializeToString,
             ocrd_dot_control_dot_v1_dot_control__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ocrd.v1.Control/Logs',
+            ocrd_dot_control_dot_v1_dot_control__pb2.LogsRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ocrd.v1.Control/PullImage',
+            ocrd_dot_control_dot_v1_dot_control__pb2.PullImageRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.PullImageProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,110 @@
+"""Turns: how many requests run at once on one runner, first come first served, with a limit a
+reload can change. Driven on the event loop without sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ocrd.slots import Turns
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def waiting(turns: Turns, order: list[str], tag: str) -> asyncio.Task[None]:
+    async def take() -> None:
+        await turns.acquire()
+        order.append(tag)
+    return asyncio.create_task(take())
+
+
+async def test_up_to_the_limit_take_a_turn_at_once_and_the_rest_follow_in_arrival_order():
+    turns, order = Turns(2), []
+    tasks = [waiting(turns, order, tag) for tag in "abcd"]
+    await settle()
+    assert order == ["a", "b"] and turns.active == 2
+    turns.release()
+    await settle()
+    assert order == ["a", "b", "c"]
+    turns.release()
+    await asyncio.gather(*tasks)
+    assert order == ["a", "b", "c", "d"] and turns.active == 2
+
+
+async def test_a_newcomer_does_not_overtake_those_already_waiting():
+    turns, order = Turns(1), []
+    first = waiting(turns, order, "first")
+    second = waiting(turns, order, "second")
+    await settle()
+    turns.release()  # "first" is handed the turn; the newcomer below must queue behind "second"
+    third = waiting(turns, order, "third")
+    await settle()
+    assert order == ["first", "second"]
+    turns.release()
+    await asyncio.gather(first, second, third)
+    assert order == ["first", "second", "third"]
+
+
+async def test_a_waiter_cancelled_after_being_handed_the_turn_passes_it_on():
+    turns, order = Turns(1), []
+    await turns.acquire()
+    doomed = waiting(turns, order, "doomed")
+    after = waiting(turns, order, "after")
+    await settle()
+    turns.release()  # hands the turn to "doomed", which is cancelled before it runs
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    await after
+    assert order == ["after"] and turns.active == 1
+
+
+async def test_a_cancelled_waiter_leaves_the_line_without_taking_a_turn():
+    turns, order = Turns(1), []
+    await turns.acquire()
+    doomed = waiting(turns, order, "doomed")
+    await settle()
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    turns.release()
+    assert turns.active == 0
+    await turns.acquire()
+    assert turns.active == 1
+
+
+async def test_raising_the_limit_admits_waiters_at_once_and_lowering_it_waits_for_holders():
+    turns, order = Turns(1), []
+    tasks = [waiting(turns, order, tag) for tag in "abc"]
+    await settle()
+    assert order == ["a"]
+    turns.set_limit(3)
+    await settle()
+    assert order == ["a", "b", "c"]
+    turns.set_limit(1)
+    late = waiting(turns, order, "late")
+    turns.release()
+    turns.release()
+    await settle()
+    assert "late" not in order and turns.active == 1
+    turns.release()
+    await asyncio.gather(*tasks, late)
+    assert order[-1] == "late"
+
+
+async def test_a_waiter_cancelled_while_a_turn_frees_up_is_skipped_and_the_next_one_served():
+    turns, order = Turns(1), []
+    await turns.acquire()
+    doomed = waiting(turns, order, "doomed")
+    after = waiting(turns, order, "after")
+    await settle()
+    doomed.cancel()  # its future is cancelled now; its task has not run its handler yet
+    turns.release()  # _admit skips the cancelled future and hands the turn to "after"
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    await after
+    assert order == ["after"] and turns.active == 1
