@@ -14,7 +14,8 @@ import grpc
 
 from ocrctl.client import Client, CommandError, describe_rpc_error
 from ocrctl.commands import COMMAND_MODULES
-from ocrd.control.address import ENV_ADDRESS, default_socket_path, to_grpc_target
+from ocrctl.security import ENV_TOKEN, Security, SecurityError
+from ocrd.control.address import ENV_ADDRESS, SYSTEM_SOCKET, default_socket_path, to_grpc_target
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -28,8 +29,20 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--address",
         default=default if suppress else None,
         help=f"control socket (unix:///path or a path) or host:port; default ${ENV_ADDRESS} "
-        f"or {to_grpc_target(default_socket_path())}",
+        f"or {to_grpc_target(default_socket_path())} (when it exists, else the system "
+        f"service's {to_grpc_target(SYSTEM_SOCKET)})",
     )
+    for flag, metavar, text in (
+        ("--tls-ca", "FILE", "CA certificate (PEM) that signed the daemon's certificate; "
+         "turns on TLS for a host:port address"),
+        ("--cert", "FILE", "client certificate (PEM) when the daemon requires one (mTLS)"),
+        ("--key", "FILE", "private key (PEM) of --cert"),
+        ("--tls-server-name", "NAME", "name to check the daemon's certificate against, when "
+         "--address uses another (e.g. an IP address the certificate does not list)"),
+        ("--token-file", "FILE", f"file holding the bearer token (default ${ENV_TOKEN}); "
+         "sent only over TCP"),
+    ):
+        parser.add_argument(flag, metavar=metavar, default=default if suppress else None, help=text)
     parser.add_argument(
         "--json",
         action="store_true",
@@ -70,11 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on a usage error
-    client = Client(args.address, args.timeout)
+    try:
+        security = Security.from_options(
+            tls_ca=args.tls_ca, cert=args.cert, key=args.key, server_name=args.tls_server_name,
+            token_file=args.token_file,
+        )
+        client = Client(args.address, args.timeout, security)
+    except SecurityError as error:
+        return _fail(str(error))
     try:
         return args.run(client, args)
     except grpc.RpcError as error:
-        return _fail(describe_rpc_error(error, client.target))
+        return _fail(describe_rpc_error(error, client.target, security))
     except CommandError as error:
         return _fail(str(error))
     except KeyboardInterrupt:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.message import Message
 
-from ocrd.control.address import default_address, to_grpc_target
+from ocrctl.security import Security, describe_auth_error, describe_tcp_failure, open_channel
+from ocrd.control.address import default_address, tcp_host, to_grpc_target
 from ocrd.control.v1 import control_pb2_grpc
 
 # Unary calls answer in milliseconds; a daemon that takes longer than this is wedged.
@@ -29,22 +30,29 @@ class CommandError(Exception):
 
 
 class Client:
-    """A sync channel to the daemon; streams have no deadline unless --timeout is given."""
+    """A sync channel to the daemon; streams have no deadline unless --timeout is given.
 
-    def __init__(self, address: str | None, timeout: float | None = None):
+    ``security``: TLS files and token for a remote daemon (ocrctl.security); SecurityError when
+    they are unusable.
+    """
+
+    def __init__(self, address: str | None, timeout: float | None = None,
+                 security: Security | None = None):
         self.target = to_grpc_target(address) if address else default_address()
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.target)
+        self.security = security or Security()
+        self._metadata = self.security.metadata(self.target)
+        self._channel = open_channel(self.target, self.security)
         self.stub = control_pb2_grpc.ControlStub(self._channel)
 
     def call(self, method: str, request: Message) -> Message:
         """A unary RPC by name, e.g. ``call("GetStatus", GetStatusRequest())``."""
         timeout = self.timeout if self.timeout is not None else DEFAULT_UNARY_TIMEOUT
-        return getattr(self.stub, method)(request, timeout=timeout)
+        return getattr(self.stub, method)(request, timeout=timeout, metadata=self._metadata)
 
     def stream(self, method: str, request: Message) -> grpc.Call:
         """A server-streaming RPC; iterate it, or ``cancel()`` it to stop following."""
-        return getattr(self.stub, method)(request, timeout=self.timeout)
+        return getattr(self.stub, method)(request, timeout=self.timeout, metadata=self._metadata)
 
     def close(self) -> None:
         self._channel.close()
@@ -56,11 +64,17 @@ class Client:
         self.close()
 
 
-def describe_rpc_error(error: grpc.RpcError, target: str) -> str:
+def describe_rpc_error(error: grpc.RpcError, target: str, security: Security | None = None) -> str:
     """One line for an RPC that failed: connection problems in words, else ocrd's own message."""
     code = error.code() if isinstance(error, grpc.Call) else None
     details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    security = security or Security()
+    refused = describe_auth_error(code, details, target, security)
+    if refused is not None:
+        return refused
     if code is grpc.StatusCode.UNAVAILABLE and details.startswith(_CONNECT_FAILED):
+        if tcp_host(target) is not None:
+            return describe_tcp_failure(details, target, security)
         if "Permission denied" in details:
             return permission_message(target)
         return f"ocrd is not running at {target} ({START_HINT})"

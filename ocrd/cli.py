@@ -1,4 +1,4 @@
-"""``ocrd serve | check-config | print-config | version``."""
+"""``ocrd serve | check-config | print-config | default-config | version | gen-certs | hash-token``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from typing import Any
 
 from ocrd import __version__
 from ocrd.config import Settings, load_settings, unknown_env_variables
-from ocrd.errors import ConfigError
+from ocrd import security_commands
+from ocrd.errors import ConfigError, OcrdError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+SECURITY_COMMANDS = {
+    "gen-certs": security_commands.run_gen_certs,
+    "hash-token": security_commands.run_hash_token,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("print-config", help="print the effective configuration as TOML")
     _add_config_flag(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    commands.add_parser(
+        "default-config",
+        help="print the documented default configuration (packaging/ocrd.toml): every key "
+        "commented out with its default and description",
+    )
     commands.add_parser("version", help="print the version")
+    security_commands.add_commands(commands)
     return parser
 
 
@@ -68,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"ocrd {__version__}")
         return EXIT_OK
+    if args.command == "default-config":  # the built-in defaults: no file or environment read
+        from ocrd.default_config import render_default_config
+
+        print(render_default_config(), end="")
+        return EXIT_OK
+    if args.command in SECURITY_COMMANDS:  # set-up helpers: no configuration needed
+        try:
+            return SECURITY_COMMANDS[args.command](args)
+        except OcrdError as exc:
+            print(f"ocrd: {exc.message}", file=sys.stderr)
+            return EXIT_ERROR
     overrides = flag_overrides(args)
     try:
         settings = load_settings(args.config, overrides)

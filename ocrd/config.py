@@ -23,12 +23,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ocrd.control.address import default_runtime_dir, default_socket_path
+from ocrd.control.remote_settings import TokenSettings, check_listen_addresses
+from ocrd.control.tokens import Role
 from ocrd.errors import ConfigError
 from ocrd.upstreams import UpstreamSettings, check_upstreams
 
@@ -101,6 +104,35 @@ class GrpcSettings(_Section):
     socket_group: str | None = Field(
         None, description="Group that owns the socket (members may administer ocrd)."
     )
+    # Remote administration (docs/security.md). Calls over the Unix socket are trusted as admin
+    # (its mode and group are the authentication); calls over TCP must authenticate.
+    tls_cert: Path | None = Field(None, description="Server certificate (PEM) for grpc.listen.")
+    tls_key: Path | None = Field(None, description="Private key (PEM) of grpc.tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="CA (PEM) that signs client certificates; set: TCP clients must "
+        "present one (mTLS)."
+    )
+    client_certs: dict[str, Role] = Field(
+        default_factory=dict, description="Client certificate common names allowed in, with "
+        "their role; empty: every certificate grpc.tls_client_ca signed is admin."
+    )
+    tokens: list[TokenSettings] = Field(
+        default_factory=list, description="Bearer tokens ([[grpc.tokens]] name, role, hash); "
+        "only hashes are stored ('ocrd hash-token')."
+    )
+    tokens_file: Path | None = Field(
+        None, description="A TOML file of [[tokens]] tables, read at start and on SIGHUP."
+    )
+    # Last: its check needs the keys above.
+    listen: list[str] = Field(
+        default_factory=list, description="TCP addresses (host:port) for remote ocrctl; TLS "
+        "and authentication are required off loopback."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _safe_listeners(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return check_listen_addresses(value, info.data)
 
     @field_validator("socket_mode", mode="before")
     @classmethod
@@ -296,9 +328,12 @@ def vllm_instance(settings: Settings) -> str:
 class ModelSettings(_Section):
     """Per-model overrides, as ``[models."builtin/ppocr"]`` (id or alias)."""
 
-    keep_alive: Duration | None = None
-    pinned: bool = False
-    queue_size: int | None = Field(None, ge=0)
+    keep_alive: Duration | None = Field(
+        None, description="Idle time after which this model unloads (wins over scheduler.keep_alive).")
+    pinned: bool = Field(
+        False, description="Once loaded, never unload this model for idleness nor evict it for room.")
+    queue_size: int | None = Field(
+        None, ge=0, description="Requests that may wait for this model (wins over scheduler.queue_size).")
     engine: Engine | None = Field(None, description="Engine for this model (wins over planner.engine).")
     quantization: Quantization | None = Field(
         None, description="Quantization for this model (wins over transformers.quantization).")
@@ -318,7 +353,9 @@ class Settings(BaseSettings):
         env_prefix="OCRD_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log messages written to stderr (the journal under systemd); "
+        "debug adds one line per HTTP request.")
     default_model: str = Field(
         "builtin/ppocr", description="Model `ocrctl ocr` uses when no --model is given."
     )
@@ -336,7 +373,11 @@ class Settings(BaseSettings):
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
-    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    models: dict[str, ModelSettings] = Field(
+        default_factory=dict,
+        description="Per-model settings, one table per model named by its id or an alias, e.g. "
+        "[models.\"builtin/ppocr\"]; they win over the engine-wide ones.",
+    )
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list,
         description="OpenAI-compatible servers ocrd routes to but does not run, one [[upstreams]] "
@@ -425,6 +466,10 @@ def load_settings(
     return settings
 
 
+# Keys whose bad values are never echoed in an error message.
+_SECRET_KEYS = {"tokens", "hash"}
+
+
 def _describe_validation_error(
     exc: ValidationError, path: Path | None, overrides: dict[str, Any]
 ) -> str:
@@ -435,7 +480,9 @@ def _describe_validation_error(
     else:
         got = error.get("input")
         # A whole list (e.g. [[upstreams]]) would bury the message; its items name themselves.
-        what = error["msg"] if isinstance(got, list) else f"{error['msg']} (got {got!r})"
+        # A value under a secret's key may be the secret itself (a token pasted as its hash).
+        quiet = isinstance(got, list) or any(str(part) in _SECRET_KEYS for part in error["loc"])
+        what = error["msg"] if quiet else f"{error['msg']} (got {got!r})"
     env_name = "OCRD_" + "__".join(str(part) for part in error["loc"]).upper()
     if _lookup(overrides, error["loc"]):
         where = " (from the command line)"

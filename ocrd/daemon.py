@@ -75,6 +75,7 @@ class Daemon:
                                   metrics=self.metrics)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._control: Any = None  # the ControlServer once bound; SIGHUP gives it new tokens
 
     def _make_runner(self, spec: RunnerSpec) -> Runner:
         if spec.engine == "upstream":
@@ -122,6 +123,7 @@ class Daemon:
         ))
         control = await start_control_server(self.settings, ControlServicer(self.scheduler, self.info, gpu=self.gpu))
         self.info.grpc_addresses = list(control.addresses)
+        self._control = control
         http_task = asyncio.create_task(http.serve(sockets=[http_socket]), name="ocrd-http")
         self._tasks.append(http_task)
         while not http.started:
@@ -160,6 +162,8 @@ class Daemon:
         self.notifier.reloading()
         try:
             settings = load_settings(self._config_arg, self._overrides)
+            if self._control is not None:  # tokens first: a bad tokens_file rejects the reload
+                self._control.apply_settings(settings)
         except ConfigError as exc:
             log.error("configuration not reloaded: %s", exc.message)
             self.events.publish(Event(kind="config.reloaded", message=f"rejected: {exc.message}"))
@@ -208,7 +212,10 @@ def _url_host(host: str) -> str:
 
 
 def _warn_about_restart_only_changes(old: Settings, new: Settings) -> None:
-    for section, keys in {"http": ("host", "port"), "grpc": ("socket", "socket_mode", "socket_group")}.items():
+    restart_only = {"http": ("host", "port"),
+                    "grpc": ("socket", "socket_mode", "socket_group", "listen", "tls_cert", "tls_key",
+                             "tls_client_ca")}
+    for section, keys in restart_only.items():
         for key in keys:
             if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
                 log.warning("%s.%s changed; it takes effect after a restart", section, key)

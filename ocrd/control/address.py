@@ -1,11 +1,14 @@
-"""Where the control plane listens by default.
+"""Where the control plane listens by default, and what a TCP address means.
 
 Shared by the daemon (which binds it) and ocrctl (which dials it), so that both always agree;
-ocrctl may import this module and the generated stubs, nothing else of the daemon.
+both also use :func:`is_loopback_host` — the daemon to refuse a plaintext listener off loopback,
+ocrctl to refuse sending a token in plaintext off loopback. ocrctl may import this module and
+the generated stubs, nothing else of the daemon.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -22,8 +25,26 @@ def default_runtime_dir() -> Path:
     return Path(f"/tmp/ocrd-{os.geteuid()}")
 
 
+SYSTEM_SOCKET = Path("/run/ocrd/ocrd.sock")  # where the systemd unit puts it
+
+
 def default_socket_path() -> Path:
     return default_runtime_dir() / "ocrd.sock"
+
+
+def client_socket_path(system_socket: Path | None = None) -> Path:
+    """The socket ocrctl dials when given no address.
+
+    A user's own daemon (``ocrd serve`` in a shell) listens under their runtime directory; the
+    system service listens on ``/run/ocrd/ocrd.sock``, which members of the group ``ocrd`` may
+    use. The user's own socket wins when it exists; otherwise the system one, when it exists;
+    otherwise the user's path, so that the error names what ``ocrd serve`` would bind.
+    """
+    system_socket = system_socket or SYSTEM_SOCKET
+    own = default_socket_path()
+    if own.exists() or own == system_socket:
+        return own
+    return system_socket if system_socket.exists() else own
 
 
 def to_grpc_target(address: str | os.PathLike[str]) -> str:
@@ -38,6 +59,42 @@ def to_grpc_target(address: str | os.PathLike[str]) -> str:
     return f"unix://{Path(text).resolve()}"
 
 
+def split_host_port(text: str) -> tuple[str, int]:
+    """``("host", port)`` from ``host:port`` or ``[v6]:port``; ValueError saying what is wrong."""
+    host, colon, port_text = text.strip().rpartition(":")
+    if not colon or not host or not port_text.isdigit():
+        raise ValueError(f"{text!r} is not host:port (e.g. '0.0.0.0:50051' or '[::1]:50051')")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. '[::]:50051'")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"{text!r}: the port must be 0-65535")
+    return host, port
+
+
+def is_loopback_host(host: str) -> bool:
+    """True only for ``localhost`` and loopback IP addresses. Any other name counts as remote:
+    what it resolves to can change, and a wrong guess would expose the control plane."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def tcp_host(target: str) -> str | None:
+    """The host of a ``host:port`` gRPC target, or None for a Unix socket target."""
+    if target.startswith("unix:"):
+        return None
+    try:
+        return split_host_port(target.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:"))[0]
+    except ValueError:
+        return None
+
+
 def default_address() -> str:
-    """``$OCRD_ADDRESS`` when set, else the default Unix socket."""
-    return to_grpc_target(os.environ.get(ENV_ADDRESS) or default_socket_path())
+    """What ocrctl dials by default: ``$OCRD_ADDRESS`` when set, else :func:`client_socket_path`."""
+    return to_grpc_target(os.environ.get(ENV_ADDRESS) or client_socket_path())

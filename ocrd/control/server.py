@@ -1,7 +1,10 @@
-"""The control plane's gRPC server on its Unix socket.
+"""The control plane's gRPC server on its Unix socket, and the TCP listener next to it.
 
 Next to ``ocrd.v1.Control`` it serves the standard ``grpc.health.v1.Health`` and server
 reflection (v1 and v1alpha), so grpcurl-style tools and health probes work without our proto.
+Calls over the socket are trusted as admin: its mode and group decide who may connect. Remote
+callers use ``grpc.listen`` (``ocrd.control.tcp``), where TLS and tokens or client certificates
+are required.
 
 The socket is the daemon's identity on the host, so start-up is careful with it: a socket that
 another live process answers on is never taken over (two daemons would fight over models and
@@ -25,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ocrd.config import Settings
 from ocrd.control.errors import ErrorInterceptor
 from ocrd.control.reflection import enable_reflection
+from ocrd.control.tcp import TcpListener, start_tcp_listener
 from ocrd.control.v1 import control_pb2, control_pb2_grpc
 from ocrd.errors import ConfigError
 
@@ -42,12 +46,20 @@ class ControlServer:
     addresses: list[str]
     health: health.aio.HealthServicer
     _socket_identity: tuple[int, int]  # (st_dev, st_ino) of the socket file we created
+    tcp: TcpListener | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Stops serving (in-flight RPCs get ``grace`` seconds) and removes our socket file."""
         await self.health.enter_graceful_shutdown()
+        if self.tcp is not None:
+            await self.tcp.stop(grace)
         await self.server.stop(grace)
         _remove_if_ours(self.socket_path, self._socket_identity)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """SIGHUP: token and client-certificate changes apply to the next TCP call."""
+        if self.tcp is not None:
+            self.tcp.apply_settings(settings)
 
 
 async def start_control_server(
@@ -80,7 +92,15 @@ async def start_control_server(
         raise
     await server.start()
     log.info("control plane listening on %s (mode %o)", address, settings.grpc.socket_mode)
-    return ControlServer(server, path, [address], health_servicer, identity)
+    try:
+        tcp = await start_tcp_listener(settings, servicer, health_servicer,
+                                       [CONTROL_SERVICE_NAME, health.SERVICE_NAME])
+    except BaseException:
+        await server.stop(None)
+        _remove_if_ours(path, identity)
+        raise
+    addresses = [address, *(tcp.addresses if tcp else [])]
+    return ControlServer(server, path, addresses, health_servicer, identity, tcp)
 
 
 def _check_path_length(path: Path) -> None:
