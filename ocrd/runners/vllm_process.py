@@ -10,7 +10,7 @@ The server gets the daemon's environment plus the spec's (``HF_HUB_CACHE``, ``HF
 ``CUDA_VISIBLE_DEVICES`` of the planned GPU (empty on the CPU), and vLLM's usage reporting off.
 It leads its own process group: vLLM starts helper processes (its engine core), and stopping or
 losing the server must end them too. ``PR_SET_PDEATHSIG`` makes a SIGKILLed daemon take the
-server with it.
+server with it (armed by ``ocrd.runners.parent_death``, which says why not with ``preexec_fn``).
 
 Readiness and failures are those of ``DockerRunner``: ``/health`` then ``/v1/models`` within the
 load timeout (``ocrd.runners.openai_server``); an exit during start-up raises ``ModelLoadFailed``
@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import httpx
 
@@ -41,6 +40,7 @@ from ocrd.errors import ModelLoadFailed
 from ocrd.runner_logs import LogBuffer
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
 from ocrd.runners.openai_server import server_client, wait_until_ready
+from ocrd.runners.parent_death import dying_with_parent
 from ocrd.runners.process import describe_returncode, rss_bytes
 from ocrd.runners.vllm_container import ContainerOptions, gpu_device_ids, vllm_command
 from ocrd.systemd import SYSTEMD_VARIABLES
@@ -51,7 +51,6 @@ API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 HOST = "127.0.0.1"  # the daemon is the one gateway to the model
 _LOG_TAIL = 10  # log lines quoted when a start fails
 _GONE_POLL = 0.1  # while waiting for the group's last processes to end
-_PR_SET_PDEATHSIG = 1
 
 
 def server_command(spec: RunnerSpec, options: ContainerOptions, python: str, port: int) -> list[str]:
@@ -127,12 +126,11 @@ class VllmProcessRunner(Runner):
         self._log.info("starting: %s", " ".join(command))
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *command,
+                *dying_with_parent(command, self._python),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,  # vLLM logs on both; one stream keeps their order
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
                 env=server_environment(self.spec, self.options,
                                        os.environ if self._environ is None else self._environ),
             )
@@ -295,17 +293,3 @@ def group_members(pgid: int) -> list[int]:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """Runs in the child before exec: the kernel SIGKILLs it when the daemon dies, and a child
-    whose daemon died before that was set exits at once instead of serving as an orphan."""
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
-
-    def arm() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return arm
