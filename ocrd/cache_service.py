@@ -10,13 +10,9 @@ takes the one the configuration or the catalog pins.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
 from ocrd.cache_verify import CacheVerification, verify_cached
 from ocrd.catalog import CatalogEntry
@@ -25,10 +21,10 @@ from ocrd.directory import CACHED_ENGINES
 from ocrd.errors import Conflict, InvalidRequest, ModelNotFound, OcrdError
 from ocrd.events import ModelState
 from ocrd.hf_cache import CacheDeletion, CachedRepo, delete_cached, scan_repos
+from ocrd.model_ids import check_model_name
 from ocrd.pull import DOWNLOADS, Puller, PullStep
 from ocrd.scheduler import Scheduler
 
-REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 LOADED_STATES = (ModelState.LOADING, ModelState.READY, ModelState.UNLOADING)
 
 
@@ -74,17 +70,15 @@ class CacheService:
         return CacheInventory(hub_dir, entries, sum(repo.size_bytes for repo in repos))
 
     def repo_id(self, name: str) -> str:
-        """A catalog id or alias as its repo id; else ``name`` itself if it is a plain repo id."""
+        """A catalog id or alias as its repo id; else ``name`` itself if it is a plain repo id.
+
+        Checked first (``ocrd.model_ids``) so that nothing shaped like a path reaches the cache."""
+        check_model_name(name)
         for entry in self._scheduler.directory.catalog.entries():
             if name == entry.id or name in entry.aliases:
                 return entry.id
-        if REPO_ID.match(name):
-            try:
-                validate_repo_id(name)
-            except HFValidationError:
-                pass
-            else:
-                return name
+        if "/" in name:
+            return name
         raise InvalidRequest(
             f"{name!r} is neither a model ocrd knows nor a Hugging Face repo id (ORG/NAME)",
             param="model",

@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ocrd.control.address import default_runtime_dir, default_socket_path
 from ocrd.control.remote_settings import TokenSettings, check_listen_addresses
-from ocrd.control.tokens import Role
+from ocrd.control.tokens import HASH_PATTERN, Role
 from ocrd.errors import ConfigError
 from ocrd.upstreams import UpstreamSettings, check_upstreams
 
@@ -73,6 +73,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ApiKeySettings(_Section):
+    """One ``[[http.api_keys]]`` table: a key clients send as ``Authorization: Bearer KEY``."""
+
+    name: str = Field(min_length=1, description="Who holds the key; shown in ocrd's log.")
+    hash: str = Field(description="sha256:<hex> of the key, as printed by 'ocrd hash-token --http'.")
+
+    @field_validator("hash")
+    @classmethod
+    def _is_a_hash(cls, value: str) -> str:
+        if not HASH_PATTERN.match(value):
+            raise ValueError("store the key's hash ('sha256:' and 64 hex digits, as 'ocrd "
+                             "hash-token --http' prints it), never the key itself")
+        return value
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
 class HttpSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the OpenAI-compatible API binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API (0 picks a free one).")
@@ -83,6 +101,33 @@ class HttpSettings(_Section):
     request_timeout: Duration = Field(
         600.0, gt=0, description="Longest a runner may take to answer one request."
     )
+    api_keys: list[ApiKeySettings] = Field(
+        default_factory=list,
+        description="API keys ([[http.api_keys]] name, hash); set: every request but GET /health "
+        "and GET /openapi.json needs 'Authorization: Bearer KEY' (401 otherwise). Only hashes are "
+        "stored ('ocrd hash-token --http'). Empty: no key is asked for.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS), e.g. "
+        "[\"https://app.example.com\"]; \"*\" allows any. Empty: CORS is off.",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], no path "
+                                 "(e.g. https://app.example.com), or \"*\"")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _distinct_keys(cls, value: list[ApiKeySettings]) -> list[ApiKeySettings]:
+        if len({key.hash for key in value}) != len(value):
+            raise ValueError("the same key hash is listed twice")
+        return value
 
 
 class LimitsSettings(_Section):
@@ -94,6 +139,11 @@ class LimitsSettings(_Section):
         40_000_000, gt=0, description="Most pixels (width x height) one image may declare."
     )
     max_images_per_request: int = Field(16, gt=0, description="Most images in one request.")
+    max_json_depth: int = Field(
+        64, gt=0, le=500,
+        description="Deepest nesting of arrays and objects in a JSON request body (a chat request "
+        "needs about 6; tool schemas more).",
+    )
 
 
 class GrpcSettings(_Section):
@@ -467,7 +517,7 @@ def load_settings(
 
 
 # Keys whose bad values are never echoed in an error message.
-_SECRET_KEYS = {"tokens", "hash"}
+_SECRET_KEYS = {"tokens", "hash", "api_keys"}
 
 
 def _describe_validation_error(
@@ -504,7 +554,8 @@ def _lookup(tree: dict[str, Any], path: tuple[Any, ...]) -> bool:
 
 
 # OCRD_* variables that are not settings: read by ocrctl, runners or the test tooling.
-_NON_SETTING_VARIABLES = {"OCRD_CONFIG", "OCRD_ADDRESS", "OCRD_PARENT_PID", "OCRD_TOKEN"}
+_NON_SETTING_VARIABLES = {"OCRD_CONFIG", "OCRD_ADDRESS", "OCRD_PARENT_PID", "OCRD_TOKEN",
+                          "OCRD_API_KEY"}
 
 
 def unknown_env_variables(environ: dict[str, str] | None = None) -> list[str]:

@@ -21,6 +21,8 @@ from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 from huggingface_hub.errors import CacheNotFound
 from huggingface_hub.file_download import repo_folder_name
 
+from ocrd.model_ids import check_revision
+
 log = logging.getLogger("ocrd.hf_cache")
 
 
@@ -92,6 +94,7 @@ def repo_folder(hub_dir: Path, repo_id: str) -> Path:
 
 def read_ref(hub_dir: Path, repo_id: str, ref: str) -> str | None:
     """The commit a branch or tag points to in the cache, or None."""
+    check_revision(ref)  # a ref is a file name under refs/: never "../"
     try:
         return (repo_folder(hub_dir, repo_id) / "refs" / ref).read_text(encoding="utf-8").strip() or None
     except OSError:
@@ -103,6 +106,7 @@ def point_ref(hub_dir: Path, repo_id: str, ref: str, commit: str) -> None:
 
     huggingface_hub moves the ref when a download starts; ocrd downloads by commit and moves it
     here once every file is in, so that a name never resolves to a half-downloaded snapshot."""
+    check_revision(ref)  # a ref is a file name under refs/: never "../"
     path = repo_folder(hub_dir, repo_id) / "refs" / ref
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

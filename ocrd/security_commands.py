@@ -43,8 +43,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     token = commands.add_parser(
         "hash-token", help="print the config lines for a control-plane token (only its hash)"
     )
-    token.add_argument("--role", required=True, choices=[role.value for role in Role],
-                       help="read-only: status, lists, gpu, cache ls; admin: also load, unload, delete...")
+    kind = token.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--role", choices=[role.value for role in Role],
+                      help="read-only: status, lists, gpu, cache ls; admin: also load, unload, delete...")
+    kind.add_argument("--http", action="store_true",
+                      help="an HTTP API key instead: print an [[http.api_keys]] table (no role)")
     token.add_argument("--name", default="ocrctl", help="who holds the token (shown in ocrd's log)")
     token.add_argument(
         "--generate", metavar="FILE",
@@ -90,6 +93,9 @@ def run_hash_token(args: argparse.Namespace) -> int:
         check_token_strength(token)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
+    if args.http:
+        _print_api_key(args, token)
+        return 0
     print("[[grpc.tokens]]")
     print(f"name = {json.dumps(args.name)}")
     print(f'role = "{args.role}"')
@@ -99,6 +105,16 @@ def run_hash_token(args: argparse.Namespace) -> int:
         print(f"# The token itself is in {Path(args.generate).absolute()} (mode 0600); use it with")
         print(f"# ocrctl --token-file {args.generate} ...   or   OCRD_TOKEN=$(cat {args.generate}) ocrctl ...")
     return 0
+
+
+def _print_api_key(args: argparse.Namespace, key: str) -> None:
+    print("[[http.api_keys]]")
+    print(f"name = {json.dumps(args.name)}")
+    print(f'hash = "{hash_token(key)}"')
+    if args.generate:
+        print()
+        print(f"# The key itself is in {Path(args.generate).absolute()} (mode 0600); clients send it as")
+        print("# 'Authorization: Bearer KEY' (OpenAI clients: api_key=KEY or $OPENAI_API_KEY)")
 
 
 def _read_token() -> str:

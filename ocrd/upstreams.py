@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.errors import ModelNotFound
+from ocrd.model_ids import is_model_id
 
 ENGINE = "upstream"
 # Environment variable names as POSIX shells accept them.
@@ -68,6 +69,10 @@ class UpstreamSettings(BaseModel):
         if value != value.strip() or ":" in value:
             # ":" separates a model from its preset in requests ("dots.ocr:layout").
             raise ValueError("a model id has no surrounding spaces and no ':'")
+        if not is_model_id(value):
+            # Clients may only send names of this shape (ocrd.model_ids): any other is unreachable.
+            raise ValueError("a model id is NAME or ORG/NAME: ASCII letters, digits, '-', '_', "
+                             "'.'; no '..' or '--'")
         return value
 
     @field_validator("url")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def run_ocr(client: Client, args: argparse.Namespace) -> int:
     model = args.model or status.default_model
     timeout = args.timeout if args.timeout is not None else DEFAULT_HTTP_TIMEOUT
     failed = False
-    with httpx.Client(timeout=timeout) as http:
+    with httpx.Client(timeout=timeout, headers=api_key_headers()) as http:
         for index, file in enumerate(args.files):
             if len(args.files) > 1 and not args.json:
                 print(("\n" if index else "") + f"==> {file} <==", flush=True)
@@ -106,8 +107,22 @@ def image_type(data: bytes) -> str | None:
     return None
 
 
+def api_key_headers() -> dict[str, str]:
+    """``Authorization: Bearer $OCRD_API_KEY`` for a daemon with ``http.api_keys``; else none."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+API_KEY_ENV = "OCRD_API_KEY"
+
+
 def _error_message(response: Any) -> str:
     """OpenAI's ``{"error": {"message": ...}}`` when the body has it, else the HTTP status."""
+    if response.status_code == 401:
+        if os.environ.get(API_KEY_ENV, "").strip():
+            return (f"ocrd's HTTP API refused the key in ${API_KEY_ENV} (HTTP 401): it is not "
+                    "one of its http.api_keys")
+        return f"ocrd's HTTP API needs an API key (HTTP 401): set ${API_KEY_ENV} to one of its keys"
     try:
         message = response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):

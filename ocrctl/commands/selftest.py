@@ -21,7 +21,7 @@ from typing import Any
 from ocrctl import render
 from ocrctl.client import Client, CommandError, follow
 from ocrctl.commands.common import add_command
-from ocrctl.commands.ocr import DEFAULT_HTTP_TIMEOUT, _error_message
+from ocrctl.commands.ocr import DEFAULT_HTTP_TIMEOUT, _error_message, api_key_headers
 from ocrd.control.v1 import control_pb2 as pb
 
 # Read exactly by PP-OCR and Tesseract in DejaVu Sans and in Pillow's own font (tried both).
@@ -75,7 +75,7 @@ def run_selftest(client: Client, args: argparse.Namespace) -> int:
     image = render_test_image()
     url = status.http_url.rstrip("/") + "/v1/chat/completions"
     timeout = args.timeout if args.timeout is not None else DEFAULT_HTTP_TIMEOUT
-    with httpx.Client(timeout=timeout) as http:
+    with httpx.Client(timeout=timeout, headers=api_key_headers()) as http:
         outcomes = [_probe(http, url, info, image) for info in models]
     memory = {info.id: info.memory_bytes for info in _loaded(client)}  # measured after the work
     for outcome in outcomes:

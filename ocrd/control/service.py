@@ -23,6 +23,7 @@ from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import InvalidRequest
 from ocrd.events import ModelState
 from ocrd.gpu import GpuProbe
+from ocrd.model_ids import check_model_name, check_optional_model_name, check_revision
 from ocrd.scheduler import Scheduler
 
 # Engines and quantizations this version can honour when a client asks for one explicitly.
@@ -86,7 +87,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.LoadModelProgress]:
         check_engine_request(request.engine, request.quantization)
-        model = self._scheduler.resolve(request.model).id
+        model = self._scheduler.resolve(check_model_name(request.model)).id
         keep_alive = request.keep_alive_seconds if request.HasField("keep_alive_seconds") else None
         # The scheduler ends with a "model.ready" event (also for a model already loaded), or
         # raises: the proto's "last message READY, or a non-OK status".
@@ -100,12 +101,13 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def UnloadModel(
         self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnloadModelResponse:
-        return convert.unload_result(await self._scheduler.unload(request.model))
+        return convert.unload_result(await self._scheduler.unload(check_model_name(request.model)))
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
-        model = self._scheduler.resolve(request.model).id if request.model else None
+        name = check_optional_model_name(request.model)
+        model = self._scheduler.resolve(name).id if name else None
         events = self._scheduler.events.subscribe(model)
         # Headers go out once the subscription exists: a client that waits for them knows that
         # every event published from then on reaches it. The stream ends when the client cancels.
@@ -117,6 +119,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         self, request: pb.ExplainModeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExplainModeResponse:
         check_engine_request(request.engine, request.quantization)
+        check_model_name(request.model)
         decision = await self._scheduler.explain(
             request.model, engine=request.engine or None, quantization=request.quantization or None
         )
@@ -139,21 +142,23 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         self, request: pb.DeleteCacheRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCacheResponse:
         deletion = await CacheService(self._scheduler).delete(
-            request.model, request.revision, dry_run=request.dry_run, force=request.force
+            check_model_name(request.model), check_revision(request.revision),
+            dry_run=request.dry_run, force=request.force,
         )
         return convert.cache_deletion(deletion)
 
     async def VerifyCache(
         self, request: pb.VerifyCacheRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyCacheResponse:
-        verification = await CacheService(self._scheduler).verify(request.model, request.revision)
+        verification = await CacheService(self._scheduler).verify(
+            check_model_name(request.model), check_revision(request.revision))
         return convert.cache_verification(verification)
 
     async def Diagnose(
         self, request: pb.DiagnoseRequest, context: grpc.aio.ServicerContext
     ) -> pb.DiagnoseResponse:
         directory = self._scheduler.directory
-        model = request.model or directory.settings.default_model
+        model = check_optional_model_name(request.model) or directory.settings.default_model
         fit = await doctor.plan_fit(self._scheduler, model, explicit=bool(request.model))
         # The checks block (NVML, Docker, the filesystem): a worker thread, still as our user.
         checks = await asyncio.to_thread(
@@ -165,7 +170,9 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         self, request: pb.PullModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PullModelProgress]:
         # Cancelling the stream stops the download unless another client follows it (ocrd.pull).
-        async for step in CacheService(self._scheduler).pull(request.model, request.revision):
+        model, revision = check_model_name(request.model), check_revision(request.revision)
+        pull = CacheService(self._scheduler).pull(model, revision)
+        async for step in pull:
             yield convert.pull_progress(step)
 
     async def Cleanup(
@@ -177,7 +184,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def Logs(
         self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.LogLine]:
-        runner = self._scheduler.runner_of(request.model)
+        runner = self._scheduler.runner_of(check_model_name(request.model))
         tail = request.tail if request.HasField("tail") else runner_logs.DEFAULT_TAIL
         # Following ends when the runner does (unload, crash) or when the client cancels.
         async for line in runner_logs.runner_lines(runner, tail, follow=request.follow):

@@ -1,27 +1,85 @@
 """Plain endpoints: ``/health``, ``/metrics``, and the seed's ``POST /models/load``/``unload``.
 
 Same core as ``ocrctl load``/``unload`` (the scheduler); kept for scripts written against the
-original servers, which POST ``{"model": "..."}``.
+original servers, which POST ``{"model": "..."}``. Their bodies are pydantic models, so that the
+checks and ocrd's OpenAPI document (``ocrd.http.openapi``) are one thing; fields they do not know
+are ignored, as the original servers did.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from ocrd.config import parse_duration
-from ocrd.errors import InvalidRequest
-from ocrd.http.openai.protocol import parse_json_body
+from ocrd.http.openai.protocol import parse_body_as, parse_json_body
+from ocrd.http.openapi import error_responses, request_body
 from ocrd.http.state import AppState
+from ocrd.model_ids import MODEL_NAME_PATTERN, check_model_name
 from ocrd.scheduler import SlotInfo
 
 router = APIRouter()
 
+KeepAlive = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
+                    "description": "seconds, or a duration such as '30s', '10m', '1h'"}),
+]
 
-@router.get("/health")
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+    model: str = Field(min_length=1, description="The id or alias of a model.",
+                       json_schema_extra={"pattern": MODEL_NAME_PATTERN})
+
+
+class LoadModelRequest(_Body):
+    keep_alive: KeepAlive | None = None
+    pin: bool = False
+    engine: Literal["builtin", "transformers", "vllm"] | None = None
+    quantization: Literal["auto", "none", "8bit", "4bit"] | None = None
+
+
+class UnloadModelRequest(_Body):
+    pass
+
+
+class HealthModel(BaseModel):
+    id: str
+    state: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "stopping"]
+    version: str
+    models: list[HealthModel]
+
+
+class LoadModelResponse(BaseModel):
+    status: Literal["loaded"]
+    model: str
+    state: str
+    engine: str | None
+    pid: int | None
+    memory_bytes: int | None
+    pinned: bool
+    keep_alive_seconds: float | None
+
+
+class UnloadModelResponse(BaseModel):
+    status: Literal["unloaded", "not_loaded"]
+    model: str
+    freed_bytes: int
+
+
+@router.get("/health", responses={200: {"model": HealthResponse},
+                                  503: {"model": HealthResponse, "description": "stopping"}})
 async def health(request: Request) -> JSONResponse:
     state: AppState = request.app.state.ocrd
     models = [
@@ -34,35 +92,34 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=503 if state.stopping else 200)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus metrics"}, **error_responses(401)})
 async def metrics(request: Request) -> Response:
     state: AppState = request.app.state.ocrd
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/models/load")
+_LOAD_ERRORS = error_responses(400, 401, 404, 409, 413, 429, 503, 504, 507)
+
+
+@router.post("/models/load", response_model=LoadModelResponse, responses=_LOAD_ERRORS,
+             openapi_extra=request_body(LoadModelRequest))
 async def load_model(request: Request) -> dict[str, Any]:
     state: AppState = request.app.state.ocrd
-    raw = parse_json_body(await request.body())
-    model = _model_field(raw)
-    keep_alive = raw.get("keep_alive")
-    try:
-        seconds = None if keep_alive is None else parse_duration(keep_alive)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="keep_alive") from None
-    pin = raw.get("pin", False)
-    if not isinstance(pin, bool):
-        raise InvalidRequest("'pin' must be true or false", param="pin")
-    engine, quantization = _choice(raw, "engine"), _choice(raw, "quantization")
-    info = await state.scheduler.load(model, keep_alive=seconds, pin=pin, engine=engine,
-                                      quantization=quantization)
+    body = parse_body_as(LoadModelRequest, _json(request, await request.body()))
+    info = await state.scheduler.load(check_model_name(body.model), keep_alive=body.keep_alive,
+                                      pin=body.pin, engine=body.engine,
+                                      quantization=body.quantization)
     return {"status": "loaded", **_summary(info)}
 
 
-@router.post("/models/unload")
+@router.post("/models/unload", response_model=UnloadModelResponse, responses=_LOAD_ERRORS,
+             openapi_extra=request_body(UnloadModelRequest))
 async def unload_model(request: Request) -> dict[str, Any]:
     state: AppState = request.app.state.ocrd
-    result = await state.scheduler.unload(_model_field(parse_json_body(await request.body())))
+    body = parse_body_as(UnloadModelRequest, _json(request, await request.body()))
+    result = await state.scheduler.unload(check_model_name(body.model))
     return {
         "status": "unloaded" if result.was_loaded else "not_loaded",
         "model": result.model,
@@ -70,24 +127,9 @@ async def unload_model(request: Request) -> dict[str, Any]:
     }
 
 
-def _choice(raw: dict[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is not None and (not isinstance(value, str) or value not in _CHOICES[key]):
-        raise InvalidRequest(f"'{key}' must be one of: {', '.join(_CHOICES[key])}", param=key)
-    return value
-
-
-_CHOICES = {
-    "engine": ("builtin", "transformers", "vllm"),
-    "quantization": ("auto", "none", "8bit", "4bit"),
-}
-
-
-def _model_field(raw: dict[str, Any]) -> str:
-    model = raw.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required: the id or alias of a model", param="model")
-    return model
+def _json(request: Request, body: bytes) -> dict[str, Any]:
+    state: AppState = request.app.state.ocrd
+    return parse_json_body(body, state.settings.limits.max_json_depth)
 
 
 def _summary(info: SlotInfo) -> dict[str, Any]:

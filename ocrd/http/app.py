@@ -1,17 +1,31 @@
-"""The FastAPI application: routers over one core, errors in OpenAI's shape."""
+"""The FastAPI application: routers over one core, errors in OpenAI's shape.
+
+Middlewares, outermost first: CORS (only with ``http.cors_origins``; outermost so that refusals
+carry its headers and a browser can read them), API keys (``http.api_keys``; before any body is
+read), the body-size cap, the catch-all that turns a crash into the 500 envelope.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
 
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from ocrd.control.address import is_loopback_host
 from ocrd.http import admin
+from ocrd.http.auth import ApiKeyAuth
 from ocrd.http.errors import install_error_handlers
 from ocrd.http.limits import BodySizeLimit
 from ocrd.http.openai import chat, models
+from ocrd.http.openapi import install_openapi
 from ocrd.http.state import AppState
+
+log = logging.getLogger("ocrd.http")
 
 
 def build_app(state: AppState) -> FastAPI:
+    settings = state.settings
     app = FastAPI(
         title="ocrd",
         version=state.version,
@@ -24,5 +38,20 @@ def build_app(state: AppState) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(admin.router)
-    app.add_middleware(BodySizeLimit, max_bytes=state.settings.limits.max_body_bytes)
+    install_openapi(app)
+    # Starlette runs the middleware added last first.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(ApiKeyAuth, state=state)
+    if settings.http.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.http.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    if not is_loopback_host(settings.http.host) and not settings.http.api_keys:
+        log.warning("the HTTP API listens on %s without API keys: anyone who reaches the port may "
+                    "use it; add [[http.api_keys]] ('ocrd hash-token --http') or bind 127.0.0.1",
+                    settings.http.host)
     return app

@@ -215,7 +215,8 @@ async def test_verify_after_a_pull_knows_every_file_the_hub_listed(stub, fake_hu
 
 @pytest.mark.parametrize(("model", "says"), [
     ("ppocr", "builtin/ppocr is built into ocrd (builtin engine): there is nothing to download"),
-    ("../etc", "is neither a model ocrd knows nor a Hugging Face repo id"),
+    ("../etc", "is not a valid model name"),
+    ("nosuchmodel", "is neither a model ocrd knows nor a Hugging Face repo id"),
 ])
 async def test_pull_of_a_builtin_model_or_no_repo_id_is_invalid(stub, fake_hub, model, says):
     error = await pull_error(stub, model)

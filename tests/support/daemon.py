@@ -70,13 +70,20 @@ def to_toml(data: dict[str, Any]) -> str:
     data = {k: v for k, v in data.items() if k not in arrays}
 
     def emit(path: list[str], table: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in table.items()  # e.g. [[http.api_keys]]
+                  if isinstance(v, list) and v and all(isinstance(item, dict) for item in v)}
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and k not in tables}
         if path and scalars:
             lines.append("[" + ".".join(_toml_key(p) for p in path) + "]")
         for key, value in scalars.items():
             lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
         if scalars:
             lines.append("")
+        for key, items in tables.items():
+            for item in items:
+                lines.append("[[" + ".".join(_toml_key(p) for p in [*path, key]) + "]]")
+                lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items())
+                lines.append("")
         for key, value in table.items():
             if isinstance(value, dict):
                 emit([*path, key], value)
@@ -211,8 +218,8 @@ class RunningDaemon:
     def openai_client(self, **kwargs: Any) -> Any:
         import openai
 
-        options = {"timeout": HTTP_TIMEOUT, "max_retries": 0, **kwargs}
-        return openai.OpenAI(base_url=self.base_url + "/v1", api_key="unused", **options)
+        options = {"timeout": HTTP_TIMEOUT, "max_retries": 0, "api_key": "unused", **kwargs}
+        return openai.OpenAI(base_url=self.base_url + "/v1", **options)
 
     def http(self, **kwargs: Any) -> Any:
         import httpx

@@ -19,18 +19,35 @@ from ocrd.catalog.catalog import split_model_preset
 from ocrd.http import proxy
 from ocrd.http.images import forward_payload, prepare_images
 from ocrd.http.openai.presets import apply_preset, requested_preset
-from ocrd.http.openai.protocol import parse_chat_request, parse_json_body
+from ocrd.http.openai.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    parse_chat_request,
+    parse_json_body,
+)
+from ocrd.http.openapi import error_responses, request_body
 from ocrd.http.state import AppState
+from ocrd.model_ids import check_model_name
 
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions")
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": ChatCompletion,
+          "content": {"text/event-stream": {"schema": {"type": "string"}}},
+          "description": "the completion; with stream: true, server-sent events ending in [DONE]"},
+    **error_responses(400, 401, 404, 413, 429, 502, 503, 504, 507),
+}
+
+
+@router.post("/v1/chat/completions", response_class=Response, responses=_ANSWERS,
+             openapi_extra=request_body(ChatCompletionRequest))
 async def create_chat_completion(request: Request) -> Response:
     state: AppState = request.app.state.ocrd
-    raw = parse_json_body(await request.body())
+    raw = parse_json_body(await request.body(), state.settings.limits.max_json_depth)
     chat = parse_chat_request(raw)
-    # Unknown model or preset: 404/400 before any image work.
+    # A malformed name: 400 before any lookup; unknown model or preset: 404/400 before image work.
+    check_model_name(chat.model, allow_preset=True)
     entry, suffix = split_model_preset(chat.model, state.scheduler.resolve)
     preset = requested_preset(raw, suffix)
     with state.metrics.observe(entry.id):

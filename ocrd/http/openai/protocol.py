@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -30,8 +31,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ocrd.errors import InvalidRequest
+from ocrd.model_ids import REQUEST_MODEL_PATTERN
 
 MAX_TOKENS_CAP = 1_000_000
+DEFAULT_MAX_JSON_DEPTH = 64  # limits.max_json_depth's default
 MAX_STOP_SEQUENCES = 4
 Role = Literal["system", "user", "assistant", "developer", "tool"]
 
@@ -42,6 +45,9 @@ class _Request(BaseModel):
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 # --- union helpers ----------------------------------------------------------------------------
@@ -107,7 +113,15 @@ Stop = Annotated[
 ]
 
 
+def _content_documented_as_required(schema: dict[str, Any]) -> None:
+    # Documented as always sent (null only makes sense for an assistant turn): closer to what
+    # _content_required enforces than "optional", so that generated requests get past it.
+    schema["required"] = sorted({*schema.get("required", ()), "content"})
+
+
 class ChatMessage(_Request):
+    model_config = ConfigDict(json_schema_extra=_content_documented_as_required)
+
     role: Role
     # Optional only for assistant messages (OpenAI allows an assistant turn of tool calls alone).
     content: Content | None = None
@@ -127,7 +141,8 @@ class StreamOptions(_Request):
 
 
 class ChatCompletionRequest(_Request):
-    model: str = Field(min_length=1)
+    # The pattern is documentation (OpenAPI); ocrd.model_ids checks the name with clearer words.
+    model: str = Field(min_length=1, json_schema_extra={"pattern": REQUEST_MODEL_PATTERN})
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -180,27 +195,105 @@ class ModelList(_Response):
     data: list[ModelCard] = Field(default_factory=list)
 
 
+class ChatCompletionMessage(_Response):
+    role: Literal["assistant"]
+    content: str | None = None
+
+
+class ChatCompletionChoice(_Response):
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(_Response):
+    """What ``POST /v1/chat/completions`` answers without ``stream`` (OpenAI's shape; runners and
+    upstreams may add fields)."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: dict[str, Any] | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope, the body of every 4xx and 5xx."""
+
+    error: ErrorDetail
+
+
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def parse_json_body(body: bytes) -> dict[str, Any]:
+def parse_json_body(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
     """A request body as a JSON object, or ``InvalidRequest``.
 
     Python's ``json`` accepts ``NaN`` and ``Infinity``; JSON does not, and a runner that gets one
     forwarded would fail with its own error, so they are refused here, naming where they are.
+    Nesting deeper than ``max_depth`` (``limits.max_json_depth``) is refused too: what ocrd
+    forwards, a runner parses again, and recursive code there (or in pydantic) must never meet a
+    body nested a thousand levels deep. ``json`` itself stops at the interpreter's recursion limit
+    with a RecursionError, which is the same refusal.
     """
     if not body.strip():
         raise InvalidRequest("request body is empty; send a JSON object")
     try:
-        value = json.loads(body)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        # Strictly UTF-8 (RFC 8259): json.loads(bytes) would also take UTF-16/32 and let
+        # surrogates through ("surrogatepass"), which a runner then fails to encode.
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not valid JSON: not valid UTF-8 at byte {exc.start}; send JSON "
+            "encoded as UTF-8"
+        ) from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidRequest("request body is not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
+    _refuse_deep(value, max_depth)
     _refuse_non_finite(value)
     return value
+
+
+def _refuse_deep(root: dict[str, Any], max_depth: int) -> None:
+    """Refuses nesting deeper than ``max_depth`` and strings with lone surrogates (JSON's
+    ``"\\ud800"`` escapes parse, but no UTF-8 encoder, a runner's included, takes them)."""
+    # Iterative, level by level: the check itself must not recurse as deep as the body does.
+    level, depth = [root], 1
+    while level:
+        if depth > max_depth:
+            raise InvalidRequest(
+                f"request body nests arrays and objects more than {max_depth} levels deep "
+                "(limits.max_json_depth)"
+            )
+        children = []
+        for node in level:
+            items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            for item in items:
+                if isinstance(item, (dict, list)):
+                    children.append(item)
+                elif isinstance(item, str) and _SURROGATE.search(item):
+                    raise InvalidRequest(
+                        "request body has a string with an unpaired UTF-16 surrogate escape "
+                        "(\\ud800-\\udfff); send valid Unicode text"
+                    )
+        level, depth = children, depth + 1
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _refuse_non_finite(raw: dict[str, Any]) -> None:
@@ -212,10 +305,15 @@ def _refuse_non_finite(raw: dict[str, Any]) -> None:
 
 def parse_chat_request(raw: Any) -> ChatCompletionRequest:
     """Validate a decoded ``/v1/chat/completions`` body; errors become ``InvalidRequest`` (400)."""
+    return parse_body_as(ChatCompletionRequest, raw)
+
+
+def parse_body_as(model: type[_Body], raw: Any) -> _Body:
+    """Validate a decoded JSON body as ``model``; errors become one ``InvalidRequest`` (400)."""
     if not isinstance(raw, dict):
         raise InvalidRequest("request body must be a JSON object")
     try:
-        return ChatCompletionRequest.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise invalid_request_from_errors(exc.errors(include_url=False)) from None
 
