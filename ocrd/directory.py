@@ -25,7 +25,13 @@ from ocrd.hf_cache import Snapshot, find_snapshot, resolve_hub_dir
 from ocrd.model_size import SizeFacts, size_facts
 from ocrd.planner import Decision, Preference
 from ocrd.runners.base import RunnerSpec
-from ocrd.runners.options import VllmPlacement, builtin_options, transformers_options, vllm_options
+from ocrd.runners.options import (
+    VllmPlacement,
+    builtin_options,
+    transformers_options,
+    vllm_extra_args,
+    vllm_options,
+)
 from ocrd.upstreams import ENGINE as UPSTREAM, upstream_entries, upstream_options
 
 log = logging.getLogger("ocrd.directory")
@@ -166,7 +172,10 @@ class ModelDirectory:
         max_tokens = transformers.max_new_tokens
         return Preference(engine=chosen_engine, engine_from=engine_from, quantization=chosen_quant,
                           quantization_from=quant_from, device=chosen_device, device_from=device_from,
-                          dtype=transformers.dtype, max_new_tokens=max_tokens)
+                          dtype=transformers.dtype, max_new_tokens=max_tokens,
+                          vllm_args=vllm_extra_args(self.settings, entry),
+                          gpu_memory_utilization=per_model.gpu_memory_utilization,
+                          gpu_memory_utilization_from=f"{section} gpu_memory_utilization")
 
     # --- runner specs ---------------------------------------------------------------------------
 

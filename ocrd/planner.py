@@ -148,6 +148,10 @@ class Preference:
     device_from: str = ""
     dtype: str = "auto"  # transformers.dtype
     max_new_tokens: int = 4096  # transformers.max_new_tokens (the entry's max_tokens wins)
+    vllm_args: tuple[str, ...] = ()  # vllm.args then [models.X] vllm_args, after the catalog's
+    # [models.X] gpu_memory_utilization: vLLM's share fixed by the user instead of estimated.
+    gpu_memory_utilization: float | None = None
+    gpu_memory_utilization_from: str = ""
 
 
 # --- estimates ------------------------------------------------------------------------------------
@@ -197,13 +201,20 @@ def vllm_estimate(size: SizeFacts, max_model_len: int | None) -> Estimate:
     return Estimate(weights + sum(b for _, b in parts), weights, parts)
 
 
-def vllm_max_model_len(entry: CatalogEntry) -> int | None:
-    """``--max-model-len`` from the catalog's vLLM arguments, if it sets one."""
-    args = list(entry.vllm.args) if entry.vllm else []
-    for flag, value in zip(args, args[1:]):
-        if flag in ("--max-model-len", "--max_model_len") and value.isdigit():
-            return int(value)
-    return None
+def vllm_max_model_len(entry: CatalogEntry, extra_args: tuple[str, ...] = ()) -> int | None:
+    """``--max-model-len`` of the server's arguments (the catalog's, then ``extra_args``), if they
+    set one: the last one given, as vLLM's argument parser takes it."""
+    args = [*(entry.vllm.args if entry.vllm else ()), *extra_args]
+    found = None
+    for index, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if flag not in ("--max-model-len", "--max_model_len"):
+            continue
+        if not equals:
+            value = args[index + 1] if index + 1 < len(args) else ""
+        if value.isdigit():
+            found = int(value)
+    return found
 
 
 def utilization(needed: int, total: int) -> float:
@@ -346,7 +357,7 @@ def _try_engine(engine: str, entry: CatalogEntry, size: SizeFacts | None, host: 
         if not gpus:
             notes.append(f"vLLM not used: it needs an NVIDIA GPU ({why_none})")
             return []
-        return [_vllm_attempt(entry, size, gpu, host) for gpu in gpus]
+        return [_vllm_attempt(entry, size, gpu, host, preference) for gpu in gpus]
     if not gpus:
         return [_cpu_attempt(entry, size, preference, why_none)]
     return [_transformers_attempt(entry, size, gpu, host, preference, quantization)
@@ -417,19 +428,33 @@ def _cpu_attempt(entry: CatalogEntry, size: SizeFacts | None, preference: Prefer
     return _Attempt("transformers", "cpu", quantization, needed, needed, None, reasons=reasons)
 
 
-def _vllm_attempt(entry: CatalogEntry, size: SizeFacts | None, gpu: Gpu, host: Host) -> _Attempt:
+def _vllm_attempt(entry: CatalogEntry, size: SizeFacts | None, gpu: Gpu, host: Host,
+                  preference: Preference) -> _Attempt:
     usable = _usable(gpu, host)
-    if size is None:
+    fixed = preference.gpu_memory_utilization
+    if size is None and fixed is None:
         return _Attempt("vllm", gpu.device, "none", gpu.total, usable, gpu, reasons=[
             f"{entry.id}'s size is unknown: vLLM would need the whole GPU"])
-    estimate = vllm_estimate(size, vllm_max_model_len(entry))
-    share = utilization(estimate.total, gpu.total)
+    reasons = []
+    estimated = None
+    if size is not None:
+        estimate = vllm_estimate(size, vllm_max_model_len(entry, preference.vllm_args))
+        estimated = utilization(estimate.total, gpu.total)
+        reasons.append(f"estimate: {estimate.describe()}; sizes from {size.source}")
+    if fixed is None:
+        share = estimated
+        reasons.append(f"gpu_memory_utilization {share:.2f}: {gib(share * gpu.total)} of the GPU's "
+                       f"{gib(gpu.total)} (needed / total, rounded up to 0.01)")
+    else:
+        share = fixed
+        ours = f"; ocrd's estimate is {estimated:.2f}" if estimated is not None else ""
+        reasons.append(f"gpu_memory_utilization {share:.2f} from {preference.gpu_memory_utilization_from}: "
+                       f"{gib(share * gpu.total)} of the GPU's {gib(gpu.total)}{ours}")
+        if estimated is not None and share < estimated:
+            reasons.append("that is less than ocrd's estimate: vLLM may refuse to start, with too "
+                           "little memory left for its KV cache")
     # vLLM takes utilization x total, the rounding included.
-    attempt = _Attempt("vllm", gpu.device, "none", round(share * gpu.total), usable, gpu, share)
-    attempt.reasons.append(f"estimate: {estimate.describe()}; sizes from {size.source}")
-    attempt.reasons.append(f"gpu_memory_utilization {share:.2f}: {gib(attempt.needed)} of the GPU's "
-                           f"{gib(gpu.total)} (needed / total, rounded up to 0.01)")
-    return attempt
+    return _Attempt("vllm", gpu.device, "none", round(share * gpu.total), usable, gpu, share, reasons=reasons)
 
 
 def _vllm_cpu_attempt(entry: CatalogEntry) -> _Attempt:

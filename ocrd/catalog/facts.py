@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,28 @@ VLLM_MANAGED_FLAGS = frozenset({
     "--model", "--host", "--port", "--served-model-name", "--gpu-memory-utilization",
     "--kv-cache-memory-bytes", "--download-dir",
 })
+# What a user sets instead, for the refusal of such a flag in the configuration.
+_INSTEAD = {
+    "--gpu-memory-utilization": ': fix it per model with [models."ID"] gpu_memory_utilization',
+    "--kv-cache-memory-bytes": ': fix the share per model with [models."ID"] gpu_memory_utilization',
+    "--download-dir": ": the shared cache is cache.hub_dir",
+}
+
+
+def managed_flag(arg: str) -> str | None:
+    """The flag ocrd sets itself that ``arg`` gives (``--flag``, ``--flag=value``,
+    ``--flag.key``, underscores for dashes, as vLLM's parser accepts them), else None."""
+    flag = arg.partition("=")[0].split(".")[0].replace("_", "-")
+    return flag if flag in VLLM_MANAGED_FLAGS else None
+
+
+def check_managed_flags(where: str, args: Iterable[str]) -> None:
+    """ValueError naming the first of ``args`` that ocrd sets itself: given twice, vLLM would
+    take the last one, and ocrd would proxy to the wrong port or mis-account the GPU."""
+    for arg in args:
+        if flag := managed_flag(str(arg)):
+            prefix = f"{where}: " if where else ""
+            raise ValueError(f"{prefix}{flag} is set by ocrd itself{_INSTEAD.get(flag, '')}")
 
 
 @dataclass(frozen=True)
@@ -107,8 +129,7 @@ def check_vllm_args(where: str, args: tuple[str, ...]) -> None:
         flag = args[i]
         if not isinstance(flag, str) or not flag.startswith("--"):
             raise ValueError(f"{where}: expected a --flag at position {i} of args, got {flag!r}")
-        if flag.split(".")[0] in VLLM_MANAGED_FLAGS:
-            raise ValueError(f"{where}: {flag} is set by ocrd itself, not by the catalog")
+        check_managed_flags(where, (flag,))
         if flag in VLLM_BOOLEAN_FLAGS:
             i += 1
             continue

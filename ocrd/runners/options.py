@@ -20,7 +20,7 @@ from typing import Any
 
 from ocrd.catalog import CatalogEntry
 from ocrd.catalog.facts import TransformersFacts
-from ocrd.config import Settings, vllm_instance
+from ocrd.config import Settings, model_overrides, vllm_instance
 from ocrd.errors import EngineUnavailable
 from ocrd.hf_cache import Snapshot
 
@@ -142,7 +142,7 @@ def vllm_options(entry: CatalogEntry, settings: Settings, snapshot: Snapshot, hu
         "hf_home": str(host_hf_home()),
         "model": entry.id,
         "revision": snapshot.commit,
-        "args": [*(entry.vllm.args if entry.vllm else ()), *config.args],
+        "args": [*(entry.vllm.args if entry.vllm else ()), *vllm_extra_args(settings, entry)],
         "env": dict(config.env),
         "offline": snapshot.complete,
         "instance": vllm_instance(settings),
@@ -154,6 +154,14 @@ def vllm_options(entry: CatalogEntry, settings: Settings, snapshot: Snapshot, hu
         options["gpu"] = placement.gpu_uuid
         options["gpu_memory_utilization"] = placement.gpu_memory_utilization
     return options
+
+
+def vllm_extra_args(settings: Settings, entry: CatalogEntry) -> tuple[str, ...]:
+    """The configuration's arguments of ``entry``'s vLLM server, after the catalog's:
+    ``vllm.args``, then ``[models.X] vllm_args`` (vLLM takes the last of a repeated flag, so the
+    model's own win)."""
+    per_model = model_overrides(settings, entry.id, list(entry.aliases))
+    return (*settings.vllm.args, *per_model.vllm_args)
 
 
 def host_hf_home(environ: Mapping[str, str] | None = None) -> Path:

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import PurePosixPath
 from typing import Any
 
-from ocrd.catalog.facts import check_vllm_args
+from ocrd.catalog.facts import check_managed_flags
 from ocrd.docker_host import CONFIG_HASH_LABEL, INSTANCE_LABEL, MANAGED_LABEL, MODEL_LABEL
 from ocrd.errors import ConfigError
 from ocrd.runners.base import RunnerSpec
@@ -100,7 +100,9 @@ class ContainerOptions:
         raw.setdefault("hub_dir", "")
         raw["args"] = tuple(str(arg) for arg in raw.get("args", ()))
         try:
-            check_vllm_args(where, raw["args"])
+            # The catalog's arguments were checked strictly when it loaded; the configuration's
+            # may be any vLLM flag, less the ones ocrd sets itself.
+            check_managed_flags(where, raw["args"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         share = raw.get("gpu_memory_utilization")

@@ -106,8 +106,10 @@ def ocrctl_ok(daemon: RunningDaemon, *args: str) -> str:
 
 def test_load_chat_and_unload_run_one_container_through_ocrds_port(docker_engine, fake_vllm_image,
                                                                     hf_home, instance):
-    with running_daemon(vllm_config(fake_vllm_image, hf_home, instance),
-                        env={"HF_HOME": str(hf_home)}) as daemon:
+    config = vllm_config(fake_vllm_image, hf_home, instance)
+    config["vllm"]["args"] = ["--max-model-len", "2048"]
+    config["models"][MODEL]["vllm_args"] = ["--max-model-len", "1024", "--disable-custom-all-reduce"]
+    with running_daemon(config, env={"HF_HOME": str(hf_home)}) as daemon:
         progress = ocrctl_ok(daemon, "load", MODEL, "--pin")
         assert "starting a container of local/ocrd-fake-vllm" in progress
         assert "[fake_vllm]" in progress  # the container's own log lines are the progress
@@ -134,6 +136,9 @@ def test_load_chat_and_unload_run_one_container_through_ocrds_port(docker_engine
         assert seen["model_config"] == QWEN_LIKE_CONFIG
         assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""  # vllm.device = "cpu": no GPU
         assert "--gpu-memory-utilization" not in seen["argv"]
+        # vllm.args, then the model's own vllm_args, after the catalog's: the model's win.
+        assert seen["argv"][-5:] == ["--max-model-len", "2048", "--max-model-len", "1024",
+                                     "--disable-custom-all-reduce"]
 
         # Cleanup keeps what a runner owns and removes a stray container of the same instance.
         stray = docker_engine.containers.create(

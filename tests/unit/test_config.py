@@ -500,3 +500,38 @@ def test_misspelled_ocrd_variable_is_reported_and_real_settings_are_not() -> Non
 def test_non_finite_durations_are_rejected(value: object) -> None:
     with pytest.raises(ValueError, match="finite"):
         parse_duration(value)
+
+
+@pytest.mark.parametrize("section, arguments, flag", [
+    ("[vllm]\nargs", '["--port", "9000"]', "--port"),
+    ('[models."dots.ocr"]\nvllm_args', '["--gpu_memory_utilization=0.5"]', "--gpu-memory-utilization"),
+    ('[models."dots.ocr"]\nvllm_args', '["--served-model-name", "x"]', "--served-model-name"),
+])
+def test_vllm_arguments_may_not_set_the_flags_ocrd_sets_itself(tmp_path: Path, section: str,
+                                                                arguments: str, flag: str) -> None:
+    path = write(tmp_path / "ocrd.toml", f"{section} = {arguments}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    message = assert_one_line(caught.value)
+    assert f"{flag} is set by ocrd itself" in message and "Value error" not in message
+    assert message.startswith("vllm.args:" if section == "[vllm]\nargs" else "models.dots.ocr.vllm_args:")
+
+
+def test_any_other_vllm_flag_is_accepted_in_either_form(tmp_path: Path) -> None:
+    path = write(tmp_path / "ocrd.toml", '[vllm]\nargs = ["--disable-custom-all-reduce", "--max-model-len=8192"]\n'
+                                         '[models."dots.ocr"]\nvllm_args = ["--max-num-seqs", "4"]\n'
+                                         'gpu_memory_utilization = 0.3\n')
+    settings = load_settings(path)
+    assert settings.vllm.args == ["--disable-custom-all-reduce", "--max-model-len=8192"]
+    assert settings.models["dots.ocr"].vllm_args == ["--max-num-seqs", "4"]
+    assert settings.models["dots.ocr"].gpu_memory_utilization == 0.3
+
+
+@pytest.mark.parametrize("share", ["0", "1.5", "-0.2"])
+def test_a_gpu_share_outside_0_to_1_is_refused(tmp_path: Path, share: str) -> None:
+    path = write(tmp_path / "ocrd.toml", f'[models."dots.ocr"]\ngpu_memory_utilization = {share}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert assert_one_line(caught.value).startswith("models.dots.ocr.gpu_memory_utilization:")

@@ -275,3 +275,25 @@ def test_the_docker_instance_is_derived_from_the_runtime_directory_unless_config
     assert vllm_instance(one) != vllm_instance(Settings(runtime_dir=tmp_path / "two"))
     assert vllm_instance(one).startswith("ocrd-")
     assert vllm_instance(Settings(runtime_dir=tmp_path / "one", vllm={"instance": "blue"})) == "blue"
+
+
+def test_per_model_vllm_args_come_after_the_catalogs_and_the_global_ones(hub):
+    cache_model(hub, MINERU, QWEN_LIKE)
+    models = directory(hub, vllm={"device": "cpu", "args": ["--max-num-seqs", "8"]},
+                       models={MINERU: {"vllm_args": ["--max-model-len", "16384", "--disable-custom-all-reduce"]}})
+    entry = models.catalog.resolve(MINERU)
+    options = ContainerOptions.from_spec(models.runner_spec(entry, vllm_decided(entry)))
+    assert options.args == (*entry.vllm.args, "--max-num-seqs", "8", "--max-model-len", "16384",
+                            "--disable-custom-all-reduce")
+    # The planner sees the same arguments: its KV-cache estimate follows their --max-model-len.
+    preference = models.preference(entry)
+    assert preference.vllm_args == ("--max-num-seqs", "8", "--max-model-len", "16384", "--disable-custom-all-reduce")
+    assert preference.gpu_memory_utilization is None
+
+
+def test_a_per_model_gpu_share_reaches_the_planner_with_its_source(hub):
+    cache_model(hub, MINERU, QWEN_LIKE)
+    models = directory(hub, models={MINERU: {"gpu_memory_utilization": 0.3}})
+    preference = models.preference(models.catalog.resolve(MINERU))
+    assert preference.gpu_memory_utilization == 0.3
+    assert preference.gpu_memory_utilization_from == f'[models."{MINERU}"] gpu_memory_utilization'

@@ -477,3 +477,55 @@ def test_a_cpu_build_of_vllm_is_not_used_when_a_gpu_is_demanded():
     assert (decision.engine, decision.device) == ("transformers", "cuda:0")
     assert ('vLLM not used: vllm.device is cpu (a CPU build of vLLM), but '
             '[models."rednote-hilab/dots.ocr"] device asks for cuda:0') in decision.reasons
+
+
+# --- per-model vLLM settings ----------------------------------------------------------------------
+
+FIXED_FROM = '[models."dots.ocr"] gpu_memory_utilization'
+
+
+def fixed_share(share: float) -> Preference:
+    return Preference(gpu_memory_utilization=share, gpu_memory_utilization_from=FIXED_FROM)
+
+
+def test_a_fixed_gpu_share_replaces_the_estimate_and_says_whose_it_is():
+    entry, size = sized("dots.ocr", None)
+    planned = plan(entry, size, host(24, docker=True))
+    fixed = plan(entry, size, host(24, docker=True), fixed_share(0.6))
+    assert (planned.engine, fixed.engine) == ("vllm", "vllm")
+    assert planned.gpu_memory_utilization == 0.44 and fixed.gpu_memory_utilization == 0.6
+    assert fixed.estimated_bytes == round(0.6 * 24 * GIB)
+    assert (f"gpu_memory_utilization 0.60 from {FIXED_FROM}: 14.4 GiB of the GPU's 24.0 GiB; "
+            "ocrd's estimate is 0.44") in fixed.reasons
+
+
+def test_a_fixed_share_below_the_estimate_is_used_with_a_warning():
+    entry, size = sized("dots.ocr", None)
+    decision = plan(entry, size, host(24, docker=True), fixed_share(0.3))
+    assert (decision.engine, decision.gpu_memory_utilization) == ("vllm", 0.3)
+    assert any(reason.startswith("that is less than ocrd's estimate: vLLM may refuse to start")
+               for reason in decision.reasons)
+
+
+def test_a_fixed_share_must_still_fit_the_free_memory():
+    entry, size = sized("dots.ocr", None)
+    busy = Gpu(0, "GPU-0", "Busy", total=24 * GIB, free=16 * GIB)
+    decision = plan(entry, size, Host(gpus=(busy,), vllm=DOCKER), fixed_share(0.9))
+    assert decision.engine != "vllm"  # 21.6 GiB asked, 15.5 GiB usable: never squeezed in
+    assert any(r.startswith("vLLM would need about 21.6 GiB on cuda:0") for r in decision.reasons)
+
+
+def test_max_model_len_from_the_configurations_arguments_sizes_the_kv_cache():
+    entry = CATALOG.resolve("qwen2-vl-2b")  # the catalog says --max-model-len 4096
+    assert vllm_max_model_len(entry, ("--max-model-len", "1024")) == 1024
+    assert vllm_max_model_len(entry, ("--max_model_len=2048",)) == 2048
+    assert vllm_max_model_len(entry, ("--max-model-len", "1024", "--max-model-len=512")) == 512
+    assert vllm_max_model_len(entry, ("--enforce-eager",)) == 4096
+    size = SizeFacts(total_params=2_000_000_000, kv_bytes_per_token=28_672, max_position_embeddings=32768)
+    default = plan(entry, size, host(24, docker=True), Preference(engine="vllm"))
+    longer = plan(entry, size, host(24, docker=True),
+                  Preference(engine="vllm", vllm_args=("--max-model-len", "32768")))
+    assert default.engine == longer.engine == "vllm"
+    # 28,672 tokens more of 28,672 bytes each, give or take the rounding to a hundredth of the GPU.
+    assert longer.estimated_bytes - default.estimated_bytes >= 28_672 * 28_672 - 0.01 * 24 * GIB
+    assert longer.gpu_memory_utilization > default.gpu_memory_utilization
