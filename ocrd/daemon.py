@@ -25,7 +25,7 @@ from ocrd.catalog import Catalog
 from ocrd.config import Settings, load_settings
 from ocrd.directory import ModelDirectory
 from ocrd.engines import DOCKER_STATUS
-from ocrd.control.server import start_control_server
+from ocrd.control.server import ControlServer, start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.errors import ConfigError, OcrdError
 from ocrd.events import Event, EventBus, ModelState
@@ -75,7 +75,7 @@ class Daemon:
                                   metrics=self.metrics)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._control: Any = None  # the ControlServer once bound; SIGHUP gives it new tokens
+        self._control: ControlServer | None = None  # once bound; SIGHUP gives it new tokens
 
     def _make_runner(self, spec: RunnerSpec) -> Runner:
         if spec.engine == "upstream":

@@ -110,3 +110,16 @@ class Subscription:
             dropped, self._dropped = self._dropped, 0
             return Event(kind="events.dropped", message=f"{dropped} events dropped: reader too slow")
         return await self._queue.get()
+
+    async def next_until(self, done: asyncio.Future[object]) -> Event | None:
+        """The next event, or None once ``done`` is done and no event is queued (a load's
+        progress, read until the load ends). ``done`` is never cancelled: a reader that goes
+        away leaves the load running."""
+        reader = asyncio.ensure_future(self.next())
+        try:
+            await asyncio.wait({reader, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not reader.done():
+                reader.cancel()
+        # A queued event completes the reader before the done future wakes us, so none is skipped.
+        return reader.result() if reader.done() else None

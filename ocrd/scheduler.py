@@ -17,12 +17,12 @@ quantization), which ``explain`` also returns. The GPU snapshot comes from the i
 ``gpu_probe`` (NVML; tests pass a FakeNvml one) and is taken off the event loop, as are the reads
 of safetensors headers. A load that does not fit evicts idle, unpinned models by their measured
 memory (NVML per process on a GPU, the runner's own figure otherwise), least recently used first,
-and fails with InsufficientMemory when that is not enough.
+and fails with InsufficientMemory when that is not enough (``ocrd.placement``).
 
 Runners a previous daemon left running (vLLM containers) are taken over with ``adopt``: the model
 is ready without a load. A runner that crashes while serving leaves its slot FAILED with its
 reason; where the engine's settings allow restarts (``vllm.restart_attempts``), the scheduler
-loads it again after a backoff that doubles with each restart in a row.
+loads it again after a backoff that doubles with each restart in a row (``ocrd.restarts``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,7 @@ from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config import Settings, model_overrides
 from ocrd.directory import ModelDirectory
 from ocrd.errors import (
-    CapacityExhausted,
     Conflict,
-    EngineUnavailable,
-    InsufficientMemory,
     InvalidRequest,
     ModelLoadFailed,
     ModelNotReady,
@@ -50,11 +47,12 @@ from ocrd.errors import (
     QueueFull,
     ShuttingDown,
 )
-from ocrd.events import Event, EventBus, ModelState, Subscription
-from ocrd.gpu import GpuProbe, unavailable
-from ocrd.planner import Decision, gib, plan, summary, with_reason_first
+from ocrd.events import Event, EventBus, ModelState
+from ocrd.gpu import GpuProbe
+from ocrd.placement import Placement
+from ocrd.planner import Decision, summary, with_reason_first
+from ocrd.restarts import RestartBackoff
 from ocrd.runners.base import LoadProgress, Runner, RunnerFactory
-from ocrd.host_view import host_view
 from ocrd.slots import Slot, SlotInfo, UnloadResult, drain, is_idle
 
 log = logging.getLogger("ocrd.scheduler")
@@ -94,9 +92,9 @@ class Scheduler:
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._starting: dict[str, Runner] = {}  # runners being started, by model id
-        # Restarts after crashes, in a row, by model id, and when the last runner became ready.
-        self._restarts: dict[str, int] = {}
-        self._ready_since: dict[str, float] = {}
+        self._restarts = RestartBackoff(clock)
+        self._placement = Placement(self._models, self._gpu, self._slots, lambda: self._settings,
+                                    self._unload_slot)
 
     # --- lookup and snapshots ------------------------------------------------------------------
 
@@ -290,7 +288,7 @@ class Scheduler:
             raise ShuttingDown("ocrd is shutting down")
         self._override(slot, keep_alive, pin)
         self._choose_engine(slot, engine, quantization)
-        self._restarts.pop(slot.entry.id, None)  # asked for by a person: a fresh start
+        self._restarts.forget(slot.entry.id)  # asked for by a person: a fresh start
         # No await from here to the load's start: subscribed now, none of its events is missed.
         subscription = self.events.subscribe(slot.entry.id)
         if slot.state == ModelState.READY:
@@ -299,7 +297,7 @@ class Scheduler:
         future = slot.load_future if slot.state == ModelState.LOADING else self._begin_load(slot)
         assert future is not None
         ready: Event | None = None
-        while ready is None and (event := await _next_event(subscription, future)) is not None:
+        while ready is None and (event := await subscription.next_until(future)) is not None:
             if event.kind in ("model.loading", "model.progress"):
                 yield event
             elif event.kind == "model.ready":
@@ -385,7 +383,7 @@ class Scheduler:
         slot.state = ModelState.READY
         slot.loaded_at_wall = self._wall()
         slot.last_used = self._clock()  # keep-alive counts from the load
-        self._ready_since[slot.entry.id] = self._clock()
+        self._restarts.ready(slot.entry.id)
         memory = f", {runner.memory_bytes / 2**20:.0f} MiB" if runner.memory_bytes else ""
         plan = f"; {summary(slot.decision)}" if slot.decision is not None else ""
         how = "adopted" if adopted is not None else "ready"
@@ -448,26 +446,19 @@ class Scheduler:
         return 0, 0.0
 
     def _schedule_restart(self, slot: Slot) -> None:
-        """After a crash: loads the model again after base x 2^(restarts in a row) seconds, unless
-        the restarts allowed are spent. A runner that stayed up longer than the longest backoff
-        counts as healthy: the count starts over."""
+        """After a crash: loads the model again after the backoff (``ocrd.restarts``), unless the
+        restarts allowed are spent."""
         attempts, base = self._restart_policy(slot)
-        model = slot.entry.id
         if not attempts or self._closing:
             return
-        ready_since = self._ready_since.pop(model, None)  # None: the last (re)start failed
-        if ready_since is not None and self._clock() - ready_since > base * 2**attempts:
-            self._restarts.pop(model, None)
-        done = self._restarts.get(model, 0)
-        if done >= attempts:
+        restart = self._restarts.after_crash(slot.entry.id, attempts, base)
+        if restart is None:
             self._publish(slot, "model.failed", f"not restarted: {attempts} restart(s) in a row "
                                                  f"already (vllm.restart_attempts)")
             return
-        self._restarts[model] = done + 1
-        delay = base * 2**done
-        self._publish(slot, "model.failed", f"restarting in {delay:g}s (restart {done + 1} of "
-                                             f"{attempts}, vllm.restart_attempts)")
-        self._spawn(self._restart_later(slot, delay))
+        self._publish(slot, "model.failed", f"restarting in {restart.delay:g}s (restart "
+                                             f"{restart.number} of {attempts}, vllm.restart_attempts)")
+        self._spawn(self._restart_later(slot, restart.delay))
 
     async def _restart_later(self, slot: Slot, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -479,48 +470,17 @@ class Scheduler:
                 self._schedule_restart(slot)  # the restart failed to load: the next, if any
 
     async def _make_room(self, slot: Slot) -> Decision:
-        """The decision to load ``slot`` with, after evicting what it needs evicted: idle models
-        beyond max_loaded_models, then idle models whose memory it needs."""
+        """The decision to load ``slot`` with, after ``ocrd.placement`` evicted what it needs
+        evicted; recorded on the slot before the room lock goes, so that the next load plans
+        with this one counted."""
         async with self._room:
-            await self._make_count_room(slot)
-            decision = await self._plan(slot)
-            if not decision.fits and decision.evictable_models:
-                for name in decision.evictable_models:
-                    victim = self._slots[name]
-                    if victim.state == ModelState.READY and is_idle(victim) and not victim.pinned:
-                        await self._unload_slot(victim, f"evicted to make room for {slot.entry.id} "
-                                                        f"({gib(decision.estimated_bytes)} on {decision.device})")
-                decision = await self._plan(slot)
-            if not decision.fits:
-                raise _does_not_fit(slot.entry.id, decision)
+            decision = await self._placement.make_room(slot)
             slot.decision = decision
             slot.engine = decision.engine
             self._configure(slot)  # the engine decides how many requests run at once
             slot.holds_room = True
             log.info("%s: %s", slot.entry.id, "; ".join(decision.reasons))
             return decision
-
-    async def _make_count_room(self, slot: Slot) -> None:
-        """Evicts least-recently-used idle models while max_loaded_models would be exceeded."""
-        # An upstream holds nothing on this host: it neither counts nor makes others go.
-        limit = 0 if slot.engine == "upstream" else self._settings.scheduler.max_loaded_models
-        while limit:
-            occupied = [s for s in self._slots.values()
-                        if s.holds_room and s is not slot and s.engine != "upstream"]
-            if len(occupied) < limit:
-                break
-            # Only READY models can go: a loading one is about to be used.
-            idle = [s for s in occupied
-                    if s.state == ModelState.READY and is_idle(s) and not s.pinned]
-            if not idle:
-                busy = ", ".join(s.entry.id for s in occupied)
-                raise CapacityExhausted(
-                    f"cannot load {slot.entry.id!r}: {limit} models are loaded "
-                    f"(max_loaded_models) and none is idle and unpinned ({busy}); "
-                    f"unload one with `ocrctl unload MODEL`"
-                )
-            victim = min(idle, key=lambda s: s.last_used or 0.0)
-            await self._unload_slot(victim, f"evicted to make room for {slot.entry.id}")
 
     # --- planning ------------------------------------------------------------------------------
 
@@ -535,34 +495,17 @@ class Scheduler:
             if not wishes:
                 return with_reason_first(slot.decision, f"{slot.entry.id} is {state}: this is the "
                                                         f"plan it was loaded with")
-            decision = await self._plan(slot, engine, quantization)
+            decision = await self._placement.plan(slot, engine, quantization)
             return with_reason_first(decision, f"{slot.entry.id} is {state} with "
                                                f"{summary(slot.decision)}; unload it to load it so")
-        return await self._plan(slot, engine, quantization)
-
-    async def _plan(self, slot: Slot, engine: str | None = None,
-                    quantization: str | None = None) -> Decision:
-        """The planner's decision for ``slot`` now; the slot's load-time wishes unless others are
-        given. Blocking work (NVML, safetensors headers) runs in worker threads."""
-        entry = slot.entry
-        needs_gpu = any(e in ("transformers", "vllm") for e in entry.engines)
-        if needs_gpu:
-            snapshot = await self._gpu.snapshot_async()
-            size = await asyncio.to_thread(self._models.size_facts, entry)
-        else:
-            snapshot, size = unavailable("not needed by the builtin engine"), None
-        wished_engine = engine or slot.engine_override
-        wished_quant = quantization if quantization not in (None, "auto") else slot.quantization_override
-        preference = self._models.preference(entry, wished_engine, wished_quant,
-                                             source="the request (--mode / --quant)")
-        return plan(entry, size, host_view(self._settings, snapshot, self._slots.values(), slot), preference)
+        return await self._placement.plan(slot, engine, quantization)
 
     # --- unloading -----------------------------------------------------------------------------
 
     async def unload(self, name: str) -> UnloadResult:
         """Unloads a model once its in-flight requests finish (bounded by drain_timeout)."""
         slot = self._slot(name)
-        self._restarts.pop(slot.entry.id, None)  # asked for by a person: no restart pending counts
+        self._restarts.forget(slot.entry.id)  # asked for by a person: no restart pending counts
         while slot.state in (ModelState.LOADING, ModelState.UNLOADING):
             await slot.signal.wait()
         if slot.state != ModelState.READY:
@@ -720,27 +663,6 @@ def _first(*values: Any) -> Any:
 def _ready_event(slot: Slot, message: str) -> Event:
     return Event(kind="model.ready", model=slot.entry.id, state=ModelState.READY,
                  message=message, progress=1.0)
-
-
-async def _next_event(subscription: Subscription, future: asyncio.Future[None]) -> Event | None:
-    """The subscription's next event, or None once ``future`` is done and no event is queued."""
-    reader = asyncio.ensure_future(subscription.next())
-    try:
-        # wait() never cancels ``future``: a caller that goes away leaves the load running.
-        await asyncio.wait({reader, future}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not reader.done():
-            reader.cancel()
-    # A queued event completes the reader before the done future wakes us, so none is skipped.
-    return reader.result() if reader.done() else None
-
-
-def _does_not_fit(model: str, decision: Decision) -> OcrdError:
-    """The load's error: InsufficientMemory when memory is missing, else the engine's absence."""
-    if decision.shortfall_bytes > 0:
-        # What is missing, then what to unload (the planner's first two reasons).
-        return InsufficientMemory(f"cannot load {model}: {'; '.join(decision.reasons[:2])}")
-    return EngineUnavailable(f"cannot load {model}: {decision.reasons[0]}")
 
 
 def _load_error(slot: Slot, exc: BaseException, timeout: float) -> OcrdError:
