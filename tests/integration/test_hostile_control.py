@@ -115,3 +115,11 @@ async def test_after_hostile_calls_the_server_still_loads_and_deletes(stub, hub_
     await stub.DeleteCache(pb.DeleteCacheRequest(model=OTHER))
     assert {repo.repo_id for repo in scan_cache_dir(hub_dir).repos} == {PPOCR}
     assert (hub_dir.parent / "outside.txt").read_text() == "keep me"
+
+
+def test_every_rpc_whose_request_names_a_model_is_in_the_hostile_table():
+    # The check is one line per handler: a new RPC taking a model must get it, and a row above.
+    service = pb.DESCRIPTOR.services_by_name["Control"]
+    taking_a_model = {method.name for method in service.methods
+                      if "model" in method.input_type.fields_by_name}
+    assert taking_a_model == set(model_calls(None, "x"))

@@ -13,8 +13,6 @@ import base64
 import io
 import json
 import struct
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
@@ -26,6 +24,7 @@ from ocrd.hf_cache import point_ref, read_ref
 from ocrd.http.images import RemoteFetcher, prepare_images
 from ocrd.http.openai.protocol import parse_chat_request, parse_json_body
 from ocrd.model_ids import check_model_name, check_revision, is_model_id
+from tests.support.local_image_server import local_image_server
 from tests.support.openapi import validate
 
 PATH_LIKE_NAMES = [
@@ -274,41 +273,23 @@ async def test_a_data_url_that_does_not_say_image_is_refused(mime):
 # --- remote images: addresses written in the forms resolvers accept ------------------------------
 
 
-class _Image(BaseHTTPRequestHandler):
-    hits = 0
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        type(self).hits += 1
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def loopback_port():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Image)
-    _Image.hits = 0
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def loopback():
+    with local_image_server() as server:
+        yield server
 
 
 @pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "0177.0.0.1", "127.1", "0",
                                   "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "localhost."])
-async def test_numeric_and_mapped_forms_of_loopback_are_refused(loopback_port, host):
+async def test_numeric_and_mapped_forms_of_loopback_are_refused(loopback, host):
     # The real system resolver: what a name or number resolves to is what is judged.
     with pytest.raises(InvalidRequest) as info:
-        await RemoteFetcher().fetch(f"http://{host}:{loopback_port}/x.png", max_bytes=10_000,
+        await RemoteFetcher().fetch(f"http://{host}:{loopback.port}/x.png", max_bytes=10_000,
                                     what="image 1", param="p")
     # Refused as loopback, or (forms httpx will not parse) as no valid URL: never fetched.
     assert any(words in info.value.message for words in (
         "ocrd only fetches images from public addresses", "could not be resolved", "not a valid URL"))
-    assert _Image.hits == 0
+    assert loopback.requests == 0
 
 
 def test_nothing_here_writes_to_the_log_what_it_refused(caplog):

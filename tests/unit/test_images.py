@@ -12,9 +12,7 @@ import base64
 import io
 import socket
 import struct
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -32,6 +30,7 @@ from ocrd.http.images import (
     system_resolver,
 )
 from ocrd.http.openai.protocol import parse_chat_request
+from tests.support.local_image_server import local_image_server
 from tests.support.openapi import validate
 
 LIMITS = LimitsSettings()
@@ -283,44 +282,22 @@ def test_public_addresses_pass(address):
     assert non_public_kind(address) is None
 
 
-class _CountingHandler(BaseHTTPRequestHandler):
-    requests = 0
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        type(self).requests += 1
-        body = encode("PNG")
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def local_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
-    _CountingHandler.requests = 0
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with local_image_server() as server:
+        yield server
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 async def test_real_local_server_is_refused_as_loopback(local_server, host):
-    port = local_server.server_address[1]
+    port = local_server.port
     url = f"http://{host}:{port}/page.png"
     error = await refused(chat(url), allow_remote=True)
     assert "loopback address" in error.message
-    assert _CountingHandler.requests == 0
+    assert local_server.requests == 0
     async with httpx.AsyncClient(trust_env=False) as client:  # it was there and serving
         assert (await client.get(f"http://127.0.0.1:{port}/page.png")).status_code == 200
-    assert _CountingHandler.requests == 1
+    assert local_server.requests == 1
 
 
 def image_app(seen: list, image: bytes) -> FastAPI:
