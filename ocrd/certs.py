@@ -34,7 +34,8 @@ CA_DAYS = 3650
 DEFAULT_CLIENT_NAME = "ocrctl"
 # A DNS name as it may appear in a certificate: labels of letters, digits and hyphens.
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DNS_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+# \Z, not $: $ also matches before a final newline.
+_DNS_NAME = re.compile(rf"^(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\Z")
 
 
 @dataclass(frozen=True)

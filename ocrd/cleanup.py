@@ -1,13 +1,16 @@
-"""Cleanup (``ocrctl cleanup``): unload idle models, end orphaned runners, remove orphaned
-containers, and say how much memory that freed.
+"""Cleanup (``ocrctl cleanup``): unload idle models, end orphaned runners, remove stale runner
+sockets and orphaned containers, and say how much memory that freed.
 
-Plan, then act. The plan is made of three parts:
+Plan, then act. The plan is made of four parts:
 
 * loaded models that are idle (ready, no request in flight, none queued) and not pinned: the
   scheduler unloads them, as ``ocrctl unload`` would;
 * orphaned runner processes (``ocrd.orphans``): runners whose daemon is gone, and runners that
   name this daemon but are none of its scheduler's. Runners of another live ocrd on the same host
   are never touched (the test suite runs several daemons at once, and so may a host);
+* sockets in the daemon's ``runners/`` that no live process is bound to (``ocrd.runner_sockets``):
+  runners killed with no daemon watching leave them. Looked at after the orphans are ended, whose
+  sockets may be among them;
 * containers labelled ``ocrd.managed=1`` (and, given an ``instance``, this daemon's
   ``ocrd.instance``) that no live runner owns (``owned_containers``, by id: ``for_daemon`` takes
   them from the scheduler's runners, loading ones included). A container of a model that is
@@ -32,6 +35,7 @@ from ocrd.errors import OcrdError
 from ocrd.events import ModelState
 from ocrd.gpu import GpuProbe
 from ocrd.orphans import RunnerProcess, end_runner, runner_processes
+from ocrd.runner_sockets import remove_socket, stale_sockets
 from ocrd.scheduler import Scheduler, SlotInfo
 
 END_GRACE = 5.0  # seconds an orphaned runner or container gets between SIGTERM and SIGKILL
@@ -44,6 +48,7 @@ class CleanupReport:
     unloaded_models: tuple[str, ...]
     ended_pids: tuple[int, ...]
     removed_containers: tuple[str, ...]
+    removed_sockets: tuple[str, ...]  # paths of stale runner sockets
     freed_bytes: int
     actions: tuple[str, ...]  # one plain line each, in the order they happened
 
@@ -53,6 +58,7 @@ class _Tally:
     models: list[str] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
+    sockets: list[str] = field(default_factory=list)
     freed: int = 0
     actions: list[str] = field(default_factory=list)
 
@@ -68,6 +74,7 @@ class Cleanup:
         instance: str | None = None,
         grace: float = END_GRACE,
         proc_root: Path = Path("/proc"),
+        runner_dir: Path | None = None,
     ):
         self._scheduler = scheduler
         self._gpu = gpu
@@ -76,26 +83,29 @@ class Cleanup:
         self._instance = instance  # this daemon's ocrd.instance label; None: every instance's
         self._grace = grace
         self._proc = proc_root
+        self._runner_dir = runner_dir  # the daemon's runners/; None: no sockets are looked at
 
     @classmethod
-    def for_daemon(cls, scheduler: Scheduler, gpu: GpuProbe, daemon_pid: int) -> Cleanup:
+    def for_daemon(cls, scheduler: Scheduler, gpu: GpuProbe, daemon_pid: int,
+                   runner_dir: Path | None = None) -> Cleanup:
         """The cleanup of the daemon that runs ``scheduler``: its runners' containers are owned,
         and only its own instance's containers are looked at."""
         return cls(scheduler, gpu, daemon_pid=daemon_pid,
                    owned_containers=owned_containers(scheduler),
-                   instance=vllm_instance(scheduler.settings))
+                   instance=vllm_instance(scheduler.settings), runner_dir=runner_dir)
 
     async def run(self, *, dry_run: bool) -> CleanupReport:
         tally = _Tally()
         await self._unload_idle(tally, dry_run)
         await self._end_orphans(tally, dry_run)
+        await self._remove_stale_sockets(tally, dry_run)
         await self._remove_containers(tally, dry_run)
         if not tally.actions:
             tally.actions.append("nothing to clean up")
         return CleanupReport(
             dry_run=dry_run, unloaded_models=tuple(tally.models), ended_pids=tuple(tally.pids),
-            removed_containers=tuple(tally.containers), freed_bytes=tally.freed,
-            actions=tuple(tally.actions),
+            removed_containers=tuple(tally.containers), removed_sockets=tuple(tally.sockets),
+            freed_bytes=tally.freed, actions=tuple(tally.actions),
         )
 
     # --- idle models ------------------------------------------------------------------------
@@ -177,6 +187,24 @@ class Cleanup:
             for process in device.processes:
                 memory[process.pid] = memory.get(process.pid, 0) + process.used_bytes
         return memory
+
+    # --- stale runner sockets ---------------------------------------------------------------
+
+    async def _remove_stale_sockets(self, tally: _Tally, dry_run: bool) -> None:
+        if self._runner_dir is None:
+            return
+        for path in await asyncio.to_thread(stale_sockets, self._runner_dir):
+            what = f"stale runner socket {path}"
+            if not dry_run:
+                try:
+                    if not await asyncio.to_thread(remove_socket, path):
+                        continue  # gone meanwhile: nothing was done, nothing to say
+                except OSError as exc:
+                    tally.actions.append(f"could not remove {what}: {_one_line(exc)}")
+                    continue
+            tally.sockets.append(str(path))
+            tally.actions.append(f"{'would remove' if dry_run else 'removed'} {what}: "
+                                 f"no process serves on it")
 
     # --- orphaned containers ----------------------------------------------------------------
 

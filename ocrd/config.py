@@ -99,7 +99,8 @@ class ApiKeySettings(_Section):
         return value
 
 
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+# \Z: $ also matches before a final newline, which would reach the CORS header.
+_ORIGIN = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?\Z")
 
 
 class HttpSettings(_Section):
@@ -111,6 +112,27 @@ class HttpSettings(_Section):
     )
     request_timeout: Duration = Field(
         600.0, gt=0, description="Longest a runner may take to answer one request."
+    )
+    # uvicorn bounds none of these: half-open connections would hold descriptors for good
+    # (ocrd.http.connections).
+    max_connections: int = Field(
+        1024, gt=0,
+        description="Most HTTP connections open at once (fewer when the open-file limit is low: "
+        "descriptors are kept for the control socket and runners); more are answered 503.",
+    )
+    header_timeout: Duration = Field(
+        10.0, gt=0,
+        description="Longest a client may take to send a request's headers, from connecting (or "
+        "from the first byte of its next request); then 408 and the connection is closed.",
+    )
+    body_timeout: Duration = Field(
+        30.0, gt=0,
+        description="Time a request's body may take to arrive, plus 1 s for every body_min_rate "
+        "bytes received; then 408 and the connection is closed.",
+    )
+    body_min_rate: int = Field(
+        64 * 1024, gt=0, description="Bytes per second that extend body_timeout (slow uploads of "
+        "big bodies are fine, a trickle is not).",
     )
     api_keys: list[ApiKeySettings] = Field(
         default_factory=list,
@@ -154,6 +176,18 @@ class LimitsSettings(_Section):
         64, gt=0, le=500,
         description="Deepest nesting of arrays and objects in a JSON request body (a chat request "
         "needs about 6; tool schemas more).",
+    )
+    # Bytes do not bound work: 60 MB of '[{},{},...]' is 20 million objects. These are checked on
+    # the raw bytes before anything is parsed (ocrd.http.json_body).
+    max_json_items: int = Field(
+        10_000, gt=0,
+        description="Most items in one array or object of a JSON request body (a chat request "
+        "has a few per message).",
+    )
+    max_json_values: int = Field(
+        100_000, gt=0,
+        description="Most values in a whole JSON request body: array items and object members, "
+        "nested ones included.",
     )
 
 
@@ -433,7 +467,8 @@ class Settings(BaseSettings):
     )
     runtime_dir: Path = Field(
         default_factory=default_runtime_dir,
-        description="Private sockets of runners live here (mode 0700).",
+        description="Runners' private sockets live in its runners/ folder (mode 0700); ocrd "
+        "refuses to start when another user owns or may write either directory.",
     )
     http: HttpSettings = Field(default_factory=HttpSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)

@@ -15,12 +15,11 @@ import logging
 import os
 import signal
 import socket
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from ocrd import __version__
+from ocrd import __version__, runner_sockets
 from ocrd.catalog import Catalog
 from ocrd.config import Settings, load_settings
 from ocrd.directory import ModelDirectory
@@ -31,8 +30,18 @@ from ocrd.errors import ConfigError, OcrdError
 from ocrd.events import Event, EventBus, ModelState
 from ocrd.gpu import GpuProbe
 from ocrd.http.app import build_app
+from ocrd.http.connections import (
+    BACKLOG,
+    ConnectionGuard,
+    connection_cap,
+    guarded_protocol,
+    log_accept_errors,
+    raise_open_file_limit,
+)
 from ocrd.http.state import AppState
+from ocrd.log_throttle import ThrottledLog
 from ocrd.metrics import Metrics
+from ocrd.private_dirs import RUNNERS_SUBDIR, prepare_socket_dirs
 from ocrd.runners.base import Runner, RunnerSpec
 from ocrd.runners.process import ProcessRunner
 from ocrd.runners.upstream import UpstreamRunner
@@ -76,6 +85,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._control: ControlServer | None = None  # once bound; SIGHUP gives it new tokens
+        # The folder serve() checked at start: a runtime_dir changed by SIGHUP applies only after
+        # a restart, and runner sockets must never go into an unchecked one.
+        self._runner_dir = settings.runtime_dir / RUNNERS_SUBDIR
 
     def _make_runner(self, spec: RunnerSpec) -> Runner:
         if spec.engine == "upstream":
@@ -85,7 +97,7 @@ class Daemon:
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
         return ProcessRunner(
             spec,
-            self.settings.runtime_dir / "runners",
+            self._runner_dir,
             request_timeout=self.settings.http.request_timeout,
             env=env,
         )
@@ -110,18 +122,24 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        log_accept_errors(loop)
+        # Sockets that runners of an earlier run could not remove (SIGKILLed with their daemon).
+        await asyncio.to_thread(runner_sockets.sweep, self._runner_dir)
         self.scheduler.start()
         http_socket = _bind_http(self.settings)
         # Bound but not served yet: no request can start a container while adoption runs.
         await self._take_over_containers()
         host, port = http_socket.getsockname()[:2]
         self.info.http_url = f"http://{_url_host(host)}:{port}"
+        guard = ConnectionGuard(lambda: self.settings.http,
+                                lambda reason: self.metrics.connections_dropped.labels(reason).inc())
         http = _HttpServer(uvicorn.Config(
             build_app(self.app_state), log_config=None, access_log=self.settings.log_level == "debug",
             timeout_graceful_shutdown=int(self.settings.scheduler.drain_timeout) or 1,
-            lifespan="off",
+            lifespan="off", http=guarded_protocol(guard), backlog=BACKLOG,
         ))
-        control = await start_control_server(self.settings, ControlServicer(self.scheduler, self.info, gpu=self.gpu))
+        servicer = ControlServicer(self.scheduler, self.info, gpu=self.gpu, runner_dir=self._runner_dir)
+        control = await start_control_server(self.settings, servicer)
         self.info.grpc_addresses = list(control.addresses)
         self._control = control
         http_task = asyncio.create_task(http.serve(sockets=[http_socket]), name="ocrd-http")
@@ -187,9 +205,11 @@ class Daemon:
         await control.stop(grace=1.0)
         await self.scheduler.shutdown()
         self.containers.close()
+        self.app_state.request_work.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        ThrottledLog.flush_all()
         log.info("ocrd stopped")
 
 
@@ -197,7 +217,7 @@ def _bind_http(settings: Settings) -> socket.socket:
     host, port = settings.http.host, settings.http.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, port), family=family, reuse_port=False, backlog=2048)
+        sock = socket.create_server((host, port), family=family, reuse_port=False, backlog=BACKLOG)
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {host}:{port} for HTTP ({exc.strerror}); "
@@ -225,12 +245,17 @@ def _warn_about_restart_only_changes(old: Settings, new: Settings) -> None:
 
 def serve(settings: Settings, config_arg: str | None, overrides: dict[str, Any]) -> int:
     """Runs the daemon until SIGTERM/SIGINT; returns the process exit code."""
-    Path(settings.runtime_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
 
     async def main() -> int:
         return await Daemon(settings, config_arg=config_arg, overrides=overrides).run()
 
     try:
+        # Before anything listens or any runner starts: a directory another user can write
+        # would let them swap ocrd's sockets (issue 11), so it is refused here, in one line.
+        prepare_socket_dirs(settings.runtime_dir, settings.grpc.socket)
+        limit = raise_open_file_limit()
+        log.info("open-file limit %d: at most %d HTTP connections", limit,
+                 connection_cap(settings.http.max_connections))
         return asyncio.run(main())
     except OcrdError as exc:
         log.error("%s", exc.message)

@@ -44,13 +44,14 @@ packaging/ (run scripts/gen-default-config); edit /etc/ocrd/ocrd.toml freely."""
 HOST_DEPENDENT: dict[Callable[[], Any], tuple[str, str]] = {
     default_runtime_dir: (
         "/run/ocrd",
-        "/run/ocrd when ocrd runs as root, else $XDG_RUNTIME_DIR/ocrd; ocrd.service sets "
-        "/run/ocrd (its RuntimeDirectory) through $OCRD_RUNTIME_DIR",
+        "/run/ocrd when ocrd runs as root, else $XDG_RUNTIME_DIR/ocrd, else /tmp/ocrd-UID "
+        "(created 0700); ocrd.service sets /run/ocrd (its RuntimeDirectory) through "
+        "$OCRD_RUNTIME_DIR",
     ),
     default_socket_path: (
         "/run/ocrd/ocrd.sock",
-        "ocrd.sock in /run/ocrd when ocrd runs as root, else in $XDG_RUNTIME_DIR/ocrd; "
-        "ocrd.service sets /run/ocrd/ocrd.sock through $OCRD_GRPC__SOCKET",
+        "ocrd.sock in /run/ocrd when ocrd runs as root, else in $XDG_RUNTIME_DIR/ocrd or "
+        "/tmp/ocrd-UID; ocrd.service sets /run/ocrd/ocrd.sock through $OCRD_GRPC__SOCKET",
     ),
 }
 

@@ -5,7 +5,8 @@ out) must not be able to flood the journal: each would otherwise cost a line, an
 thousands a second. So the first ``burst`` events of each ``interval`` are logged as they come;
 the rest are counted, and the count is logged once the interval is over ("1732 more ... in the
 last 60 s"). The summary is written by a timer on the running event loop (so a burst that stops
-is still reported), or by the next event when there is no loop.
+is still reported), or by the next event when there is no loop, and by ``flush_all`` when the
+daemon stops.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 
 
 class ThrottledLog:
+    _live: weakref.WeakSet[ThrottledLog] = weakref.WeakSet()
+
     def __init__(
         self,
         logger: logging.Logger,
@@ -37,6 +41,13 @@ class ThrottledLog:
         self._logged = 0
         self._suppressed = 0
         self._timer: asyncio.TimerHandle | None = None
+        ThrottledLog._live.add(self)
+
+    @classmethod
+    def flush_all(cls) -> None:
+        """Every summary still pending (at shutdown: the last counts are not lost)."""
+        for throttled in list(cls._live):
+            throttled.flush()
 
     def __call__(self, message: str, *args: object) -> None:
         now = self._clock()

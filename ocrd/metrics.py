@@ -38,6 +38,11 @@ class Metrics:
             "ocrd_model_events", "Model lifecycle events (loads, failures, unloads, rejections)",
             ["model", "kind"], registry=self.registry,
         )
+        self.connections_dropped = Counter(
+            "ocrd_http_connections_dropped", "HTTP connections refused or closed by ocrd: "
+            "over_limit (503), header_timeout, body_timeout (408)", ["reason"],
+            registry=self.registry,
+        )
         self.registry.register(_SlotCollector(slots))
 
     @contextmanager

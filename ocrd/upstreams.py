@@ -29,7 +29,7 @@ from ocrd.model_ids import is_model_id
 
 ENGINE = "upstream"
 # Environment variable names as POSIX shells accept them.
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: $ also matches before a final newline
 
 
 class UpstreamSettings(BaseModel):

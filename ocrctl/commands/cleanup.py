@@ -1,5 +1,5 @@
-"""``ocrctl cleanup``: unloads idle models, ends orphaned runners and containers, says what that
-freed; ``--dry-run`` shows the same without doing it."""
+"""``ocrctl cleanup``: unloads idle models, ends orphaned runners and containers, removes stale
+runner sockets, says what that freed; ``--dry-run`` shows the same without doing it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from ocrd.control.v1 import control_pb2 as pb
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     cleanup = add_command(
         commands, common, "cleanup",
-        "unload idle models, end orphaned runners and containers", run_cleanup,
+        "unload idle models, end orphaned runners and containers, remove stale runner sockets",
+        run_cleanup,
     )
     cleanup.add_argument("--dry-run", action="store_true", help="show what would be done")
 

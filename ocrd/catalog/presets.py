@@ -34,7 +34,7 @@ from typing import Any
 from ocrd.errors import InvalidRequest
 
 TEXT_PLACEHOLDER = "{text}"
-PRESET_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+PRESET_NAME = re.compile(r"^[a-z][a-z0-9_-]*\Z")  # \Z: $ also matches before a final newline
 
 # Sampling keys a preset may set, with the closed range each must lie in (None: unbounded). The
 # names are the OpenAI / vLLM request fields; ``no_repeat_ngram_size`` is transformers' (MinerU2.5

@@ -16,7 +16,9 @@ ENV_ADDRESS = "OCRD_ADDRESS"
 
 
 def default_runtime_dir() -> Path:
-    """``/run/ocrd`` for root (systemd's RuntimeDirectory), else ``$XDG_RUNTIME_DIR/ocrd``."""
+    """``/run/ocrd`` for root (systemd's RuntimeDirectory), else ``$XDG_RUNTIME_DIR/ocrd``, else
+    ``/tmp/ocrd-UID`` — which the daemon creates 0700, or refuses when another user could write
+    it (``ocrd.private_dirs``)."""
     if os.geteuid() == 0:
         return Path("/run/ocrd")
     xdg = os.environ.get("XDG_RUNTIME_DIR")

@@ -176,6 +176,7 @@ def cleanup_report(report: CleanupReport) -> pb.CleanupResponse:
         unloaded_models=list(report.unloaded_models),
         ended_pids=list(report.ended_pids),
         removed_containers=list(report.removed_containers),
+        removed_sockets=list(report.removed_sockets),
         freed_bytes=max(0, report.freed_bytes),
         actions=list(report.actions),
     )

@@ -9,7 +9,8 @@ are required.
 The socket is the daemon's identity on the host, so start-up is careful with it: a socket that
 another live process answers on is never taken over (two daemons would fight over models and
 GPUs); a stale one left by a crash is removed; the mode and group are set before the server
-starts accepting, because the group is who may administer ocrd.
+starts accepting, because the group is who may administer ocrd. Its directory must be ocrd's own
+and writable by nobody else (``ocrd.private_dirs``), or another user could swap the socket.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ocrd.control.reflection import enable_reflection
 from ocrd.control.tcp import TcpListener, start_tcp_listener
 from ocrd.control.v1 import control_pb2, control_pb2_grpc
 from ocrd.errors import ConfigError
+from ocrd.private_dirs import ensure_control_socket_dir
 
 log = logging.getLogger("ocrd.control")
 
@@ -124,14 +126,9 @@ def _group_id(group: str | None) -> int | None:
 
 
 def _prepare_socket_path(path: Path) -> None:
-    """Creates the directory; refuses a live socket or a non-socket; removes a stale socket."""
-    try:
-        if not path.parent.is_dir():
-            path.parent.mkdir(parents=True)
-            # Explicitly, as mkdir's mode is filtered by the umask: clients must reach the socket.
-            path.parent.chmod(0o755)
-    except OSError as exc:
-        raise ConfigError(f"grpc.socket: cannot create {path.parent}: {exc.strerror}") from None
+    """Creates or checks the directory; refuses a live socket or a non-socket; removes a stale
+    socket."""
+    ensure_control_socket_dir(path)  # serve() checked it too; this is the check at bind time
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc.aio
 
@@ -57,11 +58,13 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         *,
         clock: Callable[[], float] = time.time,
         gpu: GpuProbe | None = None,
+        runner_dir: Path | None = None,
     ):
         self._scheduler = scheduler
         self._info = daemon_info
         self._clock = clock  # wall clock, for uptime; tests pass a fixed one
         self._gpu = gpu if gpu is not None else GpuProbe()  # NVML; tests pass a FakeNvml one
+        self._runner_dir = runner_dir  # where the runners' sockets are, for Cleanup
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
@@ -178,7 +181,8 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def Cleanup(
         self, request: pb.CleanupRequest, context: grpc.aio.ServicerContext
     ) -> pb.CleanupResponse:
-        cleaner = cleanup.Cleanup.for_daemon(self._scheduler, self._gpu, daemon_pid=os.getpid())
+        cleaner = cleanup.Cleanup.for_daemon(self._scheduler, self._gpu, daemon_pid=os.getpid(),
+                                             runner_dir=self._runner_dir)
         return convert.cleanup_report(await cleaner.run(dry_run=request.dry_run))
 
     async def Logs(

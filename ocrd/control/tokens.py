@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 HASH_PREFIX = "sha256:"
-HASH_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+HASH_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}\Z")  # \Z: $ also matches before a final newline
 MIN_TOKEN_LENGTH = 32  # characters; a generated token has 43 (32 random bytes, base64url)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ocrd.doctor.base import FAIL, OK, SKIPPED, WARN, Check, size, user_name
 from ocrd.hf_cache import find_snapshot
 
-WINDOWS_DRIVE = re.compile(r"^/mnt/[a-zA-Z](/|$)")
+WINDOWS_DRIVE = re.compile(r"^/mnt/[a-zA-Z](/|\Z)")  # \Z: $ also matches before a final newline
 
 
 def check_hf_cache(hub_dir: Path) -> Check:

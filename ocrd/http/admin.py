@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from ocrd.config import parse_duration
-from ocrd.http.openai.protocol import parse_body_as, parse_json_body
 from ocrd.http.openapi import error_responses, request_body
+from ocrd.http.request_work import read_request
 from ocrd.http.state import AppState
 from ocrd.model_ids import MODEL_NAME_PATTERN, check_model_name
 from ocrd.scheduler import SlotInfo
@@ -107,7 +107,7 @@ _LOAD_ERRORS = error_responses(400, 401, 404, 409, 413, 429, 503, 504, 507)
              openapi_extra=request_body(LoadModelRequest))
 async def load_model(request: Request) -> dict[str, Any]:
     state: AppState = request.app.state.ocrd
-    body = parse_body_as(LoadModelRequest, _json(request, await request.body()))
+    _, body = await read_request(request, LoadModelRequest)
     info = await state.scheduler.load(check_model_name(body.model), keep_alive=body.keep_alive,
                                       pin=body.pin, engine=body.engine,
                                       quantization=body.quantization)
@@ -118,18 +118,13 @@ async def load_model(request: Request) -> dict[str, Any]:
              openapi_extra=request_body(UnloadModelRequest))
 async def unload_model(request: Request) -> dict[str, Any]:
     state: AppState = request.app.state.ocrd
-    body = parse_body_as(UnloadModelRequest, _json(request, await request.body()))
-    result = await state.scheduler.unload(check_model_name(body.model))
+    _, unload = await read_request(request, UnloadModelRequest)
+    result = await state.scheduler.unload(check_model_name(unload.model))
     return {
         "status": "unloaded" if result.was_loaded else "not_loaded",
         "model": result.model,
         "freed_bytes": result.freed_bytes,
     }
-
-
-def _json(request: Request, body: bytes) -> dict[str, Any]:
-    state: AppState = request.app.state.ocrd
-    return parse_json_body(body, state.settings.limits.max_json_depth)
 
 
 def _summary(info: SlotInfo) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Middlewares, outermost first: CORS (only with ``http.cors_origins``; outermost so that refusals
 carry its headers and a browser can read them), API keys (``http.api_keys``; before any body is
-read), the body-size cap, the catch-all that turns a crash into the 500 envelope.
+read), paths with control characters refused, the body-size cap, the catch-all that turns a crash
+into the 500 envelope.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ocrd.control.address import is_loopback_host
 from ocrd.http import admin
 from ocrd.http.auth import ApiKeyAuth
 from ocrd.http.errors import install_error_handlers
-from ocrd.http.limits import BodySizeLimit
+from ocrd.http.limits import BodySizeLimit, PathGuard
 from ocrd.http.openai import chat, models
 from ocrd.http.openapi import install_openapi
 from ocrd.http.state import AppState
@@ -41,6 +42,7 @@ def build_app(state: AppState) -> FastAPI:
     install_openapi(app)
     # Starlette runs the middleware added last first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(PathGuard)
     app.add_middleware(ApiKeyAuth, state=state)
     if settings.http.cors_origins:
         app.add_middleware(

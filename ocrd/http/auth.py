@@ -15,6 +15,9 @@ show usage; Prometheus sends one with ``authorization: {credentials_file: ...}``
 
 The keys are read from the settings on every request, so a SIGHUP that changes them applies to
 the next request.
+
+Refusals are logged through a ``ThrottledLog``: anyone who can reach the port can send bad keys
+at will, so the first few of each minute are logged with their peer and the rest as one count.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ocrd.control.tokens import Role, StoredToken, TokenTable
 from ocrd.errors import Unauthenticated
 from ocrd.http.state import AppState
+from ocrd.log_throttle import ThrottledLog
 
 log = logging.getLogger("ocrd.http")
 
@@ -37,6 +41,7 @@ class ApiKeyAuth:
     def __init__(self, app: ASGIApp, state: AppState):
         self.app = app
         self.state = state
+        self._refused = ThrottledLog(log, "refused HTTP requests")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         keys = self.state.settings.http.api_keys
@@ -52,8 +57,8 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
             return
         refusal = _refusal(presented)
-        log.warning("%s %s from %s refused: %s", scope.get("method"), scope.get("path"),
-                    _peer(scope), refusal.message)
+        self._refused("%s %s from %s refused: %s", scope.get("method"), scope.get("path"),
+                      _peer(scope), refusal.message)
         response = JSONResponse(refusal.to_openai(), status_code=refusal.http_status,
                                 headers={"WWW-Authenticate": 'Bearer realm="ocrd"'})
         await response(scope, receive, send)

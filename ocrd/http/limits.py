@@ -1,4 +1,10 @@
-"""``BodySizeLimit``: a pure ASGI middleware that caps request bodies (``limits.max_body_bytes``).
+"""Pure ASGI middlewares that refuse a request before it is routed.
+
+``PathGuard``: a path with a control character (``%0A``, ``%00``, ...) is refused with 400. No route
+takes one, and Starlette matches routes with ``re.match`` and ``$``, which also matches before a
+final newline: ``/v1/models/ppocr%0A`` would be routed, and answered, as ``/v1/models/ppocr``.
+
+``BodySizeLimit`` caps request bodies (``limits.max_body_bytes``).
 
 A declared ``Content-Length`` over the limit is answered 413 at once, before a byte of the body is
 read. A body without one (chunked) is counted as the app reads it; once over, the app's next read
@@ -8,10 +14,33 @@ message, so streaming responses stay streaming.
 
 from __future__ import annotations
 
+import re
+
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ocrd.errors import PayloadTooLarge
+from ocrd.errors import InvalidRequest, OcrdError, PayloadTooLarge
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+class PathGuard:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _CONTROL.search(scope["path"]):
+            error = InvalidRequest("the request path has a control character (such as %0A or "
+                                   "%00); no ocrd route takes one")
+            await _answer(error, scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _answer(error: OcrdError, scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse(error.to_openai(), status_code=error.http_status,
+                            headers=error.http_headers())
+    await response(scope, receive, send)
 
 
 class BodySizeLimit:
@@ -28,11 +57,7 @@ class BodySizeLimit:
         # No "Connection: close": closing while the client still uploads makes its next bytes
         # meet a TCP reset (RFC 9112 section 9.6) and clients then report a reset instead of the
         # 413. uvicorn discards the rest of the body and keeps the connection usable.
-        error = self._error()
-        response = JSONResponse(
-            error.to_openai(), status_code=error.http_status, headers=error.http_headers()
-        )
-        await response(scope, receive, send)
+        await _answer(self._error(), scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,7 +1,7 @@
 """ocrd's own OpenAPI document (``GET /openapi.json``): what each route takes and what it answers.
 
-The routes read their bodies themselves (``parse_json_body`` refuses NaN and deep nesting before
-pydantic sees anything, and errors name the field the OpenAI way), so FastAPI cannot derive the
+The routes read their bodies themselves (``read_request`` bounds the work, refuses NaN and deep
+nesting before pydantic sees anything, and errors name the field the OpenAI way), so FastAPI cannot derive the
 request bodies from their signatures. ``request_body(Model)`` documents one instead, from the very
 pydantic model the route validates with, and ``install_openapi`` puts those models' schemas into
 ``components``. Every error status a route can give is documented with OpenAI's error envelope

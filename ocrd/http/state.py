@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from ocrd.config import Settings
+from ocrd.http.request_work import RequestWork
 from ocrd.metrics import Metrics
 from ocrd.scheduler import Scheduler
 
@@ -16,6 +17,8 @@ class AppState:
     scheduler: Scheduler
     version: str
     metrics: Metrics
+    # Threads for parsing big request bodies off the event loop; the daemon closes it at exit.
+    request_work: RequestWork = field(default_factory=RequestWork)
     started_at: float = field(default_factory=time.time)
     # Set when shutdown begins: /health answers 503 so load balancers stop sending traffic.
     stopping: bool = False

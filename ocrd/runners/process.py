@@ -165,9 +165,12 @@ class ProcessRunner(Runner):
         if self._stopping:
             return
         self._log.error("runner exited unexpectedly (%s)", describe_returncode(code))
+        # Nobody serves on the socket now, and a worker that was SIGKILLed could not remove it:
+        # the scheduler only drops a dead runner, so without this every crash left a file behind.
+        _unlink(self._socket)
         on_exit(await self._exit_description("exited"))
         # The HTTP client stays open: requests still using it fail on their own and are reported
-        # as such; the scheduler calls stop() afterwards, which closes it.
+        # as such.
 
     async def _pump_stderr(self) -> None:
         assert self._process is not None and self._process.stderr is not None
@@ -209,8 +212,12 @@ class ProcessRunner(Runner):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        with contextlib.suppress(FileNotFoundError):
-            self._socket.unlink()
+        _unlink(self._socket)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def _parse_event(line: bytes) -> dict | None:

@@ -110,6 +110,23 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, An
     return args, options
 
 
+def disable_telemetry() -> None:
+    """Keeps libraries from phoning home or leaving files outside ocrd's directories.
+
+    onnxruntime's Linux wheel (1.32 here) starts a telemetry client as soon as it is imported: a
+    device id and an event queue (OS, CPU, memory, container, process name) in
+    ``Microsoft/DeveloperTools/.onnxruntime/`` under ``$XDG_CACHE_HOME`` (``~/.cache``), uploaded
+    later. ``onnxruntime.disable_telemetry_events()`` comes too late (the client exists by the
+    time Python can call it, and its process-info event is still sent); only
+    ``ORT_DISABLE_TELEMETRY`` in the environment when the library loads keeps it from starting.
+    Set here, in the runner itself, so every engine and every way of starting a runner gets it.
+    ``DO_NOT_TRACK`` is the common switch others honour (huggingface_hub's telemetry among them),
+    as the vLLM runners already set it.
+    """
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    os.environ["DO_NOT_TRACK"] = "1"
+
+
 def die_with_parent() -> None:
     """Asks Linux to SIGTERM this process when its parent dies; exits if it is already gone."""
     try:
@@ -245,6 +262,7 @@ def _unlink(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    disable_telemetry()
     out = EventOut()
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

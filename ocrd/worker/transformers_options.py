@@ -27,8 +27,8 @@ LOADERS = ("AutoModelForImageTextToText", "AutoModelForCausalLM", "AutoModel")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)\Z")  # \Z: $ also matches before a final newline
+_COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 _KNOWN = {
     "repo_id", "revision", "cache_dir", "offline", "loader", "trust_remote_code", "quantization",
     "dtype", "device", "attn_implementation", "processor_kwargs", "generation", "stop",

@@ -1,8 +1,8 @@
 """Hostile input against a real ``ocrd serve`` whose model is already loaded: path-like model ids
-on every HTTP route, deep and non-UTF-8 JSON, non-finite and huge numbers, truncated images of
-every format, a JPEG labelled PNG, and (with ``http.allow_remote_image_urls`` on) image URLs that
-point at loopback, private, link-local and IPv4-mapped addresses. Each gets its 4xx in OpenAI's
-error shape; afterwards no 5xx was answered, nothing was logged as unhandled, and the same runner
+and ids with a trailing control character on every HTTP route, paths with control characters,
+deep and non-UTF-8 JSON, non-finite and huge numbers, truncated images of every format, a JPEG
+labelled PNG, and (with ``http.allow_remote_image_urls`` on) image URLs that point at loopback,
+private, link-local and IPv4-mapped addresses. Each gets its 4xx in OpenAI's error shape; afterwards no 5xx was answered, nothing was logged as unhandled, and the same runner
 (same pid) still does OCR.
 """
 
@@ -21,7 +21,10 @@ from tests.support.render import char_accuracy, data_url, render_text_image
 
 JSON = {"content-type": "application/json"}
 HOSTILE_MODELS = ["../../etc/passwd", "/etc/passwd", "a/../b", "a\\b", "a\x00b", "é/ñ", "a--b/c",
-                  "a/b/c", "org/..", "x" * 300]  # fmt: skip
+                  "a/b/c", "org/..", "x" * 300,
+                  # A trailing control character: Starlette's route pattern ends in "$", which
+                  # matched "/v1/models/ppocr%0A" as if it were "/v1/models/ppocr".
+                  "ppocr\n", "ppocr\r\n", "ppocr\t", "builtin/ppocr\n"]  # fmt: skip
 STATUSES: list[int] = []
 
 
@@ -74,17 +77,29 @@ def test_path_like_model_ids_are_400_on_every_route(http, runner_pid, model):
         http.post("/v1/chat/completions", json=chat("hi", model=model)),
         http.post("/models/load", json={"model": model}),
         http.post("/models/unload", json={"model": model}),
-        http.get("/v1/models/" + urllib.parse.quote(model, safe="")),
     ]
     for response in answers:
         error = assert_openai_error(response, 400)
         assert error["param"] == "model" and "not a valid model name" in error["message"], error
+    error = assert_openai_error(http.get("/v1/models/" + urllib.parse.quote(model, safe="")), 400)
+    if any(ord(char) < 0x20 for char in model):  # refused before routing, for every path
+        assert "the request path has a control character" in error["message"], error
+    else:
+        assert error["param"] == "model" and "not a valid model name" in error["message"], error
+
+
+@pytest.mark.parametrize("path", ["/health%0A", "/v1/models%0A", "/v1/chat/completions%0A",
+                                  "/v1/models/ppocr%00", "/metrics%7F"])
+def test_a_path_with_a_control_character_is_400_on_every_route(http, path):
+    for method in ("GET", "POST"):
+        error = assert_openai_error(http.request(method, path, json={"model": "ppocr"}), 400)
+        assert "the request path has a control character" in error["message"], error
 
 
 @pytest.mark.parametrize(
     ("body", "words"),
     [(b'{"model": "ppocr", "x": ' + b"[" * 16 + b"]" * 16 + b"}", "levels deep"),
-     (b"[" * 200_000 + b"]" * 200_000, "JSON"),
+     (b"[" * 200_000 + b"]" * 200_000, "levels deep"),
      (b'{"model": "pp\xff\xfeocr", "messages": []}', "UTF-8"),
      ('{"model": "ppocr"}'.encode("utf-16"), "UTF-8"),
      (b'{"model": "ppocr", "messages": [{"role": "user", "content": "\\ud800"}]}', "surrogate"),

@@ -2,13 +2,14 @@
 http.cors_origins): the official ``openai`` client with the right key gets in; no key or a wrong
 one gets 401 in OpenAI's error shape (checked against OpenAI's published schema) before anything
 else happens; ``/health`` and ``/openapi.json`` stay open; keys are stored and logged only as
-hashes; a reload revokes a key; CORS answers only the configured origins and is off by default.
+hashes; a flood of bad keys costs a few log lines; a reload revokes a key; CORS answers only the configured origins and is off by default.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -83,6 +84,19 @@ def test_wrong_key_gets_401_and_is_never_repeated(daemon, http, authorization, s
     if secret is not None:
         assert secret not in response.text
         assert secret not in daemon.stderr()
+
+
+def test_a_flood_of_bad_keys_costs_a_few_log_lines_and_the_first_names_its_peer():
+    # A daemon of its own: the module's daemon has logged the other tests' refusals already.
+    with running_daemon(keyed_config(KEYS)) as fresh, fresh.http(timeout=60) as http:
+        for _ in range(500):
+            assert http.get("/v1/models", headers=bearer(OTHER_KEY[::-1])).status_code == 401
+        log = fresh.stderr().splitlines()
+    refusals = [line for line in log if " refused: " in line]
+    assert 1 <= len(refusals) <= 5, refusals
+    assert re.search(r"GET /v1/models from 127\.0\.0\.1:\d+ refused: the API key is not valid",
+                     refusals[0]), refusals[0]
+    assert len(log) < 50, log  # start-up, a few refusals and stopping: not a line a request
 
 
 def test_the_openai_client_with_a_key_reads_the_models_and_gets_ocr(daemon):

@@ -22,7 +22,8 @@ from PIL import Image
 from ocrd.config import LimitsSettings
 from ocrd.errors import InvalidRequest, OcrdError
 from ocrd.http.images import prepare_images
-from ocrd.http.openai.protocol import ChatCompletionRequest, parse_chat_request, parse_json_body
+from ocrd.http.json_body import parse_json_body
+from ocrd.http.openai.protocol import ChatCompletionRequest, parse_chat_request
 from ocrd.model_ids import check_model_name, is_model_id
 from tests.support.openapi import validate
 

@@ -22,7 +22,8 @@ from ocrd.config import LimitsSettings, Settings
 from ocrd.errors import ConfigError, InvalidRequest, PayloadTooLarge
 from ocrd.hf_cache import point_ref, read_ref
 from ocrd.http.images import RemoteFetcher, prepare_images
-from ocrd.http.openai.protocol import parse_chat_request, parse_json_body
+from ocrd.http.json_body import JsonLimits, parse_json_body
+from ocrd.http.openai.protocol import parse_chat_request
 from ocrd.model_ids import check_model_name, check_revision, is_model_id
 from tests.support.local_image_server import local_image_server
 from tests.support.openapi import validate
@@ -110,6 +111,63 @@ def test_upstream_model_names_follow_the_same_rule(model):
     assert "upstreams.0.model" in info.value.message
 
 
+# --- a trailing control character ---------------------------------------------------------------
+# A pattern that ends in "$" also matches before a final "\n": "ppocr\n" would pass as "ppocr".
+
+TRAILING_CONTROLS = ["\n", "\r\n", "\t", "\r", "\x00"]
+
+
+@pytest.mark.parametrize("tail", TRAILING_CONTROLS)
+@pytest.mark.parametrize("name", ["ppocr", "builtin/ppocr", "dots.ocr"])
+def test_a_model_name_with_a_trailing_control_character_is_invalid(name, tail):
+    assert is_model_id(name) and not is_model_id(name + tail)
+    assert "not a valid model name" in refused(check_model_name, name + tail).message
+    refused(check_model_name, name + tail, allow_preset=True)
+
+
+@pytest.mark.parametrize("tail", TRAILING_CONTROLS)
+def test_a_preset_or_revision_with_a_trailing_control_character_is_invalid(tail):
+    assert "not a valid preset name" in refused(check_model_name, "dots.ocr:layout" + tail,
+                                                allow_preset=True).message
+    assert refused(check_revision, "main" + tail).param == "revision"
+    assert refused(check_revision, "0" * 40 + tail).param == "revision"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [({"http": {"cors_origins": ["https://app.example.com\n"]}}, "http.cors_origins"),
+     ({"http": {"api_keys": [{"name": "app", "hash": "sha256:" + "0" * 64 + "\n"}]}},
+      "http.api_keys.0.hash"),
+     ({"upstreams": [{"model": "a/b", "url": "http://host/v1", "api_key_env": "KEY\n"}]},
+      "upstreams.0.api_key_env"),
+     ({"transformers": {"device": "cpu\n"}}, "transformers.device"),
+     ({"vllm": {"instance": "gpu1\n"}}, "vllm.instance")],
+)  # fmt: skip
+def test_settings_with_a_trailing_newline_are_refused_naming_the_key(overrides, key):
+    from ocrd.config import load_settings
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, overrides)
+    assert info.value.message.startswith(key), info.value.message
+
+
+def test_runner_options_with_a_trailing_newline_are_refused():
+    from ocrd.worker.engines import EngineOptionsError
+    from ocrd.worker.transformers_options import find_snapshot, parse_options
+
+    with pytest.raises(EngineOptionsError, match="'device'"):
+        parse_options({"repo_id": "org/name", "device": "cuda:0\n"})
+    # Not a commit, so looked up as a ref (there is none): never a snapshot named "<hash>\n".
+    assert find_snapshot("/nonexistent", "org/name", "0" * 40 + "\n").commit is None
+
+
+def test_a_catalog_preset_name_with_a_trailing_newline_is_refused():
+    from ocrd.catalog.presets import parse_presets
+
+    with pytest.raises(ValueError, match="preset names"):
+        parse_presets("org/name", {"ocr\n": {"prompt": "Read it."}}, {})
+
+
 # --- JSON bodies ------------------------------------------------------------------------------
 
 
@@ -119,8 +177,8 @@ def nested(depth: int) -> bytes:
 
 
 def test_nesting_up_to_the_limit_passes_and_one_more_level_is_refused():
-    assert parse_json_body(nested(64), max_depth=64)["model"] == "m"
-    error = refused(parse_json_body, nested(65), max_depth=64)
+    assert parse_json_body(nested(64), JsonLimits(max_depth=64))["model"] == "m"
+    error = refused(parse_json_body, nested(65), JsonLimits(max_depth=64))
     assert "more than 64 levels" in error.message and "limits.max_json_depth" in error.message
     assert Settings().limits.max_json_depth == 64
 

@@ -33,7 +33,8 @@ from ocrd.errors import (
 from ocrd.http.errors import install_error_handlers
 from ocrd.http.images import prepare_images
 from ocrd.http.limits import BodySizeLimit
-from ocrd.http.openai.protocol import parse_chat_request, parse_json_body
+from ocrd.http.json_body import parse_json_body
+from ocrd.http.openai.protocol import parse_chat_request
 from tests.support.openapi import validate
 
 MAX_BODY = 1024

@@ -62,3 +62,18 @@ async def test_on_an_event_loop_the_summary_comes_when_the_interval_ends_without
             await asyncio.sleep(0.01)
     assert _messages(caplog) == [
         "accept failed", "4 more accept errors in the last 0.05 s were not logged one by one"]
+
+
+def test_flush_all_writes_every_pending_summary(caplog):
+    clock = Clock()
+    first = ThrottledLog(logging.getLogger("test.throttle"), "refusals", burst=1, clock=clock)
+    second = ThrottledLog(logging.getLogger("test.throttle"), "timeouts", burst=1, clock=clock)
+    with caplog.at_level(logging.WARNING, "test.throttle"):
+        for _ in range(3):
+            first("refused")
+            second("timed out")
+        ThrottledLog.flush_all()
+    assert sorted(_messages(caplog)[2:]) == [  # the order of the instances is not kept
+        "2 more refusals in the last 60 s were not logged one by one",
+        "2 more timeouts in the last 60 s were not logged one by one",
+    ]

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from ocrd.errors import InvalidRequest
+from ocrd.http.json_body import parse_json_body
 from ocrd.http.openai.protocol import (
     ImagePart,
     ModelCard,
@@ -14,7 +15,6 @@ from ocrd.http.openai.protocol import (
     OcrdModelInfo,
     TextPart,
     parse_chat_request,
-    parse_json_body,
 )
 from tests.support.openapi import validate
 

@@ -379,18 +379,20 @@ class CleanupRequest(_message.Message):
     def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
 
 class CleanupResponse(_message.Message):
-    __slots__ = ("unloaded_models", "ended_pids", "removed_containers", "freed_bytes", "actions")
+    __slots__ = ("unloaded_models", "ended_pids", "removed_containers", "freed_bytes", "actions", "removed_sockets")
     UNLOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
     ENDED_PIDS_FIELD_NUMBER: _ClassVar[int]
     REMOVED_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_SOCKETS_FIELD_NUMBER: _ClassVar[int]
     unloaded_models: _containers.RepeatedScalarFieldContainer[str]
     ended_pids: _containers.RepeatedScalarFieldContainer[int]
     removed_containers: _containers.RepeatedScalarFieldContainer[str]
     freed_bytes: int
     actions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, unloaded_models: _Optional[_Iterable[str]] = ..., ended_pids: _Optional[_Iterable[int]] = ..., removed_containers: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
+    removed_sockets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, unloaded_models: _Optional[_Iterable[str]] = ..., ended_pids: _Optional[_Iterable[int]] = ..., removed_containers: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., removed_sockets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DiagnoseRequest(_message.Message):
     __slots__ = ("model",)

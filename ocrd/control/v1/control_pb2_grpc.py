@@ -188,7 +188,8 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Cleanup(self, request, context):
-        """Unloads idle unpinned models and ends orphaned runners and containers.
+        """Unloads idle unpinned models, ends orphaned runners and containers, removes stale runner
+        sockets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

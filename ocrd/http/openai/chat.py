@@ -19,13 +19,9 @@ from ocrd.catalog.catalog import split_model_preset
 from ocrd.http import proxy
 from ocrd.http.images import forward_payload, prepare_images
 from ocrd.http.openai.presets import apply_preset, requested_preset
-from ocrd.http.openai.protocol import (
-    ChatCompletion,
-    ChatCompletionRequest,
-    parse_chat_request,
-    parse_json_body,
-)
+from ocrd.http.openai.protocol import ChatCompletion, ChatCompletionRequest
 from ocrd.http.openapi import error_responses, request_body
+from ocrd.http.request_work import read_request
 from ocrd.http.state import AppState
 from ocrd.model_ids import check_model_name
 
@@ -44,8 +40,7 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
              openapi_extra=request_body(ChatCompletionRequest))
 async def create_chat_completion(request: Request) -> Response:
     state: AppState = request.app.state.ocrd
-    raw = parse_json_body(await request.body(), state.settings.limits.max_json_depth)
-    chat = parse_chat_request(raw)
+    raw, chat = await read_request(request, ChatCompletionRequest)
     # A malformed name: 400 before any lookup; unknown model or preset: 404/400 before image work.
     check_model_name(chat.model, allow_preset=True)
     entry, suffix = split_model_preset(chat.model, state.scheduler.resolve)

@@ -12,9 +12,6 @@ unchecked.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -34,7 +31,6 @@ from ocrd.errors import InvalidRequest
 from ocrd.model_ids import REQUEST_MODEL_PATTERN
 
 MAX_TOKENS_CAP = 1_000_000
-DEFAULT_MAX_JSON_DEPTH = 64  # limits.max_json_depth's default
 MAX_STOP_SEQUENCES = 4
 Role = Literal["system", "user", "assistant", "developer", "tool"]
 
@@ -234,76 +230,6 @@ class ErrorResponse(BaseModel):
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def parse_json_body(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
-    """A request body as a JSON object, or ``InvalidRequest``.
-
-    Python's ``json`` accepts ``NaN`` and ``Infinity``; JSON does not, and a runner that gets one
-    forwarded would fail with its own error, so they are refused here, naming where they are.
-    Nesting deeper than ``max_depth`` (``limits.max_json_depth``) is refused too: what ocrd
-    forwards, a runner parses again, and recursive code there (or in pydantic) must never meet a
-    body nested a thousand levels deep. ``json`` itself stops at the interpreter's recursion limit
-    with a RecursionError, which is the same refusal.
-    """
-    if not body.strip():
-        raise InvalidRequest("request body is empty; send a JSON object")
-    try:
-        # Strictly UTF-8 (RFC 8259): json.loads(bytes) would also take UTF-16/32 and let
-        # surrogates through ("surrogatepass"), which a runner then fails to encode.
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(
-            f"request body is not valid JSON: not valid UTF-8 at byte {exc.start}; send JSON "
-            "encoded as UTF-8"
-        ) from None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:  # JSONDecodeError
-        raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise InvalidRequest("request body is not valid JSON (nested too deeply)") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    _refuse_deep(value, max_depth)
-    _refuse_non_finite(value)
-    return value
-
-
-def _refuse_deep(root: dict[str, Any], max_depth: int) -> None:
-    """Refuses nesting deeper than ``max_depth`` and strings with lone surrogates (JSON's
-    ``"\\ud800"`` escapes parse, but no UTF-8 encoder, a runner's included, takes them)."""
-    # Iterative, level by level: the check itself must not recurse as deep as the body does.
-    level, depth = [root], 1
-    while level:
-        if depth > max_depth:
-            raise InvalidRequest(
-                f"request body nests arrays and objects more than {max_depth} levels deep "
-                "(limits.max_json_depth)"
-            )
-        children = []
-        for node in level:
-            items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
-            for item in items:
-                if isinstance(item, (dict, list)):
-                    children.append(item)
-                # isascii() first: a megabytes-long base64 image is ASCII, and skipped at C speed.
-                elif isinstance(item, str) and not item.isascii() and _SURROGATE.search(item):
-                    raise InvalidRequest(
-                        "request body has a string with an unpaired UTF-16 surrogate escape "
-                        "(\\ud800-\\udfff); send valid Unicode text"
-                    )
-        level, depth = children, depth + 1
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _refuse_non_finite(raw: dict[str, Any]) -> None:
-    bad = _non_finite_path(raw)
-    if bad is not None:
-        param = _param(bad)
-        raise InvalidRequest(f"{param}: NaN and infinite numbers are not allowed", param=param)
-
-
 def parse_chat_request(raw: Any) -> ChatCompletionRequest:
     """Validate a decoded ``/v1/chat/completions`` body; errors become ``InvalidRequest`` (400)."""
     return parse_body_as(ChatCompletionRequest, raw)
@@ -317,25 +243,6 @@ def parse_body_as(model: type[_Body], raw: Any) -> _Body:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise invalid_request_from_errors(exc.errors(include_url=False)) from None
-
-
-def _non_finite_path(root: dict[str, Any]) -> list[Any] | None:
-    """Where a NaN/inf is. Unknown fields are forwarded unvalidated, so the whole body is searched:
-    iteratively, since a deeply nested body must not overflow the stack, and with each path kept
-    as a (parent, key) link, since a long array must not cost a path copy per element."""
-    pending: list[tuple[Any, Any]] = [(None, root)]
-    while pending:
-        link, value = pending.pop()
-        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
-            if isinstance(item, float) and not math.isfinite(item):
-                path, node = [key], link
-                while node is not None:
-                    node, parent_key = node
-                    path.append(parent_key)
-                return path[::-1]
-            if isinstance(item, (dict, list)):
-                pending.append(((link, key), item))
-    return None
 
 
 def _param(loc: Sequence[Any]) -> str:

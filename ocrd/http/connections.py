@@ -1,0 +1,270 @@
+"""HTTP connections: how many may be open, and how long a request may take to arrive.
+
+uvicorn bounds neither. A connection that sends half a request line and then nothing stays open
+for good, holding a file descriptor; 1,150 of them against an open-file limit of 1,024 took the
+whole daemon down: new requests timed out, ``ocrctl`` could not reach the control socket, and
+asyncio logged every failed ``accept()`` with a traceback (318 MB in 40 s). So the protocol uvicorn
+runs per connection is wrapped (``guarded_protocol``) to enforce, with ``http.*`` settings read at
+each connection (a reload applies to the next one):
+
+* **a cap**: at most ``max_connections`` open, and never more than the open-file limit allows
+  after a reserve kept for the control socket, runners' sockets and files (``connection_cap``). A
+  connection over the cap is answered ``503`` (OpenAI's error shape, ``Retry-After``) once its
+  request arrives, or closed at once when too many are already waiting for that answer;
+* **a deadline for headers**: complete within ``header_timeout`` of the connection opening, or of
+  the next request's first byte on a kept-alive connection; else ``408`` and close;
+* **a deadline for the body** (Apache's mod_reqtimeout): ``body_timeout``, extended by a second for
+  every ``body_min_rate`` bytes that arrive, not counting time in which ocrd itself stopped reading;
+  else ``408`` (unless an answer already started) and close.
+
+Connections closed by these rules are logged a few at a time (``ThrottledLog``) and counted in
+``ocrd_http_connections_dropped_total``. ``log_accept_errors`` does the same for asyncio's
+"socket.accept() out of system resource".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ocrd.config import HttpSettings
+from ocrd.log_throttle import ThrottledLog
+
+log = logging.getLogger("ocrd.http")
+
+# Kept free for everything but HTTP connections: the control socket and its clients, runners'
+# sockets and pipes, model files, NVML, Docker. At least this, or an eighth of the limit.
+FD_RESERVE = 128
+# The listening socket's backlog, and so the most connections asyncio accepts in one go before
+# any of them is looked at: they need descriptors too.
+BACKLOG = 128
+# Connections over the cap that may wait for their request to be answered 503; beyond, closed.
+MOST_REFUSING = 32
+REFUSAL_WAIT = 1.0  # seconds a refused connection may take to send its request
+
+
+def connection_cap(max_connections: int) -> int:
+    """``max_connections``, or fewer where the open-file limit could not hold them."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    reserve = max(FD_RESERVE, soft // 8) + BACKLOG + MOST_REFUSING
+    return max(1, min(max_connections, soft - reserve))
+
+
+def raise_open_file_limit() -> int:
+    """Raises the soft open-file limit to the hard one (systemd starts services at 1,024 soft
+    unless LimitNOFILE says otherwise); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+class ConnectionGuard:
+    """What all connections share: the settings, the count of refusals in progress, the logs."""
+
+    def __init__(self, settings: Callable[[], HttpSettings],
+                 dropped: Callable[[str], None] = lambda reason: None):
+        self.settings = settings
+        self._dropped = dropped  # a metrics counter, by reason
+        self.refusing = 0
+        self._over_cap_log = ThrottledLog(log, "connections answered 503 for being over the cap")
+        self._slow_log = ThrottledLog(log, "connections closed for sending a request too slowly",
+                                      level=logging.INFO)
+
+    def over_cap(self, open_connections: int) -> bool:
+        return open_connections >= connection_cap(self.settings().max_connections)
+
+    def refuse(self, transport: asyncio.Transport, open_connections: int) -> None:
+        """Takes over a connection over the cap: a 503 once its request is in, then close."""
+        self._dropped("over_limit")
+        cap = connection_cap(self.settings().max_connections)
+        self._over_cap_log(
+            "HTTP connection limit reached (%d open, at most %d with http.max_connections = %d "
+            "and an open-file limit of %d): answering 503", open_connections, cap,
+            self.settings().max_connections,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        if self.refusing >= MOST_REFUSING:
+            transport.set_protocol(asyncio.Protocol())  # uvicorn's never started: not its to end
+            transport.abort()
+            return
+        refusal = _Refusal(self)
+        transport.set_protocol(refusal)
+        refusal.connection_made(transport)
+
+    def too_slow(self, client: Any, phase: str, seconds: float) -> None:
+        self._dropped(f"{phase}_timeout")
+        where = f"{client[0]}:{client[1]}" if client else "a client"
+        self._slow_log("closed the connection of %s: its request's %s did not arrive within %g s "
+                       "(http.%s_timeout)", where, "headers" if phase == _HEADERS else phase,
+                       seconds, phase)
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
+    """uvicorn's h11 protocol class with ``guard``'s cap and deadlines (``uvicorn.Config(http=...)``)."""
+    return type("GuardedH11Protocol", (_Deadlines, H11Protocol), {"guard": guard})
+
+
+_HEADERS, _BODY, _IDLE = "header", "body", "idle"  # the first two name http.*_timeout
+
+
+class _Deadlines:
+    """Mixed into uvicorn's protocol: the cap at connection_made, then the header and body
+    deadlines. It only reads what uvicorn's protocols share (``cycle`` with ``more_body``,
+    ``response_started``, ``response_complete``; ``flow.read_paused``; ``connections``)."""
+
+    guard: ConnectionGuard
+    # uvicorn's, for the type checker.
+    connections: set[Any]
+    cycle: Any
+    flow: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: Any
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.guard.over_cap(len(self.connections)):
+            self.guard.refuse(transport, len(self.connections))
+            return
+        super().connection_made(transport)  # type: ignore[misc]
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._phase = _IDLE
+        self._request: Any = None  # the cycle whose headers were seen last
+        self._received = False  # any byte of the request awaited
+        self._start(_HEADERS, self.guard.settings().header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == _IDLE and (self.cycle is None or self.cycle.response_complete):
+            # The first byte of the next request on a kept-alive connection.
+            self._start(_HEADERS, self.guard.settings().header_timeout)
+        self._received = True
+        super().data_received(data)  # type: ignore[misc]
+        cycle = self.cycle
+        if cycle is not None and cycle is not self._request:  # headers complete
+            self._request = cycle
+            if cycle.more_body:
+                self._start(_BODY, self.guard.settings().body_timeout)
+            else:
+                self._stop()
+        elif self._phase == _BODY and cycle is not None:
+            if cycle.more_body:
+                self._deadline += len(data) / self.guard.settings().body_min_rate
+            else:
+                self._stop()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _start(self, phase: str, seconds: float) -> None:
+        self._stop()
+        self._phase, self._received = phase, False
+        self._deadline = self.loop.time() + seconds
+        self._timer = self.loop.call_at(self._deadline, self._on_deadline, seconds)
+
+    def _stop(self) -> None:
+        if getattr(self, "_timer", None) is not None:
+            self._timer.cancel()  # type: ignore[union-attr]
+            self._timer = None
+        self._phase = _IDLE
+
+    def _on_deadline(self, seconds: float) -> None:
+        self._timer = None
+        now = self.loop.time()
+        if self._phase == _BODY and self.flow.read_paused:
+            self._deadline = max(self._deadline, now + 1.0)  # ocrd stopped reading, not them
+        if now < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._on_deadline, seconds)
+            return
+        if self.transport.is_closing():
+            return
+        phase = self._phase
+        self._phase = _IDLE
+        self.guard.too_slow(self.client, phase, seconds)
+        if phase == _BODY:
+            answer = not self.cycle.response_started
+        else:  # a connection that sent nothing of a request is closed without a word
+            answer = self._received
+        if answer:
+            what = "headers" if phase == _HEADERS else phase
+            self.transport.write(error_response(
+                408, "Request Timeout", f"the request's {what} did not arrive in time "
+                f"(http.{phase}_timeout)", "timeout"))
+        self.transport.close()
+
+
+class _Refusal(asyncio.Protocol):
+    """A connection over the cap: answered 503 as soon as it sends anything (its request) or
+    after ``REFUSAL_WAIT``, then closed. Answering only once the request is in keeps a client
+    that is still writing from meeting a reset instead of the 503."""
+
+    def __init__(self, guard: ConnectionGuard):
+        self._guard = guard
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._guard.refusing += 1
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_WAIT, self._answer)
+
+    def data_received(self, data: bytes) -> None:
+        self._answer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._guard.refusing -= 1
+
+    def _answer(self) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._transport.write(_OVER_CAP)
+        self._transport.close()
+
+
+def error_response(status: int, reason: str, message: str, code: str,
+                   headers: tuple[str, ...] = ()) -> bytes:
+    """A whole HTTP/1.1 response with OpenAI's error body that closes the connection."""
+    body = json.dumps({"error": {"message": message, "type": "server_error" if status >= 500
+                                 else "invalid_request_error", "param": None, "code": code}})
+    head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
+            f"content-length: {len(body)}", "connection: close", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n" + body).encode("ascii")
+
+
+_OVER_CAP = error_response(
+    503, "Service Unavailable", "ocrd has as many HTTP connections open as it allows; retry "
+    "shortly (http.max_connections)", "too_many_connections", ("retry-after: 1",))
+
+
+def log_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio logs "socket.accept() out of system resource" with a traceback for every failed
+    accept() (up to the backlog's length per wake-up); log a few and count the rest instead."""
+    accept_errors = ThrottledLog(log, "failed accept() calls")
+    default = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            accept_errors("cannot accept HTTP connections: %s (open-file limit %d); retrying",
+                          context.get("exception"), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            return
+        if default is not None:
+            default(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
