@@ -179,7 +179,7 @@ class ProcessRunner(Runner):
                 line = raw.decode(errors="replace").rstrip()
                 if line:
                     self.log_buffer.append(line)
-                    self._log.info("%s", line)
+                    self._log.log(_journal_level(line), "%s", line)
         finally:
             # The runner's stderr ended (or we stopped reading it): `ocrctl logs -f` ends too.
             self.log_buffer.close()
@@ -213,6 +213,16 @@ class ProcessRunner(Runner):
             await self._client.aclose()
             self._client = None
         _unlink(self._socket)
+
+
+def _journal_level(line: str) -> int:
+    """A runner's access-log line (one per request) stays in its own log for ``ocrctl logs`` but
+    reaches the daemon's journal only at debug level, as the daemon's own access log does;
+    everything else the runner says is worth the journal."""
+    return logging.DEBUG if _ACCESS_LOGGER in line else logging.INFO
+
+
+_ACCESS_LOGGER = " uvicorn.access: "  # as the worker's log format names the logger
 
 
 def _unlink(path: Path) -> None:

@@ -17,14 +17,16 @@ import contextlib
 import json
 import resource
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support.daemon import running_daemon, wait_until
+from tests.support.daemon import ocr_messages, running_daemon, wait_until
 from tests.support.openapi import validate
+from tests.support.render import render_text_image
 
 HALF_REQUEST = b"GET /health HTTP/1.1\r\nHo"
 HANG_GUARD = 60.0
@@ -66,10 +68,28 @@ def _many_open_files() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def _ocr_until(done: threading.Event, daemon, statuses: list[int]) -> None:
+    """OCR requests one after the other on one kept-alive connection until ``done``."""
+    body = {"model": "ppocr", "messages": ocr_messages(render_text_image(["Still served"]))}
+    with daemon.http(timeout=HANG_GUARD) as http:
+        while not done.is_set():
+            response = http.post("/v1/chat/completions", json=body)
+            statuses.append(response.status_code)
+            assert "Still served" in response.json()["choices"][0]["message"]["content"]
+
+
 def test_half_open_connections_past_the_open_file_limit_leave_the_daemon_answering():
     config = {"http": {"header_timeout": "3s"}}
     with _many_open_files(), running_daemon(config) as daemon:
+        assert daemon.ocrctl("load", "ppocr").returncode == 0
         resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (1024, 1024))
+        # A client connected before the attack goes on being served through the runner: the
+        # descriptors kept in reserve are what its runner connections need.
+        statuses: list[int] = []
+        done = threading.Event()
+        ocr = threading.Thread(target=_ocr_until, args=(done, daemon, statuses))
+        ocr.start()
+        wait_until(lambda: statuses, timeout=HANG_GUARD, message="a first OCR answer")
         attack: list[socket.socket] = []
         try:
             for _ in range(1150):
@@ -82,17 +102,23 @@ def test_half_open_connections_past_the_open_file_limit_leave_the_daemon_answeri
             if response.status_code == 503:
                 assert response.json()["error"]["code"] == "too_many_connections"
                 assert response.headers["retry-after"] == "1"
-            # The control plane answers.
+            # The control plane answers, and so does the runner of the client served before.
             status = daemon.ocrctl("status")
             assert status.returncode == 0, status.stderr
+            during = len(statuses)
+            wait_until(lambda: len(statuses) > during + 1, timeout=HANG_GUARD,
+                       message="OCR answers during the attack")
             # The header deadline closes the attacker's connections (or the cap refused them:
             # answered, or reset when too many waited for that): each reads an end.
             for sock in attack:
                 with contextlib.suppress(ConnectionResetError):
                     _read_until_closed(sock)
         finally:
+            done.set()
             for sock in attack:
                 sock.close()
+            ocr.join(HANG_GUARD)
+        assert set(statuses) == {200}, statuses
         with daemon.http(timeout=HANG_GUARD) as http:
             assert http.get("/health").status_code == 200
             metrics = http.get("/metrics").text

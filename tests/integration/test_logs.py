@@ -161,6 +161,16 @@ def test_requests_show_up_in_the_log(ppocr_loaded):
     assert before.count(ACCESS_LINE) + 1 == after.count(ACCESS_LINE)
 
 
+def test_requests_cost_the_daemons_journal_no_line_at_the_default_log_level(ppocr_loaded):
+    # One line per request, from the runner's access log or httpx, would flood the journal
+    # under load; they are for log_level = "debug" (the runner's own log above keeps its lines).
+    before = ppocr_loaded.stderr()
+    for _ in range(3):
+        recognise(ppocr_loaded)
+    added = ppocr_loaded.stderr()[len(before):]
+    assert ACCESS_LINE not in added and "HTTP Request:" not in added, added
+
+
 def test_follow_prints_new_lines_live_and_ends_when_the_model_unloads(ppocr_loaded):
     daemon = ppocr_loaded
     follower = Follower(daemon, "ppocr", "-f", "-n", "1")
