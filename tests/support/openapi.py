@@ -1,7 +1,9 @@
 """Validate JSON against a schema of OpenAI's published OpenAPI document.
 
-The document comes from ``$OCRD_OPENAPI_SPEC`` or ``<repo>/../shared/openai-openapi/openapi.json``.
-When it is missing, ``validate`` raises: a test that checks schemas must fail, not pass unchecked.
+The document is vendored in the repository (``tests/data/openai-openapi/``: a pinned commit of
+openai/openai-openapi, gzipped, with its MIT licence and how to refresh it); ``$OCRD_OPENAPI_SPEC``
+may point at another copy, plain or ``.gz``. When it is missing, ``validate`` raises: a test that
+checks schemas must fail, not pass unchecked.
 
 The document says OpenAPI 3.1 but still uses 3.0 keywords that JSON Schema 2020-12 reads
 differently: ``nullable: true`` (ignored by 2020-12, so ``null`` would be rejected) and boolean
@@ -12,6 +14,7 @@ rewrites them once; the prepared validators are cached (the document is 3.4 MB).
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 from pathlib import Path
@@ -24,7 +27,9 @@ from referencing.jsonschema import DRAFT202012
 
 SPEC_ENV = "OCRD_OPENAPI_SPEC"
 _REPO = Path(__file__).resolve().parents[2]
-DEFAULT_SPEC = _REPO.parent / "shared" / "openai-openapi" / "openapi.json"
+DEFAULT_SPEC = _REPO / "tests" / "data" / "openai-openapi" / "openapi.json.gz"
+SPEC_COMMIT = "f85dbe223d40e1a31cba812ab2d755c7e98a92a3"  # of openai/openai-openapi
+SPEC_SHA256 = "bbfd19abcde0e7412da99378deb2a959ccdd3a812f97c9e35901921e8e973f9a"  # uncompressed
 _URI = "urn:ocrd-test:openai-openapi"
 # Keywords that only describe or identify; they stay beside an ``anyOf`` instead of moving into it.
 _ANNOTATIONS = frozenset(
@@ -41,13 +46,19 @@ def spec_path() -> Path:
     return Path(os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
 
 
-def load_spec(path: Path) -> dict[str, Any]:
+def spec_bytes(path: Path) -> bytes:
+    """The document's JSON as bytes (``.gz`` decompressed)."""
     if not path.is_file():
         raise FileNotFoundError(
-            f"OpenAI's OpenAPI document is missing: {path} does not exist. Put openapi.json there "
-            f"(the shared/ folder beside the clone) or point ${SPEC_ENV} at it."
+            f"OpenAI's OpenAPI document is missing: {path} does not exist. It ships in the "
+            f"repository (tests/data/openai-openapi/); or point ${SPEC_ENV} at a copy."
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    return json.loads(spec_bytes(path))
 
 
 def to_json_schema(node: Any) -> Any:

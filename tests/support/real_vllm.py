@@ -7,7 +7,7 @@ interpreter. Without it the ``vllm`` tests
 are skipped with the reason, unless ``OCRD_REQUIRE_VLLM=1`` (set by ``.ci/run``), where they fail:
 CI must never pass by skipping them.
 
-What works on a CPU-only host (``../shared/notes/environment-facts.md``, "Real vLLM on CPU"):
+What works on a CPU-only host (measured on the CI kind of machine, "Real vLLM on CPU"):
 
 * the model is the tiny random-weight Idefics3 of ``tests/support/tiny_models.py`` (heads of 32:
   vLLM's CPU attention rejects 16). Qwen2-VL, LLaVA, InternVL and others do not load here: their

@@ -39,7 +39,8 @@ CURRENT_OCR_MODELS = {
     "Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct",
     "ibm-granite/granite-docling-258M", "opendatalab/MinerU2.5-2509-1.2B",
 }
-# The seed's memory table, transcribed by hand from shared/seed/model-modes-guide.ru.md.
+# The seed's memory table, transcribed by hand from the user's original guide
+# (model-modes-guide.ru.md, which is not part of this repository).
 SEED_MEMORY = {
     "rednote-hilab/dots.ocr": {"transformers_8bit": 3.5, "vllm": 8.0},
     "stepfun-ai/GOT-OCR-2.0-hf": {"transformers_8bit": 0.8},

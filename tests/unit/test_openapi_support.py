@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -128,9 +129,13 @@ def test_missing_document_fails_loudly(tmp_path, monkeypatch):
         openapi.load_spec(openapi.spec_path())
 
 
-def test_default_location_is_shared_folder_beside_the_repository():
+def test_the_document_ships_in_the_repository_at_the_pinned_commit_with_its_licence():
     repo = Path(__file__).resolve().parents[2]
-    assert openapi.DEFAULT_SPEC == repo.parent / "shared" / "openai-openapi" / "openapi.json"
+    vendored = repo / "tests" / "data" / "openai-openapi"
+    assert openapi.DEFAULT_SPEC == vendored / "openapi.json.gz"
+    assert hashlib.sha256(openapi.spec_bytes(openapi.DEFAULT_SPEC)).hexdigest() == openapi.SPEC_SHA256
+    assert "The MIT License" in (vendored / "LICENSE").read_text(encoding="utf-8")
+    assert openapi.SPEC_COMMIT in (vendored / "README.md").read_text(encoding="utf-8")
 
 
 def _accepts(schema: dict, instance: object) -> bool:
