@@ -39,8 +39,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.daemon import RunningDaemon, assert_no_runner_survives  # noqa: E402
-from tests.support.render import data_url, render_text_image  # noqa: E402
+from tests.support.daemon import RunningDaemon, assert_no_runner_survives
+from tests.support.render import data_url, render_text_image
 
 LINES = ["Fault run: the daemon keeps serving", "while its runners are killed"]
 HOSTILE = {

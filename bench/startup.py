@@ -36,7 +36,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.render import render_text_image  # noqa: E402
+from tests.support.render import render_text_image
 
 LINES = [
     "Invoice 2024-117 for services rendered in March",
@@ -116,7 +116,7 @@ def ocr_throughput(url: str, images: list[bytes], repeats: int) -> tuple[float, 
     """
     from rapidocr import RapidOCR
 
-    from ocrd.config import BuiltinSettings
+    from ocrd.config.settings import BuiltinSettings
 
     side = BuiltinSettings().ppocr_det_limit_side_len
     ocr = RapidOCR(params={"Det.limit_type": "max", "Det.limit_side_len": side})
@@ -131,7 +131,7 @@ def ocr_throughput(url: str, images: list[bytes], repeats: int) -> tuple[float, 
         client.post("/v1/chat/completions", json=bodies[0]).raise_for_status()  # load + warm-up
         ocr(decoded[0])  # warm-up
         for _ in range(repeats):
-            for image, body in zip(decoded, bodies):
+            for image, body in zip(decoded, bodies, strict=True):
                 started = time.perf_counter()
                 ocr(image)
                 direct += time.perf_counter() - started

@@ -59,9 +59,9 @@ class Direct:
 
     def __init__(self, config_path: Path, model: str):
         from ocrd.catalog import Catalog
-        from ocrd.config import load_settings
-        from ocrd.directory import ModelDirectory
-        from ocrd.planner import Host, plan
+        from ocrd.config.loading import load_settings
+        from ocrd.core.directory import ModelDirectory
+        from ocrd.planning.planner import Host, plan
         from ocrd.worker.transformers_worker import create_engine
 
         directory = ModelDirectory(Catalog.load_default(), load_settings(str(config_path)))
@@ -77,7 +77,7 @@ class Direct:
         """(new tokens, seconds) for one request body."""
         import torch
 
-        from ocrd.worker.chat import chat_input, parse_request
+        from ocrd.worker.chat_input import chat_input, parse_request
         from ocrd.worker.transformers_generate import prepare_inputs
 
         tokens = body["max_tokens"]

@@ -15,7 +15,7 @@ import grpc
 from ocrctl.client import Client, CommandError, describe_rpc_error
 from ocrctl.commands import COMMAND_MODULES
 from ocrctl.security import ENV_TOKEN, Security, SecurityError
-from ocrd.control.address import ENV_ADDRESS, SYSTEM_SOCKET, default_socket_path, to_grpc_target
+from ocrd.addresses import ENV_ADDRESS, SYSTEM_SOCKET, default_socket_path, to_grpc_target
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:

@@ -1,6 +1,6 @@
 """The connection to ocrd's control plane, and what its failures mean to a person.
 
-Only the generated stubs and ``ocrd.control.address`` (which the daemon binds with, so both
+Only the generated stubs and ``ocrd.addresses`` (which the daemon binds with, so both
 always agree on the default socket) come from ocrd: ocrctl must stay a thin client that starts
 fast and works against a daemon of another version.
 """
@@ -15,7 +15,7 @@ import grpc
 from google.protobuf.message import Message
 
 from ocrctl.security import Security, describe_auth_error, describe_tcp_failure, open_channel
-from ocrd.control.address import default_address, tcp_host, to_grpc_target
+from ocrd.addresses import default_address, tcp_host, to_grpc_target
 from ocrd.control.v1 import control_pb2_grpc
 
 # Unary calls answer in milliseconds; a daemon that takes longer than this is wedged.

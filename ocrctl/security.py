@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from ocrd.control.address import is_loopback_host, tcp_host
+from ocrd.addresses import is_loopback_host, tcp_host
 
 ENV_TOKEN = "OCRD_TOKEN"
 TOKEN_HINT = f"set {ENV_TOKEN} or pass --token-file FILE"

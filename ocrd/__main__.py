@@ -1,5 +1,5 @@
 import sys
 
-from ocrd.cli import main
+from ocrd.cli.main import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """Wiring: builds the core, runs HTTP (uvicorn) and gRPC (grpc.aio) in one event loop.
 
 Start-up order: scheduler, the HTTP socket bound, vLLM containers of a previous run adopted or
-removed (``ocrd.vllm_containers``), the control socket bound, then READY=1.
+removed (``ocrd.runners.vllm.adoption``), the control socket bound, then READY=1.
 Shutdown (SIGTERM/SIGINT): STOPPING=1, /health and gRPC health turn to not-serving, the HTTP
 server stops accepting and drains in-flight requests (bounded by scheduler.drain_timeout), the
 control plane stops, every runner is stopped, exit 0. SIGHUP re-reads the configuration file.
@@ -19,16 +19,16 @@ from typing import Any
 
 import uvicorn
 
-from ocrd import __version__, runner_sockets
+from ocrd import __version__
 from ocrd.catalog import Catalog
-from ocrd.config import Settings, load_settings
-from ocrd.directory import ModelDirectory
-from ocrd.engines import DOCKER_STATUS
+from ocrd.config.loading import load_settings
+from ocrd.config.settings import Settings
 from ocrd.control.server import ControlServer, start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
+from ocrd.core.directory import ModelDirectory
+from ocrd.core.scheduler import Scheduler
 from ocrd.errors import ConfigError, OcrdError
 from ocrd.events import Event, EventBus, ModelState
-from ocrd.gpu import GpuProbe
 from ocrd.http.app import build_app
 from ocrd.http.connections import (
     BACKLOG,
@@ -41,13 +41,15 @@ from ocrd.http.connections import (
 from ocrd.http.state import AppState
 from ocrd.log_throttle import ThrottledLog
 from ocrd.metrics import Metrics
+from ocrd.planning.availability import DOCKER_STATUS
+from ocrd.planning.gpu import GpuProbe
 from ocrd.private_dirs import RUNNERS_SUBDIR, prepare_socket_dirs
+from ocrd.runners import sockets as runner_sockets
 from ocrd.runners.base import Runner, RunnerSpec
 from ocrd.runners.process import ProcessRunner
 from ocrd.runners.upstream import UpstreamRunner
-from ocrd.scheduler import Scheduler
+from ocrd.runners.vllm.adoption import VllmContainers
 from ocrd.systemd import SYSTEMD_VARIABLES, Notifier, run_watchdog, watchdog_interval
-from ocrd.vllm_containers import VllmContainers
 
 log = logging.getLogger("ocrd")
 
@@ -105,7 +107,7 @@ class Daemon:
     def _vllm_runner(self, spec: RunnerSpec) -> Runner:
         if spec.options.get("launcher") == "process":
             # Imported only when used: the module of the pip-installed vLLM's launcher.
-            from ocrd.runners.vllm_process import VllmProcessRunner
+            from ocrd.runners.vllm.process import VllmProcessRunner
 
             return VllmProcessRunner(spec, gpu_probe=self.gpu)
         return self.containers.runner(spec)

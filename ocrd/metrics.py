@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ocrd.core.slots import SlotInfo
 from ocrd.errors import OcrdError
 from ocrd.events import Event, ModelState
-from ocrd.slots import SlotInfo
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 

@@ -22,7 +22,7 @@ import pwd
 import stat
 from pathlib import Path
 
-from ocrd.control.address import default_runtime_dir
+from ocrd.addresses import default_runtime_dir
 from ocrd.errors import ConfigError
 
 RUNNERS_SUBDIR = "runners"

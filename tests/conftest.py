@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+# Fixture modules (the control plane over the real scheduler, Docker, a local registry, real
+# vLLM): every test can ask for their fixtures by name.
+pytest_plugins = [
+    "tests.support.control",
+    "tests.support.docker_engine",
+    "tests.support.real_vllm",
+    "tests.support.registry",
+]
+
 
 @pytest.fixture(scope="session")
 def tiny_hub(tmp_path_factory: pytest.TempPathFactory):

@@ -2,7 +2,7 @@
 line per check and a fix for each problem; exit status 1 when something blocks serving.
 
 When no daemon answers, that is the first failure, and the same checks run here, in ocrctl, as
-the current user: the only place ocrctl imports the daemon's modules (``ocrd.doctor``), because
+the current user: the only place ocrctl imports the daemon's modules (``ocrd.ops.doctor``), because
 there is no daemon to ask.
 """
 
@@ -71,9 +71,9 @@ def _unreachable(error: grpc.RpcError) -> bool:
 def _local_diagnosis(model: str, target: str, *, denied: bool) -> pb.DiagnoseResponse:
     # Only here does ocrctl import the daemon's code: there is no daemon to ask.
     from ocrd.control.convert import diagnosis
-    from ocrd.doctor import local_checks
-    from ocrd.doctor.base import user_name
     from ocrd.errors import OcrdError
+    from ocrd.ops.doctor import local_checks
+    from ocrd.ops.doctor.base import user_name
 
     try:
         checks = diagnosis(local_checks(model))

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from ocrd.control.tokens import Role, TokenTable, lower_role
+from ocrd.config.tokens import Role, TokenTable, lower_role
 from ocrd.errors import OcrdError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger("ocrd.control.auth")

@@ -10,18 +10,18 @@ import math
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ocrd.cache_service import CacheInventory
-from ocrd.cache_verify import CacheVerification
-from ocrd.cleanup import CleanupReport
+from ocrd.cache.inventory import CacheDeletion
+from ocrd.cache.pull import PullStep
+from ocrd.cache.service import CacheInventory
+from ocrd.cache.verify import CacheVerification
 from ocrd.control.v1 import control_pb2 as pb
+from ocrd.core.scheduler import SlotInfo, UnloadResult
 from ocrd.events import Event, ModelState
-from ocrd.doctor import Check
-from ocrd.gpu import GpuDevice, GpuSnapshot
-from ocrd.hf_cache import CacheDeletion
-from ocrd.image_pull import ImagePullStep
-from ocrd.planner import Decision
-from ocrd.pull import PullStep
-from ocrd.scheduler import SlotInfo, UnloadResult
+from ocrd.ops.cleanup import CleanupReport
+from ocrd.ops.doctor import Check
+from ocrd.planning.gpu import GpuDevice, GpuSnapshot
+from ocrd.planning.planner import Decision
+from ocrd.runners.vllm.image_pull import ImagePullStep
 
 _TO_PB: dict[ModelState, int] = {
     ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED,

@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ocrd.config import Settings
+from ocrd.config.settings import Settings
 from ocrd.control.errors import ErrorInterceptor
 from ocrd.control.reflection import enable_reflection
 from ocrd.control.tcp import TcpListener, start_tcp_listener

@@ -16,16 +16,18 @@ from pathlib import Path
 
 import grpc.aio
 
-from ocrd import cleanup, doctor, image_pull, runner_logs
-from ocrd.cache_service import CacheService
+from ocrd.cache.service import CacheService
 from ocrd.control import convert
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
+from ocrd.core.scheduler import Scheduler
 from ocrd.errors import InvalidRequest
 from ocrd.events import ModelState
-from ocrd.gpu import GpuProbe
 from ocrd.model_ids import check_model_name, check_optional_model_name, check_revision
-from ocrd.scheduler import Scheduler
+from ocrd.ops import cleanup, doctor
+from ocrd.planning.gpu import GpuProbe
+from ocrd.runners import logs as runner_logs
+from ocrd.runners.vllm import image_pull
 
 # Engines and quantizations this version can honour when a client asks for one explicitly.
 KNOWN_ENGINES = {"", "builtin", "transformers", "vllm"}
@@ -172,7 +174,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def PullModel(
         self, request: pb.PullModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PullModelProgress]:
-        # Cancelling the stream stops the download unless another client follows it (ocrd.pull).
+        # Cancelling the stream stops the download unless another client follows it (ocrd.cache.pull).
         model, revision = check_model_name(request.model), check_revision(request.revision)
         pull = CacheService(self._scheduler).pull(model, revision)
         async for step in pull:
@@ -198,7 +200,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         self, request: pb.PullImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PullImageProgress]:
         image = request.image or self._scheduler.directory.settings.vllm.image
-        # Cancelling the stream stops the pull (ocrd.image_pull).
+        # Cancelling the stream stops the pull (ocrd.runners.vllm.image_pull).
         async for step in image_pull.pull_image(image):
             yield convert.image_pull_progress(step)
 

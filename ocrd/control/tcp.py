@@ -2,7 +2,7 @@
 
 A second ``grpc.aio`` server next to the Unix socket's, serving the same servicer, because only
 TCP callers go through :class:`ocrd.control.auth.AuthInterceptor` (the socket's permissions are
-its authentication). The settings were already checked (``ocrd.control.remote_settings``):
+its authentication). The settings were already checked (``ocrd.config.remote``):
 plaintext only on loopback, some authentication off loopback. Here the files are read and
 checked, so a wrong path or a key that does not match the certificate fails start-up with one
 line instead of every handshake later.
@@ -21,13 +21,13 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2_grpc
 
-from ocrd.config import Settings
-from ocrd.control.address import is_loopback_host, split_host_port
-from ocrd.control.auth import AuthInterceptor, Authenticator
+from ocrd.addresses import is_loopback_host, split_host_port
+from ocrd.config.remote import TLS_HINT, load_tokens_file
+from ocrd.config.settings import Settings
+from ocrd.config.tokens import TokenTable
+from ocrd.control.auth import Authenticator, AuthInterceptor
 from ocrd.control.errors import ErrorInterceptor
 from ocrd.control.reflection import enable_reflection
-from ocrd.control.remote_settings import TLS_HINT, load_tokens_file
-from ocrd.control.tokens import TokenTable
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import ConfigError
 
@@ -115,7 +115,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if grpc_settings.tls_cert is None or grpc_settings.tls_key is None:
         return None
     # Here, not at the top: the cryptography package is loaded only by daemons that serve TLS.
-    from ocrd.certs import check_key_pair
+    from ocrd.cli.certs import check_key_pair
 
     cert = _read(grpc_settings.tls_cert, "grpc.tls_cert")
     key = _read(grpc_settings.tls_key, "grpc.tls_key")

@@ -15,12 +15,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from ocrd.config import parse_duration
+from ocrd.config.units import parse_duration
+from ocrd.core.scheduler import SlotInfo
 from ocrd.http.openapi import error_responses, request_body
 from ocrd.http.request_work import read_request
 from ocrd.http.state import AppState
 from ocrd.model_ids import MODEL_NAME_PATTERN, check_model_name
-from ocrd.scheduler import SlotInfo
 
 router = APIRouter()
 

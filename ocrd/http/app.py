@@ -13,7 +13,7 @@ import logging
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from ocrd.control.address import is_loopback_host
+from ocrd.addresses import is_loopback_host
 from ocrd.http import admin
 from ocrd.http.auth import ApiKeyAuth
 from ocrd.http.errors import install_error_handlers

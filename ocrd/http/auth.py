@@ -3,7 +3,7 @@
 With no keys configured it lets everything through (the API then relies on binding to 127.0.0.1).
 With keys, a request without a known key gets 401 in OpenAI's error shape (``code:
 "invalid_api_key"``, ``WWW-Authenticate: Bearer``) before its body is read. Keys are stored as
-SHA-256 hashes and looked up like the control plane's tokens (``ocrd.control.tokens``): the
+SHA-256 hashes and looked up like the control plane's tokens (``ocrd.config.tokens``): the
 presented key is hashed and compared with every stored hash in constant time. HTTP keys have no
 roles: a key may use the whole HTTP API (including ``POST /models/load``); the control plane's
 roles stay on gRPC.
@@ -27,7 +27,7 @@ import logging
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ocrd.control.tokens import Role, StoredToken, TokenTable
+from ocrd.config.tokens import Role, StoredToken, TokenTable
 from ocrd.errors import Unauthenticated
 from ocrd.http.state import AppState
 from ocrd.log_throttle import ThrottledLog

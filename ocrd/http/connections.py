@@ -33,7 +33,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ocrd.config import HttpSettings
+from ocrd.config.settings import HttpSettings
 from ocrd.log_throttle import ThrottledLog
 
 log = logging.getLogger("ocrd.http")

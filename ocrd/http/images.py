@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from ocrd.config import LimitsSettings
+from ocrd.config.settings import LimitsSettings
 from ocrd.errors import InvalidRequest, PayloadTooLarge
 from ocrd.http.openai.protocol import ChatCompletionRequest, ImagePart
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ocrd.errors import InvalidRequest, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from ocrd.config import LimitsSettings
+    from ocrd.config.settings import LimitsSettings
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ocrd.config import Settings
+from ocrd.config.settings import Settings
+from ocrd.core.scheduler import Scheduler
 from ocrd.http.request_work import RequestWork
 from ocrd.metrics import Metrics
-from ocrd.scheduler import Scheduler
 
 
 @dataclass

@@ -5,7 +5,7 @@ it, leases it to requests (which talk to it through ``client()``), and stops it.
 ends on its own calls the ``on_exit`` callback it was given, once, with a one-line reason.
 
 Its log lines are for `ocrctl logs`: ``logs(tail)`` and ``follow_logs(tail)``. A runner that
-keeps them in a ``LogBuffer`` (``ocrd.runner_logs``; process runners) sets ``log_buffer`` and
+keeps them in a ``LogBuffer`` (``ocrd.runners.logs``; process runners) sets ``log_buffer`` and
 gets both from here; a container runner reads them from Docker instead.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from ocrd.catalog import CatalogEntry
-from ocrd.runner_logs import LogBuffer
+from ocrd.runners.logs import LogBuffer
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The options travel to the runner as ``--options JSON``; their shapes are documented next to the
 engines that read them (``ocrd/worker/builtin_worker.py``, ``ocrd/worker/transformers_worker.py``,
-``ocrd/runners/vllm_container.py`` for vLLM, whose runners read them in the daemon).
+``ocrd/runners/vllm/container_spec.py`` for vLLM, whose runners read them in the daemon).
 
 A vLLM server's *placement* (device, GPU, ``gpu_memory_utilization``) is the planner's choice of
 the moment it started; its container carries it in labels (``VllmPlacement``), so that after a
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ocrd.cache.inventory import Snapshot
 from ocrd.catalog import CatalogEntry
 from ocrd.catalog.facts import TransformersFacts
-from ocrd.config import Settings, model_overrides, vllm_instance
+from ocrd.config.settings import Settings, model_overrides, vllm_instance
 from ocrd.errors import EngineUnavailable
-from ocrd.hf_cache import Snapshot
 
 
 def builtin_options(entry: CatalogEntry, settings: Settings) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def transformers_options(
 
     ``device`` is the device as the runner sees it (``cuda:0``: its one visible GPU, or ``cpu``)
     and ``quantization`` the planner's choice (``none``, ``8bit`` or ``4bit``; the planner resolves
-    ``auto``, see ``ocrd.planner``)."""
+    ``auto``, see ``ocrd.planning.planner``)."""
     if quantization not in ("none", "8bit", "4bit"):
         raise ValueError(f"quantization must be decided by the planner, got {quantization!r}")
     facts = entry.transformers or TransformersFacts()
@@ -130,7 +130,7 @@ class VllmPlacement:
 
 def vllm_options(entry: CatalogEntry, settings: Settings, snapshot: Snapshot, hub_dir: Path,
                  placement: VllmPlacement) -> dict[str, Any]:
-    """The options of a vLLM runner (documented in ``ocrd/runners/vllm_container.py``): the
+    """The options of a vLLM runner (documented in ``ocrd/runners/vllm/container_spec.py``): the
     cached snapshot's revision, the catalog's ``vllm serve`` arguments, the planner's device and
     share, this daemon's instance, and the launcher that runs it."""
     config = settings.vllm

@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 
 from ocrd.errors import ModelLoadFailed
-from ocrd.runner_logs import LogBuffer
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
+from ocrd.runners.logs import LogBuffer
 
 log = logging.getLogger("ocrd.runner")
 

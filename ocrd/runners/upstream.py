@@ -30,7 +30,7 @@ MODELS_TIMEOUT = 30.0
 
 class UpstreamRunner(Runner):
     """``spec.options``: ``url`` (OpenAI base URL, ending in /v1), ``remote_name``,
-    ``api_key_env`` (or None) and ``timeout`` (seconds), as ``ocrd.directory`` builds them."""
+    ``api_key_env`` (or None) and ``timeout`` (seconds), as ``ocrd.core.directory`` builds them."""
 
     def __init__(self, spec: RunnerSpec, *, environ: Mapping[str, str] | None = None):
         self.spec = spec

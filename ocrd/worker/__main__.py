@@ -20,16 +20,16 @@ import os
 
 _PARENT_AT_START = os.getppid()  # first thing: the later we look, the likelier a missed death
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import ctypes  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import stat  # noqa: E402
-import sys  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import ctypes
+import json
+import logging
+import signal
+import socket
+import stat
+import sys
+from typing import Any
 
 log = logging.getLogger("ocrd.worker")
 

@@ -92,7 +92,7 @@ class PpocrBackend:
             return []  # no text detected
         boxes = [
             TextBox(text, float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 1].max()))
-            for box, text in zip(result.boxes, result.txts)
+            for box, text in zip(result.boxes, result.txts, strict=True)
         ]
         return group_lines(boxes)
 

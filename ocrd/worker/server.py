@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ocrd.errors import OcrdError, as_ocrd_error
-from ocrd.worker.chat import chat_input, parse_request
+from ocrd.worker.chat_input import chat_input, parse_request
 from ocrd.worker.engines import Engine, Generation
 
 log = logging.getLogger("ocrd.worker.server")

@@ -27,7 +27,6 @@ included), completion tokens = tokens generated, EOS included (as OpenAI and vLL
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import threading
 from collections import deque

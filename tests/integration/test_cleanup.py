@@ -21,23 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from ocrd.cleanup import Cleanup
 from ocrd.control.v1 import control_pb2 as pb
-from ocrd.docker_host import INSTANCE_LABEL, MANAGED_LABEL, MODEL_LABEL, docker_client
-from ocrd.gpu import GpuProbe
-from ocrd.orphans import RunnerProcess, end_runner
-from tests.support.control import (  # noqa: F401 - fixtures
-    PPOCR,
-    PPOCR_MEMORY,
-    channel,
-    control,
-    daemon_info,
-    runners,
-    scheduler,
-    settings,
-    socket_dir,
-    stub,
-)
+from ocrd.ops.cleanup import Cleanup
+from ocrd.planning.gpu import GpuProbe
+from ocrd.runners.orphans import RunnerProcess, end_runner
+from ocrd.runners.vllm.docker_host import INSTANCE_LABEL, MANAGED_LABEL, MODEL_LABEL, docker_client
+from tests.support.control import PPOCR, PPOCR_MEMORY
 from tests.support.daemon import pid_alive, running_daemon
 from tests.support.fake_nvml import GIB, FakeDevice, FakeNvml
 from tests.support.orphans import foreign_runner, orphaned_runner, own_runner

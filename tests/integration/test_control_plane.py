@@ -25,22 +25,8 @@ from ocrd.control.service import ControlServicer
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import GENERIC_INTERNAL_MESSAGE, ConfigError, ModelLoadFailed
-from ocrd.gpu import GpuProbe
-from tests.support.control import (  # noqa: F401 - fixtures
-    server_with_fake_gpus,
-    PPOCR,
-    PPOCR_MEMORY,
-    STEPS,
-    channel,
-    control,
-    daemon_info,
-    runners,
-    scheduler,
-    settings,
-    settings_for,
-    socket_dir,
-    stub,
-)
+from ocrd.planning.gpu import GpuProbe
+from tests.support.control import PPOCR, PPOCR_MEMORY, STEPS, server_with_fake_gpus, settings_for
 from tests.support.fake_nvml import GIB
 
 

@@ -1,5 +1,5 @@
 """The remote control plane for real: gRPC over real TCP sockets with real TLS, using certificates
-made by ``ocrd gen-certs`` in temporary directories; tokens made by ``ocrd.control.tokens``.
+made by ``ocrd gen-certs`` in temporary directories; tokens made by ``ocrd.config.tokens``.
 
 In-process: start_control_server (the real Scheduler with FakeRunners) driven by grpc.aio
 clients and by ocrctl's ``main`` in a worker thread. As processes: a real ``ocrd serve``
@@ -23,23 +23,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ocrctl.__main__ import main as ocrctl_main
-from ocrd import certs
+from ocrd.cli import certs
+from ocrd.config.tokens import generate_token, hash_token
 from ocrd.control.server import start_control_server
 from ocrd.control.service import ControlServicer
-from ocrd.control.tokens import generate_token, hash_token
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.errors import ConfigError
-from tests.support.control import (  # noqa: F401 - fixtures
-    PPOCR,
-    Result,
-    daemon_info,
-    runners,
-    scheduler,
-    settings,
-    settings_for,
-    socket_dir,
-)
+from tests.support.control import PPOCR, Result, settings_for
 from tests.support.daemon import OCRCTL, RunningDaemon, daemon_env, free_port, running_daemon, wait_until
 
 ADMIN = generate_token()

@@ -221,7 +221,7 @@ def _read_until_closed_or_answered(sock: socket.socket) -> bytes:
 @pytest.mark.parametrize("key", ["max_connections", "header_timeout", "body_timeout",
                                  "body_min_rate"])
 def test_the_connection_settings_are_checked_when_the_config_loads(key, tmp_path):
-    from ocrd.config import load_settings
+    from ocrd.config.loading import load_settings
     from ocrd.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:

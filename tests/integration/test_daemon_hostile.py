@@ -2,8 +2,9 @@
 and ids with a trailing control character on every HTTP route, paths with control characters,
 deep and non-UTF-8 JSON, non-finite and huge numbers, truncated images of every format, a JPEG
 labelled PNG, and (with ``http.allow_remote_image_urls`` on) image URLs that point at loopback,
-private, link-local and IPv4-mapped addresses. Each gets its 4xx in OpenAI's error shape; afterwards no 5xx was answered, nothing was logged as unhandled, and the same runner
-(same pid) still does OCR.
+private, link-local and IPv4-mapped addresses. Each gets its 4xx in OpenAI's error shape;
+afterwards no 5xx was answered, nothing was logged as unhandled, and the same runner (same pid)
+still does OCR.
 """
 
 from __future__ import annotations

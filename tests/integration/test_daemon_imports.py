@@ -31,7 +31,7 @@ def test_a_serving_daemon_maps_no_torch_or_transformers_file():
 BUILD_THE_DAEMON = """
 import json, shutil, sys, tempfile
 from pathlib import Path
-from ocrd.config import load_settings
+from ocrd.config.loading import load_settings
 import ocrd.daemon
 from ocrd.http.app import build_app
 
@@ -42,7 +42,8 @@ daemon = ocrd.daemon.Daemon(load_settings(str(config)))
 app = build_app(daemon.app_state)
 assert [m.id for m in daemon.scheduler.models()][0] == "builtin/ppocr"
 shutil.rmtree(directory)
-print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "transformers", "ocrd", "grpc", "fastapi"))))
+tops = ("torch", "transformers", "ocrd", "grpc", "fastapi")
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in tops)))
 """
 
 

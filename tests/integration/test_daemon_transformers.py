@@ -26,8 +26,8 @@ import pytest
 from PIL import Image
 
 from tests.support.daemon import (
-    mapped_files,
     assert_openai_error,
+    mapped_files,
     pid_alive,
     runner_info,
     running_daemon,
@@ -255,7 +255,8 @@ def test_a_non_streaming_client_that_hangs_up_stops_its_generation(client, daemo
     pid = daemon.ps()[QWEN]["pid"]
     body = {"model": QWEN, "messages": messages(), "max_tokens": long, "temperature": 0}
     # The read timeout makes httpx hang up mid-request, as an impatient client would.
-    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=daemon.base_url, timeout=httpx.Timeout(60, read=1.0)) as raw:
+    impatient = httpx.Timeout(60, read=1.0)
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=daemon.base_url, timeout=impatient) as raw:
         raw.post("/v1/chat/completions", json=body)
     wait_until(lambda: daemon.ps()[QWEN]["in_flight"] == 0, timeout=60, message="in_flight back to 0")
     recent = runner_info(pid)["recent_generations"]

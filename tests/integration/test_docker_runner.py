@@ -24,20 +24,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ocrd import docker_host
 from ocrd.catalog import CatalogEntry
 from ocrd.errors import ModelLoadFailed
-from ocrd.gpu import GpuProbe
+from ocrd.planning.gpu import GpuProbe
 from ocrd.runners.base import LoadProgress, RunnerSpec
-from ocrd.runners.docker import DockerRunner, adopt, container_gpu_bytes
-from tests.support.docker_engine import (  # noqa: F401 - fixtures
-    docker_engine,
-    docker_instance,
-    fake_vllm_image,
-    instance_containers,
-    remove_instance,
-    runner_labels,
-)
+from ocrd.runners.vllm import docker_host
+from ocrd.runners.vllm.container import DockerRunner, adopt, container_gpu_bytes
+from tests.support.docker_engine import instance_containers, remove_instance, runner_labels
 from tests.support.fake_nvml import FakeDevice, FakeNvml
 from tests.support.fake_vllm.server import CRASH_EXIT_CODE, CRASH_WORD
 
@@ -419,7 +412,7 @@ _DOOMED_DAEMON = """
 import asyncio, json, sys
 from ocrd.catalog import CatalogEntry
 from ocrd.runners.base import RunnerSpec
-from ocrd.runners.docker import DockerRunner
+from ocrd.runners.vllm.container import DockerRunner
 
 async def main():
     for model_id, options in json.loads(sys.argv[1]):

@@ -19,18 +19,8 @@ from ocrd.control.server import start_control_server
 from ocrd.control.service import ControlServicer
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
-from ocrd.gpu import GpuProbe
-from tests.support.control import (  # noqa: F401 - fixtures
-    control,
-    daemon_info,
-    ocrctl_process,
-    runners,
-    scheduler,
-    server_with_fake_gpus,
-    settings,
-    settings_for,
-    socket_dir,
-)
+from ocrd.planning.gpu import GpuProbe
+from tests.support.control import ocrctl_process, server_with_fake_gpus, settings_for
 from tests.support.daemon import OCRCTL, REPO, daemon_env, running_daemon
 
 CHECKS = ["nvml", "gpu-devices", "gpu-memory", "transformers", "docker", "docker-socket",

@@ -12,19 +12,9 @@ import grpc.aio
 import pytest
 from huggingface_hub import scan_cache_dir
 
-from ocrd.config import Settings
+from ocrd.config.settings import Settings
 from ocrd.control.v1 import control_pb2 as pb
-from tests.support.control import (  # noqa: F401 - fixtures
-    PPOCR,
-    channel,
-    control,
-    daemon_info,
-    runners,
-    scheduler,
-    settings_for,
-    socket_dir,
-    stub,
-)
+from tests.support.control import PPOCR, settings_for
 from tests.support.tiny_models import publish_snapshot
 
 OTHER = "ocrd-test/tiny-ocr"

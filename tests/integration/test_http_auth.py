@@ -2,7 +2,8 @@
 http.cors_origins): the official ``openai`` client with the right key gets in; no key or a wrong
 one gets 401 in OpenAI's error shape (checked against OpenAI's published schema) before anything
 else happens; ``/health`` and ``/openapi.json`` stay open; keys are stored and logged only as
-hashes; a flood of bad keys costs a few log lines; a reload revokes a key; CORS answers only the configured origins and is off by default.
+hashes; a flood of bad keys costs a few log lines; a reload revokes a key; CORS answers only the
+configured origins and is off by default.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import openai
 import pytest
 
-from ocrd.control.tokens import generate_token, hash_token
+from ocrd.config.tokens import generate_token, hash_token
 from tests.support.daemon import (
     OCRCTL,
     OCRD,

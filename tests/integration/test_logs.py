@@ -27,27 +27,17 @@ import grpc
 import pytest
 
 from ocrd.catalog import Catalog
-from ocrd.config import Settings
+from ocrd.config.settings import Settings
 from ocrd.control.server import start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
+from ocrd.core.scheduler import Scheduler
 from ocrd.events import EventBus
 from ocrd.runners.base import RunnerSpec
-from ocrd.runners.docker import DockerRunner
-from ocrd.scheduler import Scheduler
+from ocrd.runners.vllm.container import DockerRunner
 from tests.integration.test_docker_runner import cached_model, vllm_spec
-from tests.support.control import (  # noqa: F401 - fixtures
-    PPOCR,
-    channel,
-    control,
-    daemon_info,
-    runners,
-    scheduler,
-    settings,
-    socket_dir,
-    stub,
-)
+from tests.support.control import PPOCR
 from tests.support.daemon import (
     OCRCTL,
     REPO,
@@ -56,11 +46,6 @@ from tests.support.daemon import (
     pid_alive,
     running_daemon,
     wait_until,
-)
-from tests.support.docker_engine import (  # noqa: F401 - fixtures
-    docker_engine,
-    docker_instance,
-    fake_vllm_image,
 )
 from tests.support.render import render_text_image
 

@@ -24,21 +24,8 @@ from ocrd.control.server import start_control_server
 from ocrd.control.service import ControlServicer
 from ocrd.errors import ModelLoadFailed
 from ocrd.events import Event
-from ocrd.gpu import GpuProbe
-from tests.support.control import (  # noqa: F401 - fixtures
-    server_with_fake_gpus,
-    PPOCR,
-    REPO,
-    control,
-    daemon_info,
-    ocrctl,
-    ocrctl_process,
-    runners,
-    scheduler,
-    settings,
-    settings_for,
-    socket_dir,
-)
+from ocrd.planning.gpu import GpuProbe
+from tests.support.control import PPOCR, REPO, ocrctl_process, server_with_fake_gpus, settings_for
 
 NOT_RUNNING = "ocrctl: ocrd is not running at {} (start it with 'ocrd serve' or 'systemctl start ocrd')\n"
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ocrctl.__main__ import main
-from tests.support.control import planning_server, socket_dir  # noqa: F401 - fixtures
+from tests.support.control import planning_server
 from tests.support.fake_nvml import GIB, FakeDevice, FakeNvml, two_gpus
 from tests.support.sized_models import cache_model, vlm_tensors
 

@@ -9,16 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from tests.support.control import (  # noqa: F401 - fixtures
-    PPOCR,
-    control,
-    daemon_info,
-    ocrctl,
-    runners,
-    scheduler,
-    settings,
-    socket_dir,
-)
+from tests.support.control import PPOCR
 from tests.support.fakes import FakeOpenAIServer
 
 

@@ -20,22 +20,12 @@ import grpc.aio
 import pytest
 from huggingface_hub import scan_cache_dir
 
-from ocrd.cache_service import CacheService
-from ocrd.config import ModelSettings, Settings
+from ocrd.cache.inventory import find_snapshot, read_ref
+from ocrd.cache.pull import DOWNLOADS
+from ocrd.cache.service import CacheService
+from ocrd.config.settings import ModelSettings, Settings
 from ocrd.control.v1 import control_pb2 as pb
-from ocrd.hf_cache import find_snapshot, read_ref
-from ocrd.pull import DOWNLOADS
-from tests.support.control import (  # noqa: F401 - fixtures
-    channel,
-    control,
-    daemon_info,
-    ocrctl,
-    runners,
-    scheduler,
-    settings_for,
-    socket_dir,
-    stub,
-)
+from tests.support.control import settings_for
 from tests.support.daemon import (
     OCRCTL,
     STOP_TIMEOUT,

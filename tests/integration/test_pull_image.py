@@ -17,20 +17,7 @@ import pytest
 
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
-from tests.support.control import (  # noqa: F401 - fixtures
-    channel,
-    control,
-    daemon_info,
-    ocrctl,
-    runners,
-    scheduler,
-    settings,
-    socket_dir,
-    stub,
-)
 from tests.support.daemon import running_daemon
-from tests.support.docker_engine import docker_engine  # noqa: F401 - fixture
-from tests.support.registry import local_registry, pushed_image  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.docker
 

@@ -1,5 +1,5 @@
 """Runner sockets do not pile up in ``<runtime_dir>/runners/`` (ocrd.runners.process,
-ocrd.runner_sockets), against a real ``ocrd serve`` and real sockets: a runner SIGKILLed while
+ocrd.runners.sockets), against a real ``ocrd serve`` and real sockets: a runner SIGKILLed while
 the daemon serves takes its socket with it; a daemon that starts removes the stale sockets an
 earlier run left; ``ocrctl cleanup`` lists (``--dry-run``) and removes one left while it runs.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ocrd import runner_sockets
+from ocrd.runners import sockets as runner_sockets
 from tests.support.daemon import ocr_messages, running_daemon, wait_until
 from tests.support.render import char_accuracy, render_text_image
 from tests.support.worker import temp_workdir

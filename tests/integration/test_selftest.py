@@ -11,16 +11,7 @@ import shutil
 import pytest
 
 from ocrctl.commands.selftest import EXPECTED_TEXT
-from tests.support.control import (  # noqa: F401 - fixtures
-    PPOCR,
-    control,
-    daemon_info,
-    ocrctl,
-    runners,
-    scheduler,
-    settings,
-    socket_dir,
-)
+from tests.support.control import PPOCR
 from tests.support.daemon import running_daemon
 from tests.support.fakes import FakeOpenAIServer
 

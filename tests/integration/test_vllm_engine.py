@@ -24,14 +24,9 @@ import httpx
 import openai
 import pytest
 
-from ocrd import docker_host
+from ocrd.runners.vllm import docker_host
 from tests.support.daemon import RunningDaemon, running_daemon, wait_until
-from tests.support.docker_engine import (  # noqa: F401 - fixtures
-    docker_engine,
-    fake_vllm_image,
-    instance_containers,
-    remove_instance,
-)
+from tests.support.docker_engine import instance_containers, remove_instance
 from tests.support.fake_vllm.server import CRASH_WORD
 from tests.support.sized_models import QWEN_LIKE_CONFIG, cache_model, vlm_tensors
 

@@ -13,19 +13,20 @@ directory mode 0777, as the attacker of issue 11 did.
 
 from __future__ import annotations
 
+# Imported while still root, including what the daemon imports lazily on its way to READY.
+import importlib.readers  # noqa: F401  (importlib.resources, for the model catalog)
 import json
 import os
 import sys
 
-# Imported while still root, including what the daemon imports lazily on its way to READY.
-import importlib.readers  # noqa: F401  (importlib.resources, for the model catalog)
+import uvicorn.lifespan.off
+import uvicorn.loops.auto
+import uvicorn.protocols.http.auto
+import uvicorn.protocols.websockets.auto  # noqa: F401 - loaded before privileges drop (see above)
+
 import ocrctl.__main__
-import ocrd.cli
-import ocrd.daemon  # noqa: F401
-import uvicorn.lifespan.off  # noqa: F401
-import uvicorn.loops.auto  # noqa: F401
-import uvicorn.protocols.http.auto  # noqa: F401
-import uvicorn.protocols.websockets.auto  # noqa: F401
+import ocrd.cli.main
+import ocrd.daemon
 
 
 def drop_privileges(uid: int, gid: int) -> None:
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
     drop_privileges(int(uid), int(gid))
     os.environ.pop("XDG_RUNTIME_DIR", None)  # the /tmp fallback is what is under test
     if command == "ocrd":
-        return ocrd.cli.main(args)
+        return ocrd.cli.main.main(args)
     if command == "ocrctl":
         return ocrctl.__main__.main(args)
     if command == "mkdir":

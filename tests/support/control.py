@@ -1,7 +1,7 @@
 """Fixtures for control-plane tests: the REAL Scheduler (with FakeRunners) behind the REAL gRPC
 server on a Unix socket in a short temporary directory.
 
-Import the fixtures you use into the test module (pytest finds fixtures by module namespace).
+Registered for every test in tests/conftest.py (pytest_plugins): ask for a fixture by name.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import pytest
 
 from ocrctl.__main__ import main
 from ocrd.catalog import Catalog
-from ocrd.config import Settings
+from ocrd.config.settings import Settings
 from ocrd.control.server import ControlServer, start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.control.v1 import control_pb2_grpc
+from ocrd.core.scheduler import Scheduler
 from ocrd.events import EventBus
 from ocrd.runners.base import LoadProgress
-from ocrd.scheduler import Scheduler
 from tests.support.fake_runner import FakeRunnerFactory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ async def server_with_fake_gpus(settings, scheduler, daemon_info, runner_pid: in
     on the first and this test process 1 GiB. Yields the server's address."""
     import os
 
-    from ocrd.gpu import GpuProbe
+    from ocrd.planning.gpu import GpuProbe
     from tests.support.fake_nvml import two_gpus
 
     gib = 2**30
@@ -157,10 +157,12 @@ async def server_with_fake_gpus(settings, scheduler, daemon_info, runner_pid: in
 
 
 @contextlib.asynccontextmanager
-async def planning_server(socket_dir: Path, hub: Path, nvml, **settings: object) -> AsyncIterator[tuple[str, Scheduler]]:
+async def planning_server(
+    socket_dir: Path, hub: Path, nvml, **settings: object
+) -> AsyncIterator[tuple[str, Scheduler]]:
     """A control server over a Scheduler that plans with ``nvml`` (a FakeNvml) as its GPUs and
     ``hub`` as the Hugging Face cache. Yields the server's address and the scheduler."""
-    from ocrd.gpu import GpuProbe
+    from ocrd.planning.gpu import GpuProbe
 
     config = Settings(grpc={"socket": socket_dir / "run" / "ocrd.sock"}, runtime_dir=socket_dir,
                       cache={"hub_dir": hub}, **settings)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ocrd import docker_host
+from ocrd.runners.vllm import docker_host
 
 REQUIRE_ENV = "OCRD_REQUIRE_DOCKER"
 TEST_LABEL = "ocrd.test"  # every container a test starts carries it: `docker ps -f label=ocrd.test`

@@ -1,6 +1,6 @@
 """FakeNvml: the test double for NVML on machines without a GPU, behind pynvml's interface.
 
-It implements the pynvml functions that ``ocrd.gpu.GpuProbe`` calls, with pynvml's names,
+It implements the pynvml functions that ``ocrd.planning.gpu.GpuProbe`` calls, with pynvml's names,
 argument order, result shapes (``.total/.used/.free``, ``.gpu``, ``.pid/.usedGpuMemory``) and
 error classes (``NVMLError`` and the ``NVMLError_NotSupported`` / ``NVMLError_LibraryNotFound``
 subclasses). The test chooses the devices, and which call fails (``fail``: function name -> error).
@@ -16,12 +16,12 @@ class NVMLError(Exception):
     pass
 
 
-class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's name
+class NVMLError_NotSupported(NVMLError):
     def __str__(self) -> str:
         return "Not Supported"
 
 
-class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801 - pynvml's name
+class NVMLError_LibraryNotFound(NVMLError):
     def __str__(self) -> str:
         return "NVML Shared Library Not Found"
 

@@ -116,11 +116,11 @@ class _Handler(Handler):
         self.send_error_json(401, "Incorrect API key provided", "authentication_error")
         return False
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self._authorised():
             super().do_GET()
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         if not self._authorised():
             return
         length = int(self.headers.get("Content-Length") or 0)

@@ -30,7 +30,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: LocalImageServer
     body = _png()
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         self.server.requests += 1
         self.send_response(200)
         self.send_header("Content-Type", "image/png")

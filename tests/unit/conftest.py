@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import ocrd.config as config
+import ocrd.config.loading as config
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""ocrd.control.auth and ocrd.control.tokens: every RPC has a role (and docs/security.md says the
+"""ocrd.control.auth and ocrd.config.tokens: every RPC has a role (and docs/security.md says the
 same), who a caller is from their token and/or client certificate, and that only token hashes
 are stored and compared.
 
@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from ocrd.control.auth import (
-    CONTROL_RPC_ROLES,
-    Authenticator,
-    required_role,
-)
-from ocrd.control.tokens import (
+from ocrd.config.tokens import (
     Role,
     StoredToken,
     TokenTable,
     check_token_strength,
     generate_token,
     hash_token,
+)
+from ocrd.control.auth import (
+    CONTROL_RPC_ROLES,
+    Authenticator,
+    required_role,
 )
 from ocrd.control.v1 import control_pb2
 from ocrd.errors import PermissionDenied, Unauthenticated

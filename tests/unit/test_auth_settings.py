@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ocrd.cli import EXIT_OK, EXIT_USAGE, main
-from ocrd.config import Settings, load_settings
-from ocrd.control.address import is_loopback_host, split_host_port
-from ocrd.control.remote_settings import load_tokens_file
-from ocrd.control.tokens import Role, hash_token
+from ocrd.addresses import is_loopback_host, split_host_port
+from ocrd.cli.main import EXIT_OK, EXIT_USAGE, main
+from ocrd.config.loading import load_settings
+from ocrd.config.remote import load_tokens_file
+from ocrd.config.settings import Settings
+from ocrd.config.tokens import Role, hash_token
 from ocrd.errors import ConfigError
 from tests.support.files import write
 

@@ -16,10 +16,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ocrd import certs
-from ocrd.cli import main
-from ocrd.config import load_settings
-from ocrd.control.tokens import hash_token
+from ocrd.cli import certs
+from ocrd.cli.main import main
+from ocrd.config.loading import load_settings
+from ocrd.config.tokens import hash_token
 from ocrd.errors import ConfigError, InvalidRequest
 from tests.support.files import write
 
@@ -74,7 +74,7 @@ def test_keys_are_private_to_their_owner_and_certificates_readable(made):
 
 
 def test_validity_follows_days(tmp_path):
-    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
     made = certs.generate(tmp_path / "tls", [], days=30, now=now)
 
     assert load(made.server_cert).not_valid_after_utc == now + datetime.timedelta(days=30)

@@ -4,10 +4,10 @@ tests/integration/test_cleanup.py."""
 
 from __future__ import annotations
 
-from ocrd.cleanup import orphan_reason, why_kept
+from ocrd.core.slots import SlotInfo
 from ocrd.events import ModelState
-from ocrd.orphans import RunnerProcess
-from ocrd.slots import SlotInfo
+from ocrd.ops.cleanup import orphan_reason, why_kept
+from ocrd.runners.orphans import RunnerProcess
 
 DAEMON = 1000
 OTHER_DAEMON = 2000

@@ -1,5 +1,5 @@
 """The ``ocrd`` command line: ``version``, ``check-config``, ``print-config`` and the ``serve``
-flags, through ``ocrd.cli.main(argv)`` and once through the installed console script."""
+flags, through ``ocrd.cli.main.main(argv)`` and once through the installed console script."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ocrd import __version__
-from ocrd.cli import EXIT_OK, EXIT_USAGE, build_parser, flag_overrides, main
-from ocrd.config import load_settings
+from ocrd.cli.main import EXIT_OK, EXIT_USAGE, build_parser, flag_overrides, main
+from ocrd.config.loading import load_settings
 from tests.support.files import write
 
 VENV_BIN = Path(sys.executable).parent

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ocrd.control import address
+from ocrd import addresses as address
 
 
 @pytest.fixture

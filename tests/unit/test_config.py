@@ -8,17 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import ocrd.config as config
-from ocrd.config import (
-    ModelSettings,
-    Settings,
-    load_settings,
-    model_overrides,
-    parse_duration,
-)
+import ocrd.config.loading as config
+from ocrd.config.loading import load_settings
+from ocrd.config.settings import ModelSettings, Settings, model_overrides
+from ocrd.config.units import parse_duration
 from ocrd.errors import ConfigError
 from tests.support.files import write
-
 
 pytestmark = pytest.mark.usefixtures("isolated_config")
 

@@ -6,8 +6,8 @@ import pytest
 
 from ocrd.control import convert
 from ocrd.control.v1 import control_pb2 as pb
+from ocrd.core.scheduler import SlotInfo, UnloadResult
 from ocrd.events import Event, ModelState
-from ocrd.scheduler import SlotInfo, UnloadResult
 
 
 def slot(**changes) -> SlotInfo:

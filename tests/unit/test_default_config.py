@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from ocrd.cli import main
-from ocrd.config import Settings, load_settings
-from ocrd.default_config import (
+from ocrd.cli.default_config import (
     UndocumentedSetting,
     _item_class,
     duration_text,
     render_default_config,
 )
+from ocrd.cli.main import main
+from ocrd.config.loading import load_settings
+from ocrd.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "packaging" / "ocrd.toml"

@@ -1,4 +1,4 @@
-"""ocrd.directory: the catalog narrowed to this host (engines installed, models downloaded),
+"""ocrd.core.directory: the catalog narrowed to this host (engines installed, models downloaded),
 cached models the catalog does not know, and the runner specs built from all that. Real cache
 layouts in tmp_path; the transformers availability probe runs a real interpreter."""
 
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from ocrd import engines
 from ocrd.catalog import Catalog
-from ocrd.config import Settings, vllm_instance
-from ocrd.directory import ModelDirectory
-from ocrd.docker_host import DockerStatus
-from ocrd.engines import _missing_packages
+from ocrd.config.settings import Settings, vllm_instance
+from ocrd.core.directory import ModelDirectory
 from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
-from ocrd.planner import Decision
-from ocrd.runners.vllm_container import ContainerOptions, container_config
+from ocrd.planning import availability as engines
+from ocrd.planning.availability import _missing_packages
+from ocrd.planning.planner import Decision
+from ocrd.runners.vllm.container_spec import ContainerOptions, container_config
+from ocrd.runners.vllm.docker_host import DockerStatus
 
 MINERU = "opendatalab/MinerU2.5-2509-1.2B"
 QWEN_LIKE = {"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"],

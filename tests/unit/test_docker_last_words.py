@@ -1,8 +1,8 @@
-"""ocrd.runners.docker.last_words: the log line a crashed container's failure quotes."""
+"""ocrd.runners.vllm.container.last_words: the log line a crashed container's failure quotes."""
 
 from __future__ import annotations
 
-from ocrd.runners.docker import last_words
+from ocrd.runners.vllm.container import last_words
 
 ACCESS = 'INFO:     172.17.0.1:34826 - "POST /v1/chat/completions HTTP/1.1" 200'
 

@@ -15,18 +15,19 @@ from pathlib import Path
 import pytest
 
 from ocrd.catalog import Catalog
-from ocrd.config import Settings
-from ocrd.docker_host import DockerStatus, docker_status
-from ocrd.doctor import FAIL, OK, SKIPPED, WARN, ModelFit, plan_fit, run_checks
-from ocrd.doctor.base import check_user
-from ocrd.doctor.cache_checks import (
+from ocrd.config.settings import Settings
+from ocrd.core.scheduler import Scheduler
+from ocrd.errors import ModelNotFound
+from ocrd.ops.doctor import FAIL, OK, SKIPPED, WARN, ModelFit, plan_fit, run_checks
+from ocrd.ops.doctor.base import check_user
+from ocrd.ops.doctor.cache_checks import (
     check_downloads,
     check_hf_cache,
     check_hf_cache_access,
     check_hf_cache_mount,
     check_hf_cache_wsl,
 )
-from ocrd.doctor.engine_checks import (
+from ocrd.ops.doctor.engine_checks import (
     check_docker,
     check_docker_socket,
     check_nvidia_runtime,
@@ -34,12 +35,11 @@ from ocrd.doctor.engine_checks import (
     check_vllm_image,
     vllm_severity,
 )
-from ocrd.doctor.gpu_checks import check_gpu_devices, check_gpu_memory, check_nvml
-from ocrd.engines import Availability
-from ocrd.errors import ModelNotFound
-from ocrd.gpu import GpuProbe, unavailable
-from ocrd.planner import Decision
-from ocrd.scheduler import Scheduler
+from ocrd.ops.doctor.gpu_checks import check_gpu_devices, check_gpu_memory, check_nvml
+from ocrd.planning.availability import Availability
+from ocrd.planning.gpu import GpuProbe, unavailable
+from ocrd.planning.planner import Decision
+from ocrd.runners.vllm.docker_host import DockerStatus, docker_status
 from tests.support.fake_nvml import FakeNvml, NVMLError_LibraryNotFound, two_gpus
 from tests.support.fake_runner import FakeRunnerFactory
 
@@ -53,13 +53,13 @@ DOTS = "rednote-hilab/dots.ocr"  # engines: vllm, transformers
 
 
 def unprivileged(function: str, *args: str) -> dict:
-    """``ocrd.doctor.<function>(*args)`` in a subprocess that cannot bypass permissions (root
+    """``ocrd.ops.doctor.<function>(*args)`` in a subprocess that cannot bypass permissions (root
     drops its capabilities with setpriv), as the Check's fields."""
     prefix: list[str] = []
     if os.geteuid() == 0:
         prefix = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"]
     module, name = function.rsplit(".", 1)
-    code = (f"import json, sys, dataclasses; from pathlib import Path; from ocrd.doctor.{module} "
+    code = (f"import json, sys, dataclasses; from pathlib import Path; from ocrd.ops.doctor.{module} "
             f"import {name}; print(json.dumps(dataclasses.asdict({name}(*map(Path, sys.argv[1:])))))")
     done = subprocess.run([*prefix, sys.executable, "-c", code, *args], cwd=REPO, check=True,
                           capture_output=True, text=True)
@@ -228,7 +228,7 @@ def test_a_docker_socket_the_user_can_open_is_ok_and_a_closed_one_names_the_grou
         environ = {"DOCKER_HOST": f"unix://{path}"}
         assert check_docker_socket(environ, "docker", WARN).status == OK
         os.chmod(path, 0)
-        code = ("import dataclasses, json, sys; from ocrd.doctor.engine_checks import check_docker_socket; "
+        code = ("import dataclasses, json, sys; from ocrd.ops.doctor.engine_checks import check_docker_socket; "
                 "print(json.dumps(dataclasses.asdict(check_docker_socket("
                 "{'DOCKER_HOST': sys.argv[1]}, 'docker', 'warn'))))")
         prefix = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"] if os.geteuid() == 0 else []

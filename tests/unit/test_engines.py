@@ -1,4 +1,4 @@
-"""ocrd.engines: vLLM's availability from the settings, and the cached Docker status the planner
+"""ocrd.planning.availability: vLLM's availability from the settings, and the cached Docker status the planner
 reads on the event loop. The process launcher's probe runs real interpreters."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from ocrd import engines
-from ocrd.config import Settings
-from ocrd.docker_host import DockerStatus
-from ocrd.engines import DockerStatusCache, engine_availability
+from ocrd.config.settings import Settings
+from ocrd.planning import availability as engines
+from ocrd.planning.availability import DockerStatusCache, engine_availability
+from ocrd.runners.vllm.docker_host import DockerStatus
 
 UP = DockerStatus(True, version="20.10.24", runtimes=("runc",))
 DOWN = DockerStatus(False, reason="Docker is not reachable: no socket")

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ocrd.config import LimitsSettings
+from ocrd.config.settings import LimitsSettings
 from ocrd.errors import InvalidRequest, OcrdError
 from ocrd.http.images import prepare_images
 from ocrd.http.json_body import parse_json_body

@@ -1,4 +1,4 @@
-"""ocrd.gpu.GpuProbe over FakeNvml (this machine has no GPU; the real pynvml path is checked on a
+"""ocrd.planning.gpu.GpuProbe over FakeNvml (this machine has no GPU; the real pynvml path is checked on a
 GPU machine, and here only in that it reports a missing driver without raising)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ocrd.gpu import GpuProbe, visible_indices
+from ocrd.planning.gpu import GpuProbe, visible_indices
 from tests.support.fake_nvml import (
     GIB,
     FakeNvml,

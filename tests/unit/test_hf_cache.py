@@ -1,4 +1,4 @@
-"""The cache inventory and deletion of ``ocrd.hf_cache`` on tiny models in a real HF layout."""
+"""The cache inventory and deletion of ``ocrd.cache.inventory`` on tiny models in a real HF layout."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import scan_cache_dir
 
-from ocrd.hf_cache import cached_model_repos, delete_cached, scan_repos
+from ocrd.cache.inventory import cached_model_repos, delete_cached, scan_repos
 from tests.support.tiny_models import build_tiny_model, repo_folder
 
 REPO = "ocrd-test/tiny-llava"

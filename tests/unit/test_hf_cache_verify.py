@@ -1,4 +1,4 @@
-"""``ocrd.cache_verify.verify_cached`` on real cache layouts: a real tiny LLaVA (as transformers
+"""``ocrd.cache.verify.verify_cached`` on real cache layouts: a real tiny LLaVA (as transformers
 saved it) and a sharded repo, each test damaging its own copy the way downloads and disks do."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import scan_cache_dir
 
-from ocrd.cache_verify import verify_cached
+from ocrd.cache.verify import verify_cached
 from tests.support.fake_hub import tiny_safetensors
 from tests.support.tiny_models import build_tiny_model, publish_snapshot, repo_folder
 

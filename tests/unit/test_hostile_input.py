@@ -17,10 +17,10 @@ import struct
 import pytest
 from PIL import Image
 
+from ocrd.cache.inventory import point_ref, read_ref
 from ocrd.catalog import Catalog
-from ocrd.config import LimitsSettings, Settings
+from ocrd.config.settings import LimitsSettings, Settings
 from ocrd.errors import ConfigError, InvalidRequest, PayloadTooLarge
-from ocrd.hf_cache import point_ref, read_ref
 from ocrd.http.images import RemoteFetcher, prepare_images
 from ocrd.http.json_body import JsonLimits, parse_json_body
 from ocrd.http.openai.protocol import parse_chat_request
@@ -105,7 +105,7 @@ def test_cache_refs_cannot_point_outside_the_repo(tmp_path):
 @pytest.mark.parametrize("model", ["a/b/c", "../x", "a--b/c", "é/ñ"])
 def test_upstream_model_names_follow_the_same_rule(model):
     with pytest.raises(ConfigError) as info:
-        from ocrd.config import load_settings
+        from ocrd.config.loading import load_settings
 
         load_settings(None, {"upstreams": [{"model": model, "url": "http://host/v1"}]})
     assert "upstreams.0.model" in info.value.message
@@ -144,7 +144,7 @@ def test_a_preset_or_revision_with_a_trailing_control_character_is_invalid(tail)
      ({"vllm": {"instance": "gpu1\n"}}, "vllm.instance")],
 )  # fmt: skip
 def test_settings_with_a_trailing_newline_are_refused_naming_the_key(overrides, key):
-    from ocrd.config import load_settings
+    from ocrd.config.loading import load_settings
 
     with pytest.raises(ConfigError) as info:
         load_settings(None, overrides)

@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from ocrd.config import LimitsSettings
+from ocrd.config.settings import LimitsSettings
 from ocrd.errors import (
     GENERIC_INTERNAL_MESSAGE,
     InsufficientMemory,
@@ -32,8 +32,8 @@ from ocrd.errors import (
 )
 from ocrd.http.errors import install_error_handlers
 from ocrd.http.images import prepare_images
-from ocrd.http.limits import BodySizeLimit
 from ocrd.http.json_body import parse_json_body
+from ocrd.http.limits import BodySizeLimit
 from ocrd.http.openai.protocol import parse_chat_request
 from tests.support.openapi import validate
 

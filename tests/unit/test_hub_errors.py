@@ -1,4 +1,4 @@
-"""``ocrd.hub_errors.hub_error``: the failures a download meets that tests cannot cause for real
+"""``ocrd.cache.hub_errors.hub_error``: the failures a download meets that tests cannot cause for real
 (a full disk, a read-only cache, a timeout), as the exceptions the OS and httpx raise for them.
 The Hub's own answers (404, gated, 500, connection refused) are covered end to end in
 tests/integration/test_pull.py against FakeHub."""
@@ -13,8 +13,8 @@ import httpx2
 import pytest
 from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
+from ocrd.cache.hub_errors import Download, hub_error
 from ocrd.errors import ConfigError, HubUnavailable, StorageFull
-from ocrd.hub_errors import Download, hub_error
 
 DOWNLOAD = Download("org/model", "main", "https://hub.example", Path("/srv/hf/hub"))
 
@@ -23,7 +23,7 @@ def wrapped(outer: BaseException, cause: BaseException) -> BaseException:
     """``outer`` raised ``from cause``, as huggingface_hub chains its fallback errors."""
     try:
         raise outer from cause
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         return exc
 
 

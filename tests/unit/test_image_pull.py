@@ -1,4 +1,4 @@
-"""ocrd.image_pull's pure parts: the Docker engine's pull messages as steps, its errors as ocrd's
+"""ocrd.runners.vllm.image_pull's pure parts: the Docker engine's pull messages as steps, its errors as ocrd's
 (each with the status code ocrctl reports), the steps as PullImageProgress messages, and how
 `ocrctl pull-image` draws them on a terminal.
 
@@ -16,7 +16,7 @@ from ocrctl.commands.pull_image import _Display
 from ocrd.control import convert
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.errors import ImageNotFound, InvalidRequest, PermissionDenied, RegistryUnavailable
-from ocrd.image_pull import ImagePullStep, pull_error, step_from_message
+from ocrd.runners.vllm.image_pull import ImagePullStep, pull_error, step_from_message
 
 IMAGE = "127.0.0.1:5055/ocrd-test/pullme:v1"
 

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from PIL import Image
 
-from ocrd.config import LimitsSettings
+from ocrd.config.settings import LimitsSettings
 from ocrd.errors import InvalidRequest, OcrdError, PayloadTooLarge
 from ocrd.http.images import (
     RemoteFetcher,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocrd.config import Settings
+from ocrd.config.settings import Settings
 from ocrd.errors import InvalidRequest, PayloadTooLarge
 from ocrd.http.json_body import JsonLimits, parse_json_body
 

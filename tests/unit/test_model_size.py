@@ -1,4 +1,4 @@
-"""ocrd.model_size: parameter counts from real safetensors files (written here with the
+"""ocrd.planning.model_size: parameter counts from real safetensors files (written here with the
 ``safetensors`` library, or by transformers itself for the tiny VLM fixtures), config.json's KV
 facts, and the catalog fallback for models that are not downloaded."""
 
@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ocrd.catalog import Catalog
-from ocrd.model_size import catalog_size_facts, kv_facts, read_snapshot, size_facts, tensor_group
+from ocrd.planning.model_size import catalog_size_facts, kv_facts, read_snapshot, size_facts, tensor_group
 from tests.support.sized_models import cache_model, vlm_tensors, write_safetensors
 
 

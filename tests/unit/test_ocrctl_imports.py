@@ -1,4 +1,4 @@
-"""ocrctl is a thin client: it imports the generated stubs and ocrd.control.address, never the
+"""ocrctl is a thin client: it imports the generated stubs and ocrd.addresses, never the
 daemon's internals (which would slow it down and tie it to one daemon version)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Every ocrd module ocrctl may have loaded (the package __init__s come with any submodule).
 ALLOWED_OCRD = {
-    "ocrd", "ocrd.control", "ocrd.control.address",
+    "ocrd", "ocrd.control", "ocrd.addresses",
     "ocrd.control.v1", "ocrd.control.v1.control_pb2", "ocrd.control.v1.control_pb2_grpc",
 }
 FORBIDDEN = {

@@ -1,4 +1,4 @@
-"""ocrd.planner: the engine, device and quantization ocrd chooses, and the reasons it gives.
+"""ocrd.planning.planner: the engine, device and quantization ocrd chooses, and the reasons it gives.
 
 The planner is pure, so these tests state the host outright: GPUs with their free memory, whether
 Docker has an NVIDIA runtime (``vllm_availability`` from a ``DockerStatus``), what ocrd's models
@@ -14,11 +14,10 @@ import json
 import pytest
 
 from ocrd.catalog import Catalog, CatalogEntry
-from ocrd.docker_host import DockerStatus
-from ocrd.engines import Availability, vllm_availability
-from ocrd.gpu import GpuDevice, GpuSnapshot
-from ocrd.model_size import SizeFacts, catalog_size_facts, size_facts
-from ocrd.planner import (
+from ocrd.planning.availability import Availability, vllm_availability
+from ocrd.planning.gpu import GpuDevice, GpuSnapshot
+from ocrd.planning.model_size import SizeFacts, catalog_size_facts, size_facts
+from ocrd.planning.planner import (
     ACTIVATION_BYTES,
     CUDA_CONTEXT_BYTES,
     GIB,
@@ -36,6 +35,7 @@ from ocrd.planner import (
     vllm_estimate,
     vllm_max_model_len,
 )
+from ocrd.runners.vllm.docker_host import DockerStatus
 from tests.support.sized_models import QWEN_LIKE_CONFIG, cache_model, vlm_tensors
 
 CATALOG = Catalog.load_default()
@@ -397,7 +397,8 @@ def test_nothing_fits_lists_idle_models_least_recently_used_first_until_they_cov
     decision = plan(entry, size, Host(gpus=(gpu(6, total_gib=24),), loaded=loaded))
     assert not decision.fits and decision.shortfall_bytes > 2 * GIB - 16 * MIB
     assert decision.evictable_models == ("org/oldest", "org/older")  # 3 GiB covers ~2 GiB missing
-    assert decision.reasons[1] == "unloading the idle model(s) org/oldest (1.0 GiB), org/older (2.0 GiB) would make room"
+    assert decision.reasons[1] == (
+        "unloading the idle model(s) org/oldest (1.0 GiB), org/older (2.0 GiB) would make room")
 
 
 def test_nothing_fits_and_unloading_is_not_enough_says_so():

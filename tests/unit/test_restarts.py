@@ -1,8 +1,8 @@
-"""ocrd.restarts: the backoff of restarts after crashes, on a clock the test moves."""
+"""ocrd.core.restarts: the backoff of restarts after crashes, on a clock the test moves."""
 
 from __future__ import annotations
 
-from ocrd.restarts import Restart, RestartBackoff
+from ocrd.core.restarts import Restart, RestartBackoff
 
 MODEL = "org/model"
 

@@ -1,4 +1,4 @@
-"""ocrd.runner_logs: a runner's last log lines in bounded memory, and followers that never slow the
+"""ocrd.runners.logs: a runner's last log lines in bounded memory, and followers that never slow the
 runner down; ``runner_lines``, what the Logs RPC sends for a runner."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from ocrd.catalog import CatalogEntry
-from ocrd.runner_logs import MAX_LINE_CHARS, LogBuffer, runner_lines, skipped_line
 from ocrd.runners.base import RunnerSpec
+from ocrd.runners.logs import MAX_LINE_CHARS, LogBuffer, runner_lines, skipped_line
 from tests.support.fake_runner import FakeRunner, StartPlan
 
 HANG_GUARD = 10.0

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from ocrd.catalog import Catalog, CatalogEntry
-from ocrd.config import Settings
+from ocrd.config.settings import Settings
+from ocrd.core.scheduler import Scheduler
 from ocrd.errors import (
     CapacityExhausted,
     Conflict,
@@ -27,8 +28,7 @@ from ocrd.errors import (
 )
 from ocrd.events import Event, ModelState
 from ocrd.runners.base import LoadProgress, Runner
-from ocrd.scheduler import Scheduler
-from tests.support.fake_runner import FakeRunner, FakeRunnerFactory
+from tests.support.fake_runner import FakeRunnerFactory
 
 GENEROUS = 30.0  # a drain timeout the tests that expect a drain to succeed never reach
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from ocrd.catalog import Catalog, CatalogEntry
-from ocrd.config import Settings
-from ocrd.engines import _missing_packages
+from ocrd.config.settings import Settings
+from ocrd.core.scheduler import Scheduler
 from ocrd.errors import EngineUnavailable, InsufficientMemory
 from ocrd.events import ModelState
-from ocrd.gpu import GpuProbe
-from ocrd.scheduler import Scheduler
+from ocrd.planning.availability import _missing_packages
+from ocrd.planning.gpu import GpuProbe
 from tests.support.fake_nvml import GIB, FakeDevice, FakeNvml
 from tests.support.fake_runner import FakeRunnerFactory
 from tests.support.sized_models import cache_model, vlm_tensors

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from ocrd import engines
 from ocrd.catalog import Catalog, CatalogEntry
-from ocrd.config import Settings
-from ocrd.docker_host import DockerStatus
+from ocrd.config.settings import Settings
+from ocrd.core.scheduler import Scheduler
 from ocrd.errors import Conflict, ModelLoadFailed
 from ocrd.events import ModelState
-from ocrd.planner import Decision
+from ocrd.planning import availability as engines
+from ocrd.planning.planner import Decision
 from ocrd.runners.base import RunnerSpec
-from ocrd.scheduler import Scheduler
+from ocrd.runners.vllm.docker_host import DockerStatus
 from tests.support.fake_runner import FakeRunner, FakeRunnerFactory, StartPlan
 from tests.support.sized_models import cache_model, vlm_tensors
 
@@ -180,10 +180,10 @@ async def test_unloading_a_failed_model_cancels_its_pending_restart(make):
 # --- adoption -------------------------------------------------------------------------------------
 
 
-def adopted_runner(plan: StartPlan = StartPlan()) -> FakeRunner:
+def adopted_runner(plan: StartPlan | None = None) -> FakeRunner:
     spec = RunnerSpec(model=CATALOG.resolve(MODEL), engine="vllm", device="cpu",
                       options={"labels": {"ocrd.device": "cpu"}})
-    return FakeRunner(spec=spec, plan=plan, fake_pid=4242)
+    return FakeRunner(spec=spec, plan=plan or StartPlan(), fake_pid=4242)
 
 
 def adopted_decision() -> Decision:

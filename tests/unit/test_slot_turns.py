@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from ocrd.slots import Turns
+from ocrd.core.slots import Turns
 
 
 async def settle() -> None:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # when run as the probe script, before importing tests.support
     sys.path.insert(0, str(REPO))
 
-from tests.support.tiny_models import (
+from tests.support.tiny_models import (  # noqa: E402 - this file also runs as a script: sys.path first
     DEFAULT_REPO_IDS,
     KINDS,
     TinyHub,
@@ -107,7 +107,7 @@ def _probe_one(request: dict) -> dict:
         processor, video_error = _load_processor(repo_id, cache_dir)
         model = transformers.AutoModelForImageTextToText.from_pretrained(repo_id, **kwargs)
     # Any load error is reported, not raised: the corrupt-weights test expects one.
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         return {"error": f"{type(error).__name__}: {error}"}
     # OpenAI-style content parts: the processor turns image_url parts into image parts.
     messages = [{"role": "user", "content": [

@@ -146,7 +146,7 @@ def test_a_transformers_version_the_runner_lacks_is_refused_with_what_to_do():
 
 
 def test_a_requests_preset_fields_reach_the_generation_parameters():
-    from ocrd.worker.chat import parse_request
+    from ocrd.worker.chat_input import parse_request
 
     body = {"messages": [{"role": "user", "content": "hi"}],
             "ocrd": {"preset": "format", "processor_kwargs": {"format": True},

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from ocrd.catalog import Catalog
-from ocrd.config import Settings, load_settings
-from ocrd.directory import ModelDirectory
+from ocrd.config.loading import load_settings
+from ocrd.config.settings import Settings
+from ocrd.config.upstreams import ENGINE, UpstreamSettings, upstream_entries
+from ocrd.core.directory import ModelDirectory
+from ocrd.core.scheduler import Scheduler
 from ocrd.errors import ConfigError, ModelLoadFailed, ModelNotFound
 from ocrd.events import ModelState
-from ocrd.planner import Host, plan, summary
+from ocrd.planning.planner import Host, plan, summary
 from ocrd.runners.base import RunnerSpec
 from ocrd.runners.upstream import UpstreamRunner
-from ocrd.scheduler import Scheduler
-from ocrd.upstreams import ENGINE, UpstreamSettings, upstream_entries
 from tests.support.fake_runner import FakeRunnerFactory
 from tests.support.fake_upstream import FakeUpstream
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from docker.errors import APIError
 
-from ocrd import docker_host
 from ocrd.catalog import CatalogEntry
 from ocrd.errors import ConfigError
 from ocrd.runners.base import RunnerSpec
-from ocrd.runners.vllm_container import ContainerOptions, container_config, container_name
+from ocrd.runners.vllm import docker_host
+from ocrd.runners.vllm.container_spec import ContainerOptions, container_config, container_name
 
 IMAGE_ID = "sha256:" + "ab" * 32
 

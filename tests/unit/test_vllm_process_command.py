@@ -15,8 +15,8 @@ import pytest
 from ocrd.catalog import CatalogEntry
 from ocrd.errors import ConfigError
 from ocrd.runners.base import RunnerSpec
-from ocrd.runners.vllm_container import ContainerOptions
-from ocrd.runners.vllm_process import (
+from ocrd.runners.vllm.container_spec import ContainerOptions
+from ocrd.runners.vllm.process import (
     API_SERVER_MODULE,
     group_members,
     server_command,

@@ -8,7 +8,7 @@ import pytest
 
 from ocrd.errors import InvalidRequest
 from ocrd.worker.builtin_worker import apply_limits, count_words, create_engine, split_lines
-from ocrd.worker.chat import chat_input, parse_request
+from ocrd.worker.chat_input import chat_input, parse_request
 from ocrd.worker.engines import EngineOptionsError
 from ocrd.worker.ocr_backends import TextBox, debian_package, group_lines
 from tests.support.render import data_url, render_text_image

@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ocrd.core.scheduler import SlotInfo
 from ocrd.http.openai.protocol import ModelCard, ModelList
 from ocrd.http.openapi import error_responses
 from ocrd.http.state import AppState
 from ocrd.model_ids import MODEL_NAME_PATTERN, check_model_name
-from ocrd.scheduler import SlotInfo
 
 router = APIRouter()
 

@@ -168,7 +168,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "fake-vllm"
     engine: FakeEngine  # set on the subclass made in serve()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # access lines are written by log_request, like uvicorn's
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -186,7 +186,7 @@ class Handler(BaseHTTPRequestHandler):
     def send_error_json(self, status: int, message: str, kind: str, param: str | None = None) -> None:
         self.send_json(status, {"error": {"message": message, "type": kind, "param": param, "code": status}})
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self.path == "/health":
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -198,7 +198,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_error_json(404, f"no route {self.path}", "NotFoundError")
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         if self.path != "/v1/chat/completions":
             self.send_error_json(404, f"no route {self.path}", "NotFoundError")
             return

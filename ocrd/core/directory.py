@@ -1,0 +1,284 @@
+"""The models this host can serve, and how to start a runner for each.
+
+The catalog knows models in general; the directory narrows it to this host — the builtin models,
+catalog models that are downloaded into the shared Hugging Face cache and whose engine is
+installed — and adds cached models the catalog does not know but transformers can load. It also
+knows what the planner needs about a model (its size facts, the preferences the settings and a
+request state) and turns a planner ``Decision`` into the ``RunnerSpec`` a runner starts from. The
+scheduler asks it; nothing here holds state beyond the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ocrd.cache.inventory import Snapshot, find_snapshot, resolve_hub_dir
+from ocrd.catalog import Catalog, CatalogEntry
+from ocrd.config.settings import Settings, model_overrides
+from ocrd.config.upstreams import ENGINE as UPSTREAM
+from ocrd.config.upstreams import upstream_entries, upstream_options
+from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
+from ocrd.planning.availability import engine_availability
+from ocrd.planning.model_size import SizeFacts, size_facts
+from ocrd.planning.planner import Decision, Preference
+from ocrd.runners.base import RunnerSpec
+from ocrd.runners.options import (
+    VllmPlacement,
+    builtin_options,
+    transformers_options,
+    vllm_extra_args,
+    vllm_options,
+)
+
+log = logging.getLogger("ocrd.core.directory")
+
+CACHED_ENGINES = ("transformers", "vllm")
+
+
+class ModelDirectory:
+    def __init__(self, catalog: Catalog, settings: Settings):
+        self.catalog = catalog
+        self.settings = settings
+        self._upstreams = _by_name(upstream_entries(settings.upstreams, catalog))
+
+    def apply_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        # SIGHUP: added upstreams are served and removed ones forgotten from now on.
+        self._upstreams = _by_name(upstream_entries(settings.upstreams, self.catalog))
+
+    @property
+    def hub_dir(self) -> Path:
+        return resolve_hub_dir(self.settings.cache.hub_dir)
+
+    # --- what can be served ----------------------------------------------------------------------
+
+    def available(self) -> list[CatalogEntry]:
+        """Servable now: catalog order (models an upstream took over in their place), then
+        upstream models of their own, then cached models the catalog does not know."""
+        upstreams = {entry.id: entry for entry in self._upstreams.values()}
+        entries = [upstreams.pop(entry.id, entry) for entry in self.catalog.entries()]
+        entries = [entry for entry in entries if self._servable(entry) is None]
+        return entries + list(upstreams.values()) + [
+            entry for entry in self._uncatalogued() if entry.id not in self._upstreams]
+
+    def resolve(self, name: str) -> CatalogEntry:
+        """The entry for an id or alias, or an error saying what to do to serve it."""
+        if name in self._upstreams:
+            return self._upstreams[name]
+        try:
+            entry = self.catalog.resolve(name)
+        except ModelNotFound:
+            entry = self._inferred(name)
+            if entry is None:
+                raise
+        problem = self._servable(entry)
+        if problem is not None:
+            raise problem
+        return entry
+
+    def engine_for(self, entry: CatalogEntry, requested: str | None = None) -> str:
+        """The engine ``entry`` would run with, before the planner looks at memory: the request's,
+        the model's config, ``planner.engine`` where the model supports it, else the first that
+        this host can run, in the catalog's order of preference."""
+        wanted = requested or model_overrides(self.settings, entry.id, list(entry.aliases)).engine
+        preferred = self.settings.planner.engine
+        if not wanted and preferred in entry.engines:
+            wanted = preferred
+        if wanted:
+            if wanted not in entry.engines:
+                raise InvalidRequest(
+                    f"{entry.id} cannot run on the {wanted} engine; it supports: "
+                    f"{', '.join(entry.engines)}", param="engine")
+            return wanted
+        reasons = []
+        for engine in entry.engines:
+            if engine == UPSTREAM:
+                return engine  # always available: ocrd only routes to it
+            availability = engine_availability(engine, self.settings)
+            if availability.available:
+                return engine
+            reasons.append(f"{engine}: {availability.reason}")
+        raise EngineUnavailable(f"no engine for {entry.id} can run on this host ({'; '.join(reasons)})")
+
+    def _servable(self, entry: CatalogEntry) -> Exception | None:
+        if not any(engine in CACHED_ENGINES for engine in entry.engines):
+            return None  # builtin: the catalog already checked its binary
+        try:
+            engine = self.engine_for(entry)
+        except (EngineUnavailable, InvalidRequest) as exc:
+            return exc
+        if engine in CACHED_ENGINES and self.snapshot(entry) is None:
+            return ModelNotFound(
+                f"model {entry.id!r} is not downloaded into the Hugging Face cache at "
+                f"{self.hub_dir}; fetch it with `ocrctl pull {entry.id}`",
+                code="model_not_downloaded",
+            )
+        return None
+
+    def snapshot(self, entry: CatalogEntry) -> Snapshot | None:
+        """The cached revision to load: the config's, else the catalog's pin, else main."""
+        pinned = entry.transformers.revision if entry.transformers else None
+        revision = model_overrides(self.settings, entry.id, list(entry.aliases)).revision or pinned
+        return find_snapshot(self.hub_dir, entry.id, revision)
+
+    # --- cached models the catalog does not know ---------------------------------------------------
+
+    def _uncatalogued(self) -> list[CatalogEntry]:
+        known = {entry.id for entry in self.catalog.entries()}
+        entries = []
+        for repo_id in _cached_repo_ids(self.hub_dir):
+            if repo_id not in known:
+                entry = self._inferred(repo_id)
+                if entry is not None and self._servable(entry) is None:
+                    entries.append(entry)
+        return entries
+
+    def _inferred(self, repo_id: str) -> CatalogEntry | None:
+        if repo_id.count("/") != 1:
+            return None
+        snapshot = find_snapshot(self.hub_dir, repo_id)
+        if snapshot is None:
+            return None
+        return self.catalog.inferred_entry(repo_id, snapshot.config())
+
+    # --- what the planner needs -------------------------------------------------------------------
+
+    def size_facts(self, entry: CatalogEntry) -> SizeFacts | None:
+        """The model's size from its cached safetensors headers, else the catalog (blocking: it
+        reads files; the scheduler calls it in a worker thread)."""
+        snapshot = self.snapshot(entry) if any(e in CACHED_ENGINES for e in entry.engines) else None
+        config = snapshot.config() if snapshot is not None else {}
+        return size_facts(snapshot.path if snapshot is not None else None, config, entry)
+
+    def preference(self, entry: CatalogEntry, engine: str | None = None,
+                   quantization: str | None = None, *, source: str = "the request") -> Preference:
+        """What the request (``engine``, ``quantization``; None or "auto": no wish), the model's
+        ``[models.X]`` section and the global settings ask for, each with where it comes from."""
+        per_model = model_overrides(self.settings, entry.id, list(entry.aliases))
+        section = f"[models.{entry.id!r}]".replace("'", '"')
+        transformers = self.settings.transformers
+        engines = [(engine, source), (per_model.engine, f"{section} engine"),
+                   (self.settings.planner.engine, "planner.engine")]
+        quantizations = [(quantization, source), (per_model.quantization, f"{section} quantization"),
+                         (transformers.quantization, "transformers.quantization")]
+        devices = [(per_model.device, f"{section} device"), (transformers.device, "transformers.device")]
+        chosen_engine, engine_from = _first_wish(engines)
+        chosen_quant, quant_from = _first_wish(quantizations)
+        chosen_device, device_from = _first_wish(devices)
+        max_tokens = transformers.max_new_tokens
+        return Preference(engine=chosen_engine, engine_from=engine_from, quantization=chosen_quant,
+                          quantization_from=quant_from, device=chosen_device, device_from=device_from,
+                          dtype=transformers.dtype, max_new_tokens=max_tokens,
+                          vllm_args=vllm_extra_args(self.settings, entry),
+                          gpu_memory_utilization=per_model.gpu_memory_utilization,
+                          gpu_memory_utilization_from=f"{section} gpu_memory_utilization")
+
+    # --- runner specs ---------------------------------------------------------------------------
+
+    def runner_spec(self, entry: CatalogEntry, decision: Decision) -> RunnerSpec:
+        """How to start the runner the planner decided on. A GPU runner sees exactly its planned
+        GPU (``CUDA_VISIBLE_DEVICES=<uuid>``, so it is ``cuda:0`` inside); a CPU runner sees none."""
+        settings = self.settings
+        if decision.engine == UPSTREAM:
+            return self._upstream_spec(entry, decision)
+        if decision.engine == "builtin":
+            return RunnerSpec(model=entry, engine="builtin", options=builtin_options(entry, settings))
+        if decision.engine == "vllm":
+            return self.vllm_spec(entry, VllmPlacement(decision.device, decision.gpu_uuid,
+                                                       decision.gpu_memory_utilization or None))
+        if decision.engine != "transformers":
+            raise EngineUnavailable(f"ocrd has no {decision.engine} engine")
+        snapshot = self.snapshot(entry)
+        if snapshot is None:
+            raise ModelNotFound(f"model {entry.id!r} is not downloaded; `ocrctl pull {entry.id}`")
+        on_gpu = decision.device.startswith("cuda")
+        options = transformers_options(entry, settings, snapshot, self.hub_dir,
+                                       "cuda:0" if on_gpu else "cpu", quantization=decision.quantization)
+        env = _hub_environment(self.hub_dir, offline=snapshot.complete)
+        env["CUDA_VISIBLE_DEVICES"] = decision.gpu_uuid if on_gpu else ""
+        return RunnerSpec(
+            model=entry, engine="transformers", device=decision.device, options=options,
+            python=settings.transformers.python or sys.executable, env=env,
+        )
+
+
+    def vllm_spec(self, entry: CatalogEntry, placement: VllmPlacement) -> RunnerSpec:
+        """A vLLM server of ``entry`` at ``placement``. On the CPU it sees no GPU; on a GPU the
+        container's device request (or the process's CUDA_VISIBLE_DEVICES) gives it its one."""
+        snapshot = self.snapshot(entry)
+        if snapshot is None:
+            raise ModelNotFound(f"model {entry.id!r} is not downloaded; `ocrctl pull {entry.id}`")
+        options = vllm_options(entry, self.settings, snapshot, self.hub_dir, placement)
+        env = _hub_environment(self.hub_dir, offline=snapshot.complete)
+        if not placement.on_gpu:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        return RunnerSpec(model=entry, engine="vllm", device=placement.device, options=options,
+                          python=self.settings.vllm.python or sys.executable, env=env)
+
+    def adopted_vllm_spec(self, model_id: str, labels: Mapping[str, str]) -> RunnerSpec | None:
+        """The spec ocrd would start ``model_id`` from now, at the placement a running container
+        of it records in its ``labels`` (the planner's share of a GPU depends on free memory,
+        which that container itself now takes). None when the model could not run on vLLM now
+        (gone from the cache or the catalog, or vLLM unavailable); ValueError saying why when the
+        placement no longer agrees with vllm.device. A model loaded with ``--mode vllm`` is
+        adopted too: the container says that vLLM was chosen for it."""
+        try:
+            entry = self.resolve(model_id)
+        except (ModelNotFound, EngineUnavailable, InvalidRequest):
+            return None
+        if "vllm" not in entry.engines or not engine_availability("vllm", self.settings).available:
+            return None
+        placement = VllmPlacement.from_labels(labels)
+        if placement.device == "cpu" and self.settings.vllm.device != "cpu":
+            raise ValueError("it runs on the CPU but vllm.device is now cuda")
+        if placement.on_gpu and self.settings.vllm.device == "cpu":
+            placement = VllmPlacement("cpu")  # what ocrd would start now: the hash tells them apart
+        return self.vllm_spec(entry, placement)
+
+    def _upstream_spec(self, entry: CatalogEntry, decision: Decision) -> RunnerSpec:
+        # The upstream as configured now (a SIGHUP may have changed its URL since the slot began).
+        current = self._upstreams.get(entry.id, entry)
+        options = upstream_options(current)
+        if not options:
+            raise ModelNotFound(f"model {entry.id!r} is no longer configured as an upstream")
+        options["timeout"] = options.get("timeout") or self.settings.http.request_timeout
+        return RunnerSpec(model=current, engine=UPSTREAM, device=options["url"], options=options)
+
+
+def _by_name(entries: list[CatalogEntry]) -> dict[str, CatalogEntry]:
+    """Each entry under its id and every alias."""
+    return {name: entry for entry in entries for name in (entry.id, *entry.aliases)}
+
+
+def _first_wish(wishes: list[tuple[str | None, str]]) -> tuple[str | None, str]:
+    """The first (value, source) that states a wish; "auto" and unset leave it to the planner."""
+    for value, source in wishes:
+        if value not in (None, "", "auto"):
+            return value, source
+    return None, ""
+
+
+def _hub_environment(hub_dir: Path, offline: bool) -> dict[str, str]:
+    env: dict[str, Any] = {"HF_HUB_CACHE": str(hub_dir)}
+    if offline:
+        # A complete snapshot needs nothing from the Hub; without this every load waits minutes
+        # on retries when the Hub is unreachable.
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def _cached_repo_ids(hub_dir: Path) -> list[str]:
+    """Model repos in the cache, from its directory names (cheap: no file walk)."""
+    try:
+        names = os.listdir(hub_dir)
+    except OSError:
+        return []
+    return sorted(
+        name[len("models--"):].replace("--", "/", 1)
+        for name in names if name.startswith("models--")
+    )

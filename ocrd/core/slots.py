@@ -1,0 +1,157 @@
+"""Model slots: the scheduler's per-model state, and the read-only snapshots it hands out.
+
+Only ``ocrd.core.scheduler`` mutates a ``Slot``; everyone else sees ``SlotInfo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+
+from ocrd.catalog import CatalogEntry
+from ocrd.events import ModelState
+from ocrd.planning.planner import Decision
+from ocrd.runners.base import Runner
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """A read-only snapshot of one slot, for transports."""
+
+    id: str
+    aliases: tuple[str, ...]
+    description: str
+    engine: str
+    state: ModelState
+    device: str
+    pid: int | None
+    memory_bytes: int
+    pinned: bool
+    keep_alive: float
+    in_flight: int
+    queued: int
+    queue_capacity: int
+    last_used: float | None  # wall-clock seconds since the epoch
+    loaded_at: float | None
+    error: str
+
+
+@dataclass(frozen=True)
+class UnloadResult:
+    model: str
+    was_loaded: bool
+    freed_bytes: int
+
+
+class Turns:
+    """At most ``limit`` holders at once, the others served first come, first served.
+
+    Unlike ``asyncio.Semaphore`` the limit can change while requests hold or wait for a turn (a
+    SIGHUP that changes ``max_concurrent_requests``): a lower limit lets the holders finish and
+    admits nobody new until they are under it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.active = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the turn was granted as the waiter was cancelled: pass it on
+            elif waiter in self._waiters:  # else _admit already dropped it as cancelled
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        self.active -= 1
+        self._admit()
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiters and self.active < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
+
+
+@dataclass
+class Slot:
+    entry: CatalogEntry
+    engine: str
+    keep_alive: float = 0.0  # these three: from the settings, see Scheduler._configure
+    pinned: bool = False
+    queue_capacity: int = 0
+    state: ModelState = ModelState.NOT_LOADED
+    runner: Runner | None = None
+    leases: int = 0
+    waiting: int = 0
+    error: str = ""
+    last_used: float | None = None  # monotonic, from the scheduler's clock
+    last_used_wall: float | None = None
+    loaded_at_wall: float | None = None
+    # Up to `turns.limit` requests run at once on the runner (1 for runners that serve one at a
+    # time; many for vLLM, which batches); those waiting for a ready runner or for a turn are
+    # what `queue_capacity` bounds.
+    turns: Turns = field(default_factory=lambda: Turns(1))
+    # Recent request durations, for the Retry-After estimate.
+    recent_seconds: float = 1.0
+    # Load-time overrides (`ocrctl load --pin --keep-alive`) win over the config until unload.
+    keep_alive_override: float | None = None
+    pin_override: bool = False
+    engine_override: str | None = None
+    quantization_override: str | None = None
+    # The planner's decision the current (or last) load was made with: engine, device, memory.
+    decision: Decision | None = None
+    # Counted against max_loaded_models from the moment a load begins until the runner is gone.
+    holds_room: bool = False
+    load_future: asyncio.Future[None] | None = None
+    signal: Signal = field(default_factory=lambda: Signal())
+
+
+class Signal:
+    """Wakes every waiter of a slot when its state changes (callable from sync callbacks)."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        self._future = None
+
+    def wait(self) -> asyncio.Future[None]:
+        """The next notify(). Registered when called, not when first awaited, so a notify()
+        between the caller's check and its await (e.g. inside wait_for's task) is not lost."""
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        # shield: a cancelled waiter must not cancel the future the other waiters share.
+        return asyncio.shield(self._future)
+
+
+def is_idle(slot: Slot) -> bool:
+    return slot.leases == 0 and slot.waiting == 0
+
+
+async def drain(slots: list[Slot], timeout: float) -> bool:
+    """Waits until no slot of ``slots`` holds a lease; False when ``timeout`` seconds pass first."""
+    try:
+        async with asyncio.timeout(timeout):
+            for slot in slots:
+                while slot.leases:
+                    await slot.signal.wait()  # every lease release notifies
+    except TimeoutError:
+        return False
+    return True

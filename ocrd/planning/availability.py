@@ -1,0 +1,163 @@
+"""Which engines this host can run, and on which device — asked without importing them.
+
+The daemon never imports torch or transformers (start-up time, memory, and a broken CUDA install
+must not take the control plane down), so availability is a question about installed packages,
+answered by ``importlib.util.find_spec`` for ocrd's own interpreter or by a one-off probe of the
+configured one. Whether a GPU is there, and which one a model gets, is the planner's question
+(``ocrd.planning.planner``, from NVML).
+
+vLLM's availability depends on its launcher: the docker launcher needs a reachable Docker engine
+(with the NVIDIA runtime unless ``vllm.device = "cpu"``), asked through ``docker_host`` and cached
+for a few seconds (``DockerStatusCache``), because the planner asks on the event loop; the process
+launcher needs the ``vllm`` package importable by ``vllm.python``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ocrd.config.settings import Settings
+from ocrd.runners.vllm import docker_host
+from ocrd.runners.vllm.docker_host import DockerStatus
+
+TRANSFORMERS_PACKAGES = ("torch", "transformers")
+VLLM_PACKAGES = ("vllm",)
+DOCKER_STATUS_TTL = 5.0  # seconds a Docker status answer is reused
+_PROBE = (
+    "import importlib.util as u, sys; "
+    "missing = [n for n in sys.argv[1:] if u.find_spec(n) is None]; print(' '.join(missing))"
+)
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""
+
+
+def transformers_availability(settings: Settings) -> Availability:
+    python = settings.transformers.python or sys.executable
+    missing = _missing_packages(python, TRANSFORMERS_PACKAGES)
+    if missing is None:
+        return Availability(False, f"cannot run {python} (transformers.python)")
+    if missing:
+        return Availability(
+            False,
+            f"{', '.join(missing)} not installed for {python}; install the extra: "
+            f"pip install 'ocrd-vlm[transformers]' (or set transformers.python to a venv that has them)",
+        )
+    return Availability(True)
+
+
+def engine_availability(engine: str, settings: Settings) -> Availability:
+    if engine == "builtin":
+        return Availability(True)
+    if engine == "transformers":
+        return transformers_availability(settings)
+    if engine == "vllm":
+        return vllm_settings_availability(settings)
+    return Availability(False, f"ocrd has no {engine} engine")
+
+
+def vllm_settings_availability(settings: Settings) -> Availability:
+    """vLLM with the configured launcher and device (probing Docker or the interpreter)."""
+    config = settings.vllm
+    if config.launcher == "process":
+        return vllm_availability("process", None, vllm_package_availability(config.python),
+                                 device=config.device)
+    return vllm_availability("docker", DOCKER_STATUS.get(), device=config.device)
+
+
+def vllm_package_availability(python: str) -> Availability:
+    """The ``vllm`` package importable by ``python`` (empty: ocrd's own interpreter)."""
+    interpreter = python or sys.executable
+    missing = _missing_packages(interpreter, VLLM_PACKAGES)
+    if missing is None:
+        return Availability(False, f"cannot run {interpreter} (vllm.python)")
+    if missing:
+        return Availability(False, f"the vllm package is not installed for {interpreter}: install "
+                                   f"it in a venv and set vllm.python to that venv's python")
+    return Availability(True)
+
+
+@functools.lru_cache(maxsize=8)
+def _missing_packages(python: str, packages: tuple[str, ...]) -> tuple[str, ...] | None:
+    if python == sys.executable:
+        return tuple(name for name in packages if importlib.util.find_spec(name) is None)
+    try:
+        done = subprocess.run([python, "-c", _PROBE, *packages], capture_output=True, text=True,
+                              timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return tuple(done.stdout.split())
+
+
+def vllm_availability(launcher: str, docker: DockerStatus | None,
+                      process: Availability | None = None, *, device: str = "cuda") -> Availability:
+    """Whether vLLM could be started on this host by ``launcher`` (``vllm.launcher``), from facts
+    gathered elsewhere (pure, so the planner's scenarios state them): the docker launcher needs a
+    reachable Docker engine, with the NVIDIA runtime when vLLM runs on a GPU (``device`` "cuda";
+    a CPU build, ``vllm.device = "cpu"``, needs none); the process launcher needs the ``vllm``
+    package (``process``: whether ``vllm.python`` can import it)."""
+    if launcher == "process":
+        if process is not None and process.available:
+            return Availability(True)
+        why = process.reason if process is not None else "the vllm package was not checked"
+        return Availability(False, f"{why} (vllm.launcher = 'process'; or use the docker launcher)")
+    if docker is None or not docker.reachable:
+        why = docker.reason if docker is not None else "Docker was not checked"
+        return Availability(False, f"{why}; vLLM runs in Docker (vllm.launcher = 'docker')")
+    if device == "cuda" and not docker.nvidia_runtime:
+        return Availability(False, "Docker has no NVIDIA runtime (install nvidia-container-toolkit "
+                                   "and restart Docker): vLLM containers could not use the GPU "
+                                   "(or set vllm.device = 'cpu' for a CPU build of vLLM)")
+    return Availability(True)
+
+
+class DockerStatusCache:
+    """``docker_host.docker_status()``, reused for ``ttl`` seconds. The planner asks on the event
+    loop and Docker's answer blocks (up to its timeout when the engine hangs), so only the first
+    question waits for it (the daemon asks it off the loop at start-up); later ones get the last
+    answer at once while a thread fetches a fresh one once it is older than ``ttl``."""
+
+    def __init__(self, probe: Callable[[], DockerStatus] = docker_host.docker_status, *,
+                 ttl: float = DOCKER_STATUS_TTL, clock: Callable[[], float] = time.monotonic):
+        self._probe = probe
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._status: DockerStatus | None = None
+        self._taken = 0.0
+        self._refreshing = False
+
+    def get(self) -> DockerStatus:
+        with self._lock:
+            status, stale = self._status, self._clock() - self._taken >= self._ttl
+            refresh = status is not None and stale and not self._refreshing
+            self._refreshing = self._refreshing or refresh
+        if status is None:
+            return self.refresh()
+        if refresh:
+            threading.Thread(target=self.refresh, daemon=True, name="docker-status").start()
+        return status
+
+    def refresh(self) -> DockerStatus:
+        """Asks Docker now (blocking) and keeps the answer."""
+        try:
+            status = self._probe()
+        finally:
+            with self._lock:
+                self._refreshing = False
+        with self._lock:
+            self._status, self._taken = status, self._clock()
+        return status
+
+
+DOCKER_STATUS = DockerStatusCache()
