@@ -2,7 +2,8 @@
 
 The daemon's planner decides (the same decision a load would use now); this prints the decision
 on one line and every reason behind it as a bullet. A model that does not fit is an answer, not an
-error: exit 0 either way.
+error: exit 0 either way. So is a catalog model not downloaded yet: planned from the catalog's sizes,
+its first reason says how to pull it.
 """
 
 from __future__ import annotations

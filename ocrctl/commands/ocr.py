@@ -10,6 +10,7 @@ import argparse
 import base64
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,12 @@ def data_url(path: Path) -> str:
     except OSError as error:
         raise CommandError(error.strerror or str(error)) from None
     mime = image_type(data)
+    if mime is None and data.startswith(b"%PDF"):
+        quoted = shlex.quote(str(path))
+        raise CommandError(f"a PDF, which ocrctl ocr cannot send yet: convert its pages to images first "
+                           f"(`pdftoppm -png -r 150 {quoted} page`, then `ocrctl ocr page-*.png`)")
     if mime is None:
-        hint = "; PDFs go to POST /v1/ocr" if data.startswith(b"%PDF") else ""
-        raise CommandError(f"unsupported file type (supported: {SUPPORTED}){hint}")
+        raise CommandError(f"unsupported file type (supported: {SUPPORTED})")
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 

@@ -45,6 +45,7 @@ from ocrd.errors import (
     Conflict,
     InvalidRequest,
     ModelLoadFailed,
+    ModelNotFound,
     ModelNotReady,
     OcrdError,
     QueueFull,
@@ -52,7 +53,7 @@ from ocrd.errors import (
 )
 from ocrd.events import Event, EventBus, ModelState
 from ocrd.planning.gpu import GpuProbe
-from ocrd.planning.planner import Decision, summary, with_reason_first
+from ocrd.planning.planner import Decision, gib, summary, with_reason_first
 from ocrd.runners.base import LoadProgress, Runner, RunnerFactory
 
 log = logging.getLogger("ocrd.core.scheduler")
@@ -487,7 +488,13 @@ class Scheduler:
     async def explain(self, name: str, engine: str | None = None,
                       quantization: str | None = None) -> Decision:
         """The decision a load of ``name`` would be made with now (``ocrctl mode explain``)."""
-        slot = self._slot(name)
+        try:
+            slot = self._slot(name)
+        except ModelNotFound as exc:
+            if exc.code != "model_not_downloaded":
+                raise
+            return await self._explain_not_downloaded(self._models.catalog.resolve(name), engine,
+                                                      quantization)
         self._check_wishes(slot, engine, quantization)
         wishes = engine is not None or quantization not in (None, "auto")
         if slot.state in (ModelState.READY, ModelState.LOADING) and slot.decision is not None:
@@ -499,6 +506,18 @@ class Scheduler:
             return with_reason_first(decision, f"{slot.entry.id} is {state} with "
                                                f"{summary(slot.decision)}; unload it to load it so")
         return await self._placement.plan(slot, engine, quantization)
+
+    async def _explain_not_downloaded(self, entry: CatalogEntry, engine: str | None,
+                                      quantization: str | None) -> Decision:
+        """Will it fit before the download? Planned from the catalog's sizes on a slot that is not
+        kept: the model stays unservable (a load still fails) until it is pulled."""
+        slot = Slot(entry=entry, engine=self._models.engine_for(entry))
+        self._check_wishes(slot, engine, quantization)
+        decision = await self._placement.plan(slot, engine, quantization)
+        download = f" (about {gib(entry.bf16_bytes)} in bf16)" if entry.bf16_bytes else ""
+        return with_reason_first(decision, f"{entry.id} is not downloaded: this is what a load would "
+                                           f"get once it is; fetch it{download} with "
+                                           f"`ocrctl pull {entry.id}`")
 
     # --- unloading -----------------------------------------------------------------------------
 

@@ -60,3 +60,50 @@ async def test_explain_json_prints_the_message(socket_dir, hub, capsys):
     assert (answer["model"], answer["engine"], answer["device"], answer["fits"]) == (
         QWEN_2B, "transformers", "cuda:0", True)
     assert int(answer["estimated_bytes"]) > 0 and answer["reasons"]
+
+
+# dots.ocr is in the catalog (3.04B parameters, 1.2B of them vision) but not in this cache. On an
+# 8 GiB card its catalog sizes need about 8.4 GiB unquantized and 6.7 GiB in 8-bit. The process
+# launcher with ocrd's own interpreter (no vllm package in the test venv) leaves vLLM out
+# whatever Docker this host has, so the transformers engine is the planner's choice.
+DOTS = "rednote-hilab/dots.ocr"
+NOT_DOWNLOADED = {"vllm": {"launcher": "process"}}
+
+
+def eight_gib_card() -> FakeNvml:
+    return FakeNvml([FakeDevice("NVIDIA GeForce RTX 4060", "GPU-44444444-aaaa-bbbb-cccc-000000000000",
+                                total=8 * GIB, used=0)])
+
+
+async def test_explain_of_a_catalog_model_not_downloaded_plans_from_the_catalog_and_says_how_to_pull_it(
+        socket_dir, hub, capsys):
+    async with planning_server(socket_dir, hub, eight_gib_card(), **NOT_DOWNLOADED) as (address, _):
+        rc, out, err = await ocrctl(capsys, address, "mode", "explain", "dots.ocr")
+    assert rc == 0 and err == ""
+    head, *bullets = out.splitlines()
+    assert head.startswith(f"{DOTS}: transformers on cuda:0, 8-bit, about ") and head.endswith(" GiB")
+    assert bullets[0].startswith(f"  - {DOTS} is not downloaded: ")
+    assert bullets[0].endswith(f"with `ocrctl pull {DOTS}`")
+    assert any("sizes from the catalog" in line for line in bullets)
+    assert any(line.startswith("  - transformers unquantized would need about") for line in bullets)
+
+
+async def test_explain_json_of_a_model_not_downloaded_carries_the_decision_and_the_pull_hint(
+        socket_dir, hub, capsys):
+    async with planning_server(socket_dir, hub, eight_gib_card(), **NOT_DOWNLOADED) as (address, _):
+        rc, out, _ = await ocrctl(capsys, address, "--json", "mode", "explain", "dots.ocr")
+    answer = json.loads(out)
+    assert rc == 0
+    assert (answer["model"], answer["engine"], answer["device"], answer["quantization"], answer["fits"]) == (
+        DOTS, "transformers", "cuda:0", "8bit", True)
+    assert "not downloaded" in answer["reasons"][0] and f"ocrctl pull {DOTS}" in answer["reasons"][0]
+
+
+async def test_a_load_of_a_model_not_downloaded_still_fails_with_the_pull_hint_after_an_explain(
+        socket_dir, hub, capsys):
+    async with planning_server(socket_dir, hub, eight_gib_card(), **NOT_DOWNLOADED) as (address, _):
+        assert (await ocrctl(capsys, address, "mode", "explain", "dots.ocr"))[0] == 0
+        rc, out, err = await ocrctl(capsys, address, "load", "dots.ocr")
+    assert rc == 1 and out == ""
+    assert err.strip() == (f"ocrctl: model {DOTS!r} is not downloaded into the Hugging Face cache at "
+                           f"{hub}; fetch it with `ocrctl pull {DOTS}`")

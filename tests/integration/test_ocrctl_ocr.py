@@ -79,6 +79,18 @@ async def test_an_unsupported_file_is_one_line_and_the_others_still_run(ocrctl, 
     assert len(openai_server.requests) == 1
 
 
+async def test_a_pdf_is_one_line_saying_how_to_turn_its_pages_into_images(ocrctl, openai_server, png, tmp_path):
+    pdf = tmp_path / "scan.pdf"
+    Image.new("RGB", (32, 16), "white").save(pdf)  # a real one-page PDF
+    assert pdf.read_bytes().startswith(b"%PDF")
+    result = await ocrctl("ocr", str(pdf), str(png))
+    assert result.rc == 1
+    assert result.err == (f"ocrctl: {pdf}: a PDF, which ocrctl ocr cannot send yet: convert its pages to "
+                          f"images first (`pdftoppm -png -r 150 {pdf} page`, then `ocrctl ocr page-*.png`)\n")
+    assert result.out.endswith(f"==> {png} <==\nHello, world\n")
+    assert len(openai_server.requests) == 1  # the PDF was never sent
+
+
 async def test_a_missing_file_is_one_line(ocrctl, openai_server, tmp_path):
     result = await ocrctl("ocr", str(tmp_path / "absent.png"))
     assert (result.rc, result.err) == (1, f"ocrctl: {tmp_path / 'absent.png'}: No such file or directory\n")

@@ -16,7 +16,7 @@ import pytest
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config.settings import Settings
 from ocrd.core.scheduler import Scheduler
-from ocrd.errors import EngineUnavailable, InsufficientMemory
+from ocrd.errors import EngineUnavailable, InsufficientMemory, ModelNotFound
 from ocrd.events import ModelState
 from ocrd.planning.availability import _missing_packages
 from ocrd.planning.gpu import GpuProbe
@@ -26,11 +26,14 @@ from tests.support.sized_models import cache_model, vlm_tensors
 
 MIB = 2**20
 A, B = "org/vlm-a", "org/vlm-b"
+C = "org/vlm-c"  # in the catalog with its sizes, never downloaded
 UUID_0 = "GPU-00000000-aaaa-bbbb-cccc-000000000000"
 UUID_1 = "GPU-11111111-aaaa-bbbb-cccc-000000000000"
 CATALOG = Catalog([
     CatalogEntry(A, aliases=("a",), engines=("transformers", "vllm")),
     CatalogEntry(B, aliases=("b",), engines=("transformers",)),
+    CatalogEntry(C, aliases=("c",), engines=("transformers",), params_billion=4.0,
+                 bf16_bytes=8_000_000_000, vision_params_billion=0.25),
 ])
 # ~4.0B parameters: bf16 needs ~9.4 GiB with its headroom, 8-bit ~6.4 GiB, 4-bit ~5.1 GiB.
 TENSORS = vlm_tensors(vision=256 * MIB, embeddings=512 * MIB, linear=3072 * MIB)
@@ -107,6 +110,20 @@ async def test_explain_returns_the_decision_the_load_then_uses(make):
     loaded = await scheduler.explain("b")
     assert loaded.reasons[0] == f"{B} is ready: this is the plan it was loaded with"
     assert loaded.reasons[1:] == explained.reasons
+
+
+async def test_explain_of_a_model_not_downloaded_plans_from_the_catalog_sizes_and_a_load_still_fails(make):
+    scheduler, factory = make(card(UUID_0, 12, used_gib=4))  # 8 GiB free: 8 GB of bf16 does not fit
+    explained = await scheduler.explain("c")
+    assert (explained.engine, explained.device, explained.quantization) == ("transformers", "cuda:0", "8bit")
+    assert explained.fits and explained.model == C
+    assert explained.reasons[0] == (f"{C} is not downloaded: this is what a load would get once it is; "
+                                    f"fetch it (about 7.5 GiB in bf16) with `ocrctl pull {C}`")
+    assert any("sizes from the catalog" in reason for reason in explained.reasons)
+    assert any(reason.startswith("transformers unquantized would need about") for reason in explained.reasons)
+    with pytest.raises(ModelNotFound, match=f"ocrctl pull {C}") as caught:
+        await scheduler.load("c")
+    assert caught.value.code == "model_not_downloaded" and factory.made(C) == []
 
 
 async def test_the_gpu_with_more_free_memory_gets_the_model(make):
