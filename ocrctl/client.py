@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 from collections.abc import Iterator
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -17,6 +18,8 @@ from google.protobuf.message import Message
 from ocrctl.security import Security, describe_auth_error, describe_tcp_failure, open_channel
 from ocrd.addresses import default_address, tcp_host, to_grpc_target
 from ocrd.control.v1 import control_pb2_grpc
+
+Answer = TypeVar("Answer", bound=Message)
 
 # Unary calls answer in milliseconds; a daemon that takes longer than this is wedged.
 DEFAULT_UNARY_TIMEOUT = 30.0
@@ -45,14 +48,22 @@ class Client:
         self._channel = open_channel(self.target, self.security)
         self.stub = control_pb2_grpc.ControlStub(self._channel)
 
-    def call(self, method: str, request: Message) -> Message:
-        """A unary RPC by name, e.g. ``call("GetStatus", GetStatusRequest())``."""
+    def call(self, method: str, request: Message, answer: type[Answer]) -> Answer:
+        """A unary RPC by name and the message it answers with, e.g.
+        ``call("GetStatus", GetStatusRequest(), GetStatusResponse)``."""
         timeout = self.timeout if self.timeout is not None else DEFAULT_UNARY_TIMEOUT
-        return getattr(self.stub, method)(request, timeout=timeout, metadata=self._metadata)
+        response = getattr(self.stub, method)(request, timeout=timeout, metadata=self._metadata)
+        return _expect(response, answer)
 
-    def stream(self, method: str, request: Message) -> grpc.Call:
-        """A server-streaming RPC; iterate it, or ``cancel()`` it to stop following."""
-        return getattr(self.stub, method)(request, timeout=self.timeout, metadata=self._metadata)
+    def stream(self, method: str, request: Message, step: type[Answer]) -> Iterator[Answer]:
+        """A server-streaming RPC's messages; the stream is cancelled when the reader stops early
+        (Ctrl-C, an exception, a break)."""
+        call = getattr(self.stub, method)(request, timeout=self.timeout, metadata=self._metadata)
+        try:
+            for message in call:
+                yield _expect(message, step)
+        finally:
+            call.cancel()
 
     def close(self) -> None:
         self._channel.close()
@@ -101,9 +112,8 @@ def _group_of(path: str) -> str | None:
         return None
 
 
-def follow(call: grpc.Call) -> Iterator[Message]:
-    """Iterates a stream and cancels it if the reader stops early (Ctrl-C, an exception)."""
-    try:
-        yield from call
-    finally:
-        call.cancel()
+def _expect(message: object, kind: type[Answer]) -> Answer:
+    if not isinstance(message, kind):  # a daemon of another protocol version
+        raise CommandError(f"the daemon answered with {type(message).__name__}, not {kind.__name__}; "
+                           "are ocrctl and ocrd the same version?")
+    return message

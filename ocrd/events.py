@@ -15,6 +15,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("ocrd.events")
 
@@ -111,7 +112,7 @@ class Subscription:
             return Event(kind="events.dropped", message=f"{dropped} events dropped: reader too slow")
         return await self._queue.get()
 
-    async def next_until(self, done: asyncio.Future[object]) -> Event | None:
+    async def next_until(self, done: asyncio.Future[Any]) -> Event | None:
         """The next event, or None once ``done`` is done and no event is queued (a load's
         progress, read until the load ends). ``done`` is never cancelled: a reader that goes
         away leaves the load running."""

@@ -31,7 +31,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run_cache_ls(client: Client, args: argparse.Namespace) -> int:
-    listing = client.call("ListCache", pb.ListCacheRequest())
+    listing = client.call("ListCache", pb.ListCacheRequest(), pb.ListCacheResponse)
     if args.json:
         print_json(listing)
         return 0
@@ -67,7 +67,7 @@ def run_cache_rm(client: Client, args: argparse.Namespace) -> int:
     request = pb.DeleteCacheRequest(
         model=args.model, revision=args.revision, dry_run=args.dry_run, force=args.force
     )
-    result = client.call("DeleteCache", request)
+    result = client.call("DeleteCache", request, pb.DeleteCacheResponse)
     if args.json:
         print_json(result)
         return 0
@@ -82,7 +82,8 @@ def run_cache_rm(client: Client, args: argparse.Namespace) -> int:
 
 
 def run_cache_verify(client: Client, args: argparse.Namespace) -> int:
-    result = client.call("VerifyCache", pb.VerifyCacheRequest(model=args.model, revision=args.revision))
+    request = pb.VerifyCacheRequest(model=args.model, revision=args.revision)
+    result = client.call("VerifyCache", request, pb.VerifyCacheResponse)
     if args.json:
         print_json(result)
     else:

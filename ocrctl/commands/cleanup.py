@@ -21,7 +21,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run_cleanup(client: Client, args: argparse.Namespace) -> int:
-    report = client.call("Cleanup", pb.CleanupRequest(dry_run=args.dry_run))
+    report = client.call("Cleanup", pb.CleanupRequest(dry_run=args.dry_run), pb.CleanupResponse)
     if args.json:
         print_json(report)
         return 0

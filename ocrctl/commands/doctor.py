@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 
 import grpc
 
@@ -38,7 +39,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run_doctor(client: Client, args: argparse.Namespace) -> int:
     try:
-        answer = client.call("Diagnose", pb.DiagnoseRequest(model=args.model))
+        answer = client.call("Diagnose", pb.DiagnoseRequest(model=args.model), pb.DiagnoseResponse)
     except grpc.RpcError as error:
         if not _unreachable(error):
             raise
@@ -51,7 +52,7 @@ def run_doctor(client: Client, args: argparse.Namespace) -> int:
     return 1 if any(check.status == pb.CHECK_STATUS_FAIL for check in answer.checks) else 0
 
 
-def format_checks(checks: list[pb.Check]) -> str:
+def format_checks(checks: Sequence[pb.Check]) -> str:
     lines = []
     for check in checks:
         lines.append(f"{LABELS.get(check.status, '?'):<5} {check.name}: {check.message}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ocrctl import render
-from ocrctl.client import Client, follow
+from ocrctl.client import Client
 from ocrctl.commands.common import add_command, print_json
 from ocrd.control.v1 import control_pb2 as pb
 
@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run_events(client: Client, args: argparse.Namespace) -> int:
     try:
-        for event in follow(client.stream("WatchEvents", pb.WatchEventsRequest(model=args.model))):
+        for event in client.stream("WatchEvents", pb.WatchEventsRequest(model=args.model), pb.Event):
             if args.json:
                 print_json(event, compact=True)
             else:

@@ -21,13 +21,13 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run_gpu(client: Client, args: argparse.Namespace) -> int:
     if args.watch is None:
-        _show(client.call("GetGpu", pb.GetGpuRequest()), as_json=args.json)
+        _show(client.call("GetGpu", pb.GetGpuRequest(), pb.GetGpuResponse), as_json=args.json)
         return 0
     try:
         while True:
             if not args.json:
                 print("\033[H\033[J", end="")  # clear the terminal, as watch(1) does
-            _show(client.call("GetGpu", pb.GetGpuRequest()), as_json=args.json)
+            _show(client.call("GetGpu", pb.GetGpuRequest(), pb.GetGpuResponse), as_json=args.json)
             time.sleep(max(0.1, args.watch))
     except KeyboardInterrupt:
         return 0

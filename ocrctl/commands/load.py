@@ -42,8 +42,8 @@ def run_load(client: Client, args: argparse.Namespace) -> int:
     if args.keep_alive is not None:
         request.keep_alive_seconds = args.keep_alive
     display = _Display(sys.stdout, tty=sys.stdout.isatty() and not args.json)
-    last, stopped = follow_progress(client, "LoadModel", request, as_json=args.json, show=display.show,
-                                    end=display.end,
+    last, stopped = follow_progress(client, "LoadModel", request, pb.LoadModelProgress, as_json=args.json,
+                                    show=display.show, end=display.end,
                                     stopped="stopped watching; the load goes on in ocrd ('ocrctl ps' shows it)")
     if stopped:
         return 130

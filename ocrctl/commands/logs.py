@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ocrctl.client import Client, follow
+from ocrctl.client import Client
 from ocrctl.commands.common import add_command, print_json
 from ocrd.control.v1 import control_pb2 as pb
 
@@ -40,7 +40,7 @@ def run_logs(client: Client, args: argparse.Namespace) -> int:
     if args.tail is not None:
         request.tail = args.tail
     try:
-        for line in follow(client.stream("Logs", request)):
+        for line in client.stream("Logs", request, pb.LogLine):
             if args.json:
                 print_json(line, compact=True)
             else:

@@ -33,7 +33,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run_explain(client: Client, args: argparse.Namespace) -> int:
     request = pb.ExplainModeRequest(model=args.model, engine=_auto(args.mode), quantization=_auto(args.quant))
-    answer = client.call("ExplainMode", request)
+    answer = client.call("ExplainMode", request, pb.ExplainModeResponse)
     if args.json:
         print_json(answer)
     else:

@@ -17,7 +17,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run_models(client: Client, args: argparse.Namespace) -> int:
-    listing = client.call("ListModels", pb.ListModelsRequest())
+    listing = client.call("ListModels", pb.ListModelsRequest(), pb.ListModelsResponse)
     if args.json:
         print_json(listing)
         return 0
@@ -30,7 +30,7 @@ def run_models(client: Client, args: argparse.Namespace) -> int:
 
 
 def run_unload(client: Client, args: argparse.Namespace) -> int:
-    result = client.call("UnloadModel", pb.UnloadModelRequest(model=args.model))
+    result = client.call("UnloadModel", pb.UnloadModelRequest(model=args.model), pb.UnloadModelResponse)
     if args.json:
         print_json(result)
     elif result.was_loaded:

@@ -48,7 +48,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 def run_ocr(client: Client, args: argparse.Namespace) -> int:
     import httpx  # here, not at the top: the other commands start faster without it
 
-    status = client.call("GetStatus", pb.GetStatusRequest())
+    status = client.call("GetStatus", pb.GetStatusRequest(), pb.GetStatusResponse)
     if not status.http_url:
         raise CommandError("ocrd reports no HTTP API address")
     url = status.http_url.rstrip("/") + "/v1/chat/completions"

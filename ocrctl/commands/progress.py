@@ -6,12 +6,14 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from google.protobuf.message import Message
 
-from ocrctl.client import Client, follow
+from ocrctl.client import Client
 from ocrctl.commands.common import print_json
+
+Step = TypeVar("Step", bound=Message)
 
 
 class Bar:
@@ -34,14 +36,14 @@ class Bar:
             self._drawn = 0
 
 
-def follow_progress(client: Client, rpc: str, request: Message, *, as_json: bool,
-                    show: Callable[[Message], None], end: Callable[[], None],
-                    stopped: str) -> tuple[Message | None, bool]:
+def follow_progress(client: Client, rpc: str, request: Message, step_type: type[Step], *,
+                    as_json: bool, show: Callable[[Step], None], end: Callable[[], None],
+                    stopped: str) -> tuple[Step | None, bool]:
     """Streams ``rpc``, printing each step as JSON or through ``show``; returns the last step and
     whether the user pressed Ctrl-C (after printing ``stopped``, which says what ocrd does next)."""
-    last = None
+    last: Step | None = None
     try:
-        for step in follow(client.stream(rpc, request)):
+        for step in client.stream(rpc, request, step_type):
             last = step
             if as_json:
                 print_json(step, compact=True)

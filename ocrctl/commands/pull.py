@@ -29,7 +29,7 @@ def run_pull(client: Client, args: argparse.Namespace) -> int:
     request = pb.PullModelRequest(model=args.model, revision=args.revision)
     display = _Display(sys.stdout, tty=sys.stdout.isatty() and not args.json)
     last, stopped = follow_progress(
-        client, "PullModel", request, as_json=args.json, show=display.show, end=display.end,
+        client, "PullModel", request, pb.PullModelProgress, as_json=args.json, show=display.show, end=display.end,
         stopped="stopped; ocrd stops the download too unless another client is following it "
                 "(nothing half-downloaded stays in the cache)")
     if stopped:

@@ -31,7 +31,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 def run_pull_image(client: Client, args: argparse.Namespace) -> int:
     display = _Display(sys.stdout, tty=sys.stdout.isatty() and not args.json)
     last, stopped = follow_progress(
-        client, "PullImage", pb.PullImageRequest(image=args.image), as_json=args.json,
+        client, "PullImage", pb.PullImageRequest(image=args.image), pb.PullImageProgress,
+        as_json=args.json,
         show=display.show, end=display.end,
         stopped="stopped; the Docker engine cancels the pull (complete layers stay for next time)")
     if stopped:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ocrctl import render
-from ocrctl.client import Client, CommandError, follow
+from ocrctl.client import Client, CommandError
 from ocrctl.commands.common import add_command
 from ocrctl.commands.ocr import DEFAULT_HTTP_TIMEOUT, _error_message, api_key_headers
 from ocrd.control.v1 import control_pb2 as pb
@@ -61,7 +61,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 def run_selftest(client: Client, args: argparse.Namespace) -> int:
     import httpx  # here, not at the top: the other commands start faster without it
 
-    status = client.call("GetStatus", pb.GetStatusRequest())
+    status = client.call("GetStatus", pb.GetStatusRequest(), pb.GetStatusResponse)
     if not status.http_url:
         raise CommandError("ocrd reports no HTTP API address")
     if args.model:
@@ -86,13 +86,13 @@ def run_selftest(client: Client, args: argparse.Namespace) -> int:
 
 
 def _load(client: Client, model: str) -> None:
-    for step in follow(client.stream("LoadModel", pb.LoadModelRequest(model=model))):
+    for step in client.stream("LoadModel", pb.LoadModelRequest(model=model), pb.LoadModelProgress):
         if step.state == pb.MODEL_STATE_FAILED:
             raise CommandError(step.message or f"{model} failed to load")
 
 
 def _loaded(client: Client) -> list[pb.ModelInfo]:
-    listing = client.call("ListModels", pb.ListModelsRequest(loaded_only=True))
+    listing = client.call("ListModels", pb.ListModelsRequest(loaded_only=True), pb.ListModelsResponse)
     return [info for info in listing.models if info.state == pb.MODEL_STATE_READY]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from ocrctl import render
 from ocrctl.client import Client
@@ -16,7 +17,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run_status(client: Client, args: argparse.Namespace) -> int:
-    status = client.call("GetStatus", pb.GetStatusRequest())
+    status = client.call("GetStatus", pb.GetStatusRequest(), pb.GetStatusResponse)
     if args.json:
         print_json(status)
         return 0
@@ -39,7 +40,7 @@ def run_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def run_ps(client: Client, args: argparse.Namespace) -> int:
-    listing = client.call("ListModels", pb.ListModelsRequest(loaded_only=True))
+    listing = client.call("ListModels", pb.ListModelsRequest(loaded_only=True), pb.ListModelsResponse)
     if args.json:
         print_json(listing)
         return 0
@@ -67,7 +68,7 @@ def _ps_row(model: pb.ModelInfo) -> list[str]:
     ]
 
 
-def _print_errors(models: list[pb.ModelInfo]) -> None:
+def _print_errors(models: Sequence[pb.ModelInfo]) -> None:
     failed = [m for m in models if m.error]
     if failed:
         print()

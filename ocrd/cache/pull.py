@@ -180,26 +180,27 @@ class _Job:
         self._publish("cache.pull_stopping", why)
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        outcome: Path | BaseException
         try:
-            result: Path | None = _download(self)
-            error: BaseException | None = None
-            log.info("downloaded %s@%s into %s", self.download.repo_id, self.download.revision, result)
+            outcome = _download(self)
+            log.info("downloaded %s@%s into %s", self.download.repo_id, self.download.revision, outcome)
         except BaseException as exc:
-            result, error = None, hub_error(exc, self.download)
-            if not isinstance(error, OcrdError):
+            outcome = hub_error(exc, self.download)
+            if not isinstance(outcome, OcrdError):
                 log.error("downloading %s failed", self.download.repo_id, exc_info=exc)
         try:
-            loop.call_soon_threadsafe(self._settle, result, error)
+            loop.call_soon_threadsafe(self._settle, outcome)
         except RuntimeError:
             pass  # the event loop is closed: ocrd has stopped
 
-    def _settle(self, result: Path | None, error: BaseException | None) -> None:
+    def _settle(self, outcome: Path | BaseException) -> None:
+        """The download's snapshot folder, or why there is none."""
         if self.finished.done():
             return
-        if error is not None:
-            self.finished.set_exception(error)
+        if isinstance(outcome, BaseException):
+            self.finished.set_exception(outcome)
         else:
-            self.finished.set_result(result)
+            self.finished.set_result(outcome)
 
     async def _supervise(self, on_end: Callable[[], None]) -> None:
         try:

@@ -241,7 +241,8 @@ def _parse_entry(model_id: str, raw: dict[str, Any], unsupported_defaults: dict[
         )
     options = {engine: dict(raw.pop(engine)) for engine in ENGINES if engine in raw}
     _check_engine_tables(model_id, engines, options)
-    prompt_defaults = {key: raw.pop(key) for key in ("stop", "skip_special_tokens", "system") if key in raw}
+    prompt_defaults: dict[str, Any] = {
+        key: raw.pop(key) for key in ("stop", "skip_special_tokens", "system") if key in raw}
     sampling = dict(raw.pop("sampling", {}))
     check_sampling(f"catalog entry {model_id}", sampling)
     presets = parse_presets(model_id, raw.pop("presets", {}), {**prompt_defaults, "sampling": sampling})

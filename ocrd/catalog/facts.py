@@ -7,6 +7,7 @@ engine receives; the dataclasses here are the typed, checked view (``entry.trans
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -145,7 +146,7 @@ def check_vllm_args(where: str, args: tuple[str, ...]) -> None:
 
 
 def _build(cls: type, where: str, raw: Mapping[str, Any]) -> Any:
-    known = set(cls.__dataclass_fields__)
+    known = {field.name for field in dataclasses.fields(cls)}
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")

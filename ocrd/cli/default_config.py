@@ -100,7 +100,7 @@ def _key(name: str, field: FieldInfo, owner: type[BaseModel], path: str = "") ->
     lines = [""] + _comment(_description(where, field))
     factory = field.default_factory
     if factory in HOST_DEPENDENT:
-        shown, default = HOST_DEPENDENT[factory]  # type: ignore[index]
+        shown, default = HOST_DEPENDENT[factory]
         return lines + _comment(f"Default: {default}.") + [f"#{name} = {toml_value(shown)}"]
     value = _default_json(name, owner)
     if value is None:

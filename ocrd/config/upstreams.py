@@ -157,7 +157,7 @@ def _entry(upstream: UpstreamSettings, catalog: Catalog) -> CatalogEntry:
     # The catalog's vLLM prompt wrapping applies: upstreams of catalog models are vLLM servers
     # (or speak the same chat templates), which need e.g. dots.ocr's image tokens before a preset.
     vllm = known.engine_options.get("vllm", {})
-    wrap = {key: vllm[key] for key in ("prompt_prefix", "prompt_suffix") if key in vllm}
+    wrap: dict[str, Any] = {key: vllm[key] for key in ("prompt_prefix", "prompt_suffix") if key in vllm}
     return replace(known, engines=(ENGINE,), engine_options={ENGINE: {**options, **wrap}},
                    description=f"{known.description} ({served})",
                    unsupported={}, requires_binary=None)

@@ -23,7 +23,7 @@ from ocrd.planning.gpu import GpuDevice, GpuSnapshot
 from ocrd.planning.planner import Decision
 from ocrd.runners.vllm.image_pull import ImagePullStep
 
-_TO_PB: dict[ModelState, int] = {
+_TO_PB: dict[ModelState, pb.ModelState] = {
     ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED,
     ModelState.LOADING: pb.MODEL_STATE_LOADING,
     ModelState.READY: pb.MODEL_STATE_READY,
@@ -33,7 +33,7 @@ _TO_PB: dict[ModelState, int] = {
 _FROM_PB: dict[int, ModelState] = {value: state for state, value in _TO_PB.items()}
 
 
-def state_to_pb(state: ModelState | None) -> int:
+def state_to_pb(state: ModelState | None) -> pb.ModelState:
     """The proto enum value; UNSPECIFIED for events that concern no model state."""
     if state is None:
         return pb.MODEL_STATE_UNSPECIFIED
@@ -182,7 +182,7 @@ def cleanup_report(report: CleanupReport) -> pb.CleanupResponse:
     )
 
 
-_CHECK_STATUS: dict[str, int] = {
+_CHECK_STATUS: dict[str, pb.CheckStatus] = {
     "ok": pb.CHECK_STATUS_OK,
     "warn": pb.CHECK_STATUS_WARN,
     "fail": pb.CHECK_STATUS_FAIL,

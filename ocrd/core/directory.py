@@ -73,9 +73,10 @@ class ModelDirectory:
         try:
             entry = self.catalog.resolve(name)
         except ModelNotFound:
-            entry = self._inferred(name)
-            if entry is None:
+            inferred = self._inferred(name)
+            if inferred is None:
                 raise
+            entry = inferred
         problem = self._servable(entry)
         if problem is not None:
             raise problem

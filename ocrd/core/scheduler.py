@@ -71,7 +71,7 @@ class Scheduler:
     def __init__(
         self,
         settings: Settings,
-        catalog: Catalog,
+        catalog: Catalog | ModelDirectory,
         runner_factory: RunnerFactory,
         events: EventBus | None = None,
         *,

@@ -113,31 +113,25 @@ class ConnectionGuard:
 
 def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
     """uvicorn's h11 protocol class with ``guard``'s cap and deadlines (``uvicorn.Config(http=...)``)."""
-    return type("GuardedH11Protocol", (_Deadlines, H11Protocol), {"guard": guard})
+    return type("GuardedH11Protocol", (_Deadlines,), {"guard": guard})
 
 
 _HEADERS, _BODY, _IDLE = "header", "body", "idle"  # the first two name http.*_timeout
 
 
-class _Deadlines:
-    """Mixed into uvicorn's protocol: the cap at connection_made, then the header and body
+class _Deadlines(H11Protocol):
+    """uvicorn's h11 protocol with the cap at connection_made, then the header and body
     deadlines. It only reads what uvicorn's protocols share (``cycle`` with ``more_body``,
-    ``response_started``, ``response_complete``; ``flow.read_paused``; ``connections``)."""
+    ``response_started``, ``response_complete``; ``flow.read_paused``; ``connections``), so the
+    httptools protocol could take H11Protocol's place as the base."""
 
     guard: ConnectionGuard
-    # uvicorn's, for the type checker.
-    connections: set[Any]
-    cycle: Any
-    flow: Any
-    loop: asyncio.AbstractEventLoop
-    transport: asyncio.Transport
-    client: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's own
         if self.guard.over_cap(len(self.connections)):
             self.guard.refuse(transport, len(self.connections))
             return
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._phase = _IDLE
@@ -150,7 +144,7 @@ class _Deadlines:
             # The first byte of the next request on a kept-alive connection.
             self._start(_HEADERS, self.guard.settings().header_timeout)
         self._received = True
-        super().data_received(data)  # type: ignore[misc]
+        super().data_received(data)
         cycle = self.cycle
         if cycle is not None and cycle is not self._request:  # headers complete
             self._request = cycle
@@ -166,7 +160,7 @@ class _Deadlines:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop()
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)
 
     def _start(self, phase: str, seconds: float) -> None:
         self._stop()
@@ -175,8 +169,9 @@ class _Deadlines:
         self._timer = self.loop.call_at(self._deadline, self._on_deadline, seconds)
 
     def _stop(self) -> None:
-        if getattr(self, "_timer", None) is not None:
-            self._timer.cancel()  # type: ignore[union-attr]
+        timer = getattr(self, "_timer", None)  # none yet when connection_made refused it
+        if timer is not None:
+            timer.cancel()
             self._timer = None
         self._phase = _IDLE
 

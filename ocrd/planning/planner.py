@@ -315,10 +315,10 @@ def _candidate_engines(entry: CatalogEntry, preference: Preference, notes: list[
     if wanted:
         notes.append(f"the {wanted} engine is asked for ({preference.engine_from or 'preference'})")
         return [wanted]
-    quantized = preference.quantization in ("8bit", "4bit")
-    if quantized and "transformers" in entry.engines:
+    asked = preference.quantization
+    if asked in ("8bit", "4bit") and "transformers" in entry.engines:
         if entry.engines[0] != "transformers":
-            notes.append(f"{QUANT_WORDS[preference.quantization]} is asked for "
+            notes.append(f"{QUANT_WORDS[asked]} is asked for "
                          f"({preference.quantization_from or 'preference'}): only the transformers "
                          f"engine quantizes")
         return ["transformers"]
@@ -412,8 +412,9 @@ def _transformers_attempt(entry: CatalogEntry, size: SizeFacts | None, gpu: Gpu,
 
 
 def _cpu_attempt(entry: CatalogEntry, size: SizeFacts | None, preference: Preference, why: str) -> _Attempt:
-    explicit = preference.quantization not in (None, "", "auto")
-    quantization = preference.quantization if explicit else "none"
+    asked = preference.quantization or "auto"
+    explicit = asked != "auto"
+    quantization = asked if explicit else "none"
     reasons = [f"transformers on the CPU, {QUANT_WORDS[quantization]}: {why}"]
     if not explicit:
         reasons.append("unquantized on the CPU: bitsandbytes' CPU kernels are slower than float32 "
@@ -442,6 +443,7 @@ def _vllm_attempt(entry: CatalogEntry, size: SizeFacts | None, gpu: Gpu, host: H
         estimated = utilization(estimate.total, gpu.total)
         reasons.append(f"estimate: {estimate.describe()}; sizes from {size.source}")
     if fixed is None:
+        assert estimated is not None  # the size is known: an unknown one without a share returned above
         share = estimated
         reasons.append(f"gpu_memory_utilization {share:.2f}: {gib(share * gpu.total)} of the GPU's "
                        f"{gib(gpu.total)} (needed / total, rounded up to 0.01)")

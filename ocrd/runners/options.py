@@ -62,7 +62,7 @@ def transformers_options(
         )
     on_gpu = device.startswith("cuda")
     dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
-    attn = config.attn_implementation
+    attn: str = config.attn_implementation
     if attn == "auto":
         attn = facts.attn_implementation or "auto"
     return {

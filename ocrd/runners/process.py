@@ -29,6 +29,8 @@ log = logging.getLogger("ocrd.runner")
 
 
 class ProcessRunner(Runner):
+    log_buffer: LogBuffer
+
     def __init__(
         self,
         spec: RunnerSpec,

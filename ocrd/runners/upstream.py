@@ -154,8 +154,9 @@ def connect_reason(exc: BaseException) -> str:
         if isinstance(cause, OSError) and (cause.errno or cause.strerror):
             # asyncio's strerror is "Connect call failed (...)"; errno says why. Resolver errors
             # (gaierror) have negative numbers and the right words already.
-            positive = isinstance(cause.errno, int) and cause.errno > 0
-            return os.strerror(cause.errno) if positive else str(cause.strerror)
+            if isinstance(cause.errno, int) and cause.errno > 0:
+                return os.strerror(cause.errno)
+            return str(cause.strerror)
         cause = cause.__cause__ or cause.__context__
     return str(exc).strip() or type(exc).__name__
 

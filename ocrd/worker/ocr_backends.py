@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -64,7 +65,7 @@ class PpocrBackend:
 
     def __init__(self, det_limit_side_len: int):
         self.det_limit_side_len = det_limit_side_len
-        self._ocr = None
+        self._ocr: Any = None  # a rapidocr.RapidOCR once loaded (rapidocr has no type hints)
 
     def load(self, progress: ProgressFn) -> None:
         progress("importing rapidocr", 0.1, "rapidocr, onnxruntime and OpenCV")
@@ -109,7 +110,7 @@ class TesseractBackend:
         self.cmd = cmd
         self.languages = languages
         self.psm = psm
-        self._binary: str | None = None
+        self._binary = ""  # the tesseract found by load()
 
     def load(self, progress: ProgressFn) -> None:
         progress("checking tesseract", 0.2, f"looking for {self.cmd!r}")

@@ -155,7 +155,7 @@ def _encode(runtime: Runtime, chat: ChatInput) -> Any:
     return processor(images=list(chat.images) or None, text=[prompt], return_tensors="pt", **kwargs)
 
 
-def _text_only(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+def _text_only(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for message in messages:
         content = message.get("content")

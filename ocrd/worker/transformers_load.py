@@ -203,13 +203,17 @@ def _linear_layers(model: Any) -> list[str]:
 
 
 def _quantizable_layers(model: Any, skip: set[str]) -> list[str]:
+    patterns = sorted(skip)
+    return [name for name in _linear_layers(model) if _converts(name, patterns)]
+
+
+def _converts(name: str, patterns: list[str]) -> bool:
+    """transformers' own rule where this version has it, else the same test written here."""
     try:
         from transformers.quantizers.quantizers_utils import should_convert_module
     except ImportError:
-        def should_convert_module(name: str, patterns: list[str]) -> bool:
-            return not any(name == p or name.startswith(p + ".") or name.endswith(p) for p in patterns)
-    patterns = sorted(skip)
-    return [name for name in _linear_layers(model) if should_convert_module(name, patterns)]
+        return not any(name == p or name.startswith(p + ".") or name.endswith(p) for p in patterns)
+    return bool(should_convert_module(name, patterns))
 
 
 def load_weights(auto: Any, options: TransformersOptions, place: Placement, hub_kwargs: dict[str, Any],

@@ -59,7 +59,7 @@ def image_only_processor(repo_id: str, snapshot: Path | None, hub_kwargs: dict[s
     return image_only.from_args_and_dict([parts[name] for name in attributes], processor_dict, **extra)
 
 
-def _image_only_class(base: type) -> type:
+def _image_only_class(base: type[Any]) -> type[Any]:
     def check_argument_for_proper_class(self: Any, argument_name: str, argument: Any) -> Any:
         if argument is None and "video" in argument_name:
             return None
@@ -71,7 +71,7 @@ def _image_only_class(base: type) -> type:
     })
 
 
-def processor_class(repo_id: str, snapshot: Path | None, hub_kwargs: dict[str, Any]) -> type | None:
+def processor_class(repo_id: str, snapshot: Path | None, hub_kwargs: dict[str, Any]) -> type[Any] | None:
     """The processor class the model's files name, else the one transformers maps its type to."""
     from transformers import AutoConfig
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES, processor_class_from_name

@@ -109,6 +109,7 @@ class ShardTracker:
 @contextmanager
 def track_weight_loading(tracker: ShardTracker) -> Iterator[None]:
     """Within the block, transformers' "Loading weights" loop reports through ``tracker``."""
+    loading: Any
     try:
         import transformers.core_model_loading as loading
     except ImportError:

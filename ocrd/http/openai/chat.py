@@ -101,5 +101,5 @@ class _LeasedStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]  # an async generator; Starlette types it as an AsyncIterable
             await self._stack.aclose()

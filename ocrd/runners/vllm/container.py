@@ -46,7 +46,7 @@ from ocrd.runners.vllm.container_spec import (
     container_name,
 )
 from ocrd.runners.vllm.readiness import answers as _answers
-from ocrd.runners.vllm.readiness import server_client, wait_until_ready
+from ocrd.runners.vllm.readiness import resolve, server_client, wait_until_ready
 
 log = logging.getLogger("ocrd.runner.docker")
 
@@ -247,11 +247,15 @@ class DockerRunner(Runner):
                 code = container.wait().get("StatusCode")
             except Exception:  # removed meanwhile, or the engine went away
                 code = None
-            _call_soon(loop, lambda: exited.done() or exited.set_result(code))
+            _call_soon(loop, resolve, exited, code)
 
         def lines() -> None:
             stream = docker_host.follow_log_stream(container, 0 if self._adopted else "all")
-            _read_lines(stream, lambda line: line is not None and self._post(loop, progress, line))
+            _read_lines(stream, post)
+
+        def post(line: str | None) -> None:
+            if line is not None:
+                self._post(loop, progress, line)
 
         threading.Thread(target=wait, daemon=True, name=f"wait-{self.model_id}").start()
         threading.Thread(target=lines, daemon=True, name=f"logs-{self.model_id}").start()

@@ -164,16 +164,19 @@ def container_config(spec: RunnerSpec, options: ContainerOptions, image_id: str)
         # unreachable, and may re-download what the host already has.
         environment["HF_HUB_OFFLINE"] = "1"
     device_ids = gpu_device_ids(spec, options)
+    command = vllm_command(spec, options)
+    device_requests: list[dict[str, Any]] = (
+        [{"Driver": "", "DeviceIDs": device_ids, "Capabilities": [["gpu"]]}] if device_ids else []
+    )
+    ipc_mode = None if options.shm_size else "host"
     shaping = {
         "image_id": image_id,
-        "command": vllm_command(spec, options),
+        "command": command,
         "environment": environment,
         "volumes": volumes,
-        "device_requests": (
-            [{"Driver": "", "DeviceIDs": device_ids, "Capabilities": [["gpu"]]}] if device_ids else []
-        ),
+        "device_requests": device_requests,
         "host_port": options.host_port,
-        "ipc_mode": None if options.shm_size else "host",
+        "ipc_mode": ipc_mode,
         "shm_size": options.shm_size,
         "user": options.user,
         "model": spec.model.id,
@@ -183,9 +186,9 @@ def container_config(spec: RunnerSpec, options: ContainerOptions, image_id: str)
     labels = {**options.labels, MANAGED_LABEL: "1", MODEL_LABEL: spec.model.id,
               INSTANCE_LABEL: options.instance, CONFIG_HASH_LABEL: config_hash}
     return ContainerConfig(
-        image=options.image, command=shaping["command"], environment=environment, volumes=volumes,
-        labels=labels, device_requests=shaping["device_requests"], host_port=options.host_port,
-        ipc_mode=shaping["ipc_mode"], shm_size=options.shm_size, user=options.user,
+        image=options.image, command=command, environment=environment, volumes=volumes,
+        labels=labels, device_requests=device_requests, host_port=options.host_port,
+        ipc_mode=ipc_mode, shm_size=options.shm_size, user=options.user,
         config_hash=config_hash,
     )
 

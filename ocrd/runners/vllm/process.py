@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -42,8 +43,11 @@ from ocrd.runners.logs import LogBuffer
 from ocrd.runners.parent_death import dying_with_parent
 from ocrd.runners.process import describe_returncode, rss_bytes
 from ocrd.runners.vllm.container_spec import ContainerOptions, gpu_device_ids, vllm_command
-from ocrd.runners.vllm.readiness import server_client, wait_until_ready
+from ocrd.runners.vllm.readiness import resolve, server_client, wait_until_ready
 from ocrd.systemd import SYSTEMD_VARIABLES
+
+if TYPE_CHECKING:
+    from ocrd.planning.gpu import GpuProbe
 
 log = logging.getLogger("ocrd.runner.vllm")
 
@@ -76,7 +80,9 @@ def server_environment(spec: RunnerSpec, options: ContainerOptions, base: Mappin
 
 
 class VllmProcessRunner(Runner):
-    def __init__(self, spec: RunnerSpec, *, gpu_probe: object = None,
+    log_buffer: LogBuffer
+
+    def __init__(self, spec: RunnerSpec, *, gpu_probe: GpuProbe | None = None,
                  environ: Mapping[str, str] | None = None):
         self.spec = spec
         self.options = ContainerOptions.from_spec(spec)
@@ -87,7 +93,7 @@ class VllmProcessRunner(Runner):
         self._port: int | None = None
         self._gpu_bytes = 0
         self._client: httpx.AsyncClient | None = None
-        self._exited: asyncio.Future[int | None] | None = None
+        self._exited: asyncio.Future[int] | None = None
         self._loading = False
         self._stopping = False
         self._progress: ProgressCallback | None = None
@@ -184,16 +190,16 @@ class VllmProcessRunner(Runner):
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
         pidfd = os.pidfd_open(process.pid)  # readable once the process has terminated
-        loop.add_reader(pidfd, lambda: ended.done() or ended.set_result(None))
+        loop.add_reader(pidfd, resolve, ended, None)
         try:
             await ended
         finally:
             loop.remove_reader(pidfd)
             os.close(pidfd)
-        while process.returncode is None:  # asyncio's child watcher reaps it a moment later
+        while (code := process.returncode) is None:  # asyncio's child watcher reaps it soon
             await asyncio.sleep(_GONE_POLL)
         if not exited.done():
-            exited.set_result(process.returncode)
+            exited.set_result(code)
 
     async def _failure(self, what: str) -> str:
         """The one-line load error: what happened and the server's last log lines."""

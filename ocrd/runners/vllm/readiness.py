@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 
 from ocrd.errors import ModelLoadFailed
 from ocrd.runners.base import LoadProgress, ProgressCallback
+
+T = TypeVar("T")
 
 POLL_SECONDS = 0.5  # between readiness probes; an exit ends the wait at once
 PROBE_TIMEOUT = 5.0  # one probe; a loading vLLM may accept a connection and not answer yet
@@ -35,7 +38,7 @@ async def wait_until_ready(
     base_url: str,
     served_name: str,
     *,
-    exited: asyncio.Future[int | None],
+    exited: asyncio.Future[Any],
     timeout: float,
     progress: ProgressCallback,
     describe: Describe,
@@ -75,3 +78,9 @@ async def lists_model(probe: httpx.AsyncClient, served_name: str) -> bool:
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
     return served_name in ids
+
+
+def resolve(future: asyncio.Future[T], value: T) -> None:
+    """Sets ``future``'s result unless it is done already (exit watchers may report twice)."""
+    if not future.done():
+        future.set_result(value)
