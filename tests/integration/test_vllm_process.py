@@ -31,7 +31,8 @@ from PIL import Image
 from ocrd.catalog import CatalogEntry
 from ocrd.errors import ModelLoadFailed
 from ocrd.runners.base import LoadProgress, RunnerSpec
-from ocrd.runners.vllm.process import API_SERVER_MODULE, VllmProcessRunner, group_members
+from ocrd.runners.lifecycle import group_members
+from ocrd.runners.vllm.process import API_SERVER_MODULE, VllmProcessRunner
 from tests.support.daemon import running_daemon, wait_until
 from tests.support.real_vllm import MODEL_KIND, ONE_IMAGE, SERVER_ARGS, SERVER_ENV, START_TIMEOUT
 from tests.support.render import data_url

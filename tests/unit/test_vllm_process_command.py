@@ -1,14 +1,11 @@
 """The vLLM server the process launcher would run (pure: no vLLM): its command line and its
-environment, and the process-group helpers it stops and measures with.
+environment. (The process group it stops and measures is ``ocrd.runners.lifecycle``'s:
+tests/integration/test_child_process.py.)
 
 tests/integration/test_vllm_process.py runs the same against real vLLM.
 """
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -18,7 +15,6 @@ from ocrd.runners.base import RunnerSpec
 from ocrd.runners.vllm.container_spec import ContainerOptions
 from ocrd.runners.vllm.process import (
     API_SERVER_MODULE,
-    group_members,
     server_command,
     server_environment,
 )
@@ -103,19 +99,3 @@ def test_systemds_variables_stay_with_the_daemon():
     assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env and "WATCHDOG_PID" not in env
     assert env["HOME"] == "/var/lib/ocrd"
 
-
-def test_group_members_lists_a_new_group_and_its_children_but_no_one_else():
-    # A real process group: a leader that starts a child, both sleeping.
-    leader = subprocess.Popen([sys.executable, "-c",
-                               "import subprocess, sys, time; "
-                               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-                               "print('ok', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        assert leader.stdout.readline() == b"ok\n"
-        members = group_members(leader.pid)
-        assert leader.pid in members and len(members) == 2
-        assert os.getpid() not in members
-    finally:
-        os.killpg(leader.pid, 9)
-        leader.wait()

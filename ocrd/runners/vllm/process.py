@@ -12,12 +12,16 @@ It leads its own process group: vLLM starts helper processes (its engine core), 
 losing the server must end them too. ``PR_SET_PDEATHSIG`` makes a SIGKILLed daemon take the
 server with it (armed by ``ocrd.runners.parent_death``, which says why not with ``preexec_fn``).
 
-Readiness and failures are those of ``DockerRunner``: ``/health`` then ``/v1/models`` within the
-load timeout (``ocrd.runners.vllm.readiness``); an exit during start-up raises ``ModelLoadFailed``
-with the server's last log lines; an exit after it calls ``on_exit`` once with the last line. Every
-output line goes to the daemon's log (logger ``ocrd.runner.vllm.<model>``), to the runner's
-``LogBuffer`` (`ocrctl logs`), and, while loading, into progress events. ``stop(grace)`` sends
-SIGTERM to the group, then SIGKILL, and returns once no process of the group is left.
+The process and its group are an ``ocrd.runners.lifecycle.ChildProcess``, as for the worker:
+its stdout and stderr merged (vLLM logs on both; one stream keeps their order) into the daemon's
+log (logger ``ocrd.runner.vllm.<model>``) and the runner's ``LogBuffer`` (`ocrctl logs`), its exit
+noticed through a pidfd (its engine core may hold the output pipe open after it died), and
+``stop(grace)`` ending the whole group, SIGTERM then SIGKILL. What is vLLM's own stays here: the
+command and environment, readiness and GPU measurement, and each output line turned into a
+progress event while loading. Readiness and failures are those of ``DockerRunner``: ``/health``
+then ``/v1/models`` within the load timeout (``ocrd.runners.vllm.readiness``); an exit during
+start-up raises ``ModelLoadFailed`` with the server's last log lines; an exit after it ends the
+rest of the group and calls ``on_exit`` once with the last line.
 
 Memory: the resident memory of the process group on the CPU; on a GPU, what NVML attributes to the
 group's processes once ready (vLLM preallocates its share then).
@@ -26,10 +30,8 @@ group's processes once ready (vLLM preallocates its share then).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Mapping
@@ -39,11 +41,11 @@ import httpx
 
 from ocrd.errors import ModelLoadFailed
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
+from ocrd.runners.lifecycle import ChildProcess
 from ocrd.runners.logs import LogBuffer
 from ocrd.runners.parent_death import dying_with_parent
-from ocrd.runners.process import describe_returncode, rss_bytes
 from ocrd.runners.vllm.container_spec import ContainerOptions, gpu_device_ids, vllm_command
-from ocrd.runners.vllm.readiness import resolve, server_client, wait_until_ready
+from ocrd.runners.vllm.readiness import server_client, wait_until_ready
 from ocrd.systemd import SYSTEMD_VARIABLES
 
 if TYPE_CHECKING:
@@ -54,7 +56,6 @@ log = logging.getLogger("ocrd.runner.vllm")
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 HOST = "127.0.0.1"  # the daemon is the one gateway to the model
 _LOG_TAIL = 10  # log lines quoted when a start fails
-_GONE_POLL = 0.1  # while waiting for the group's last processes to end
 
 
 def server_command(spec: RunnerSpec, options: ContainerOptions, python: str, port: int) -> list[str]:
@@ -89,73 +90,63 @@ class VllmProcessRunner(Runner):
         self._python = spec.python or sys.executable
         self._gpu_probe = gpu_probe  # ocrd.planning.gpu.GpuProbe for per-process GPU memory; None: none
         self._environ = environ  # None: the daemon's own environment at start
-        self._process: asyncio.subprocess.Process | None = None
         self._port: int | None = None
         self._gpu_bytes = 0
         self._client: httpx.AsyncClient | None = None
-        self._exited: asyncio.Future[int] | None = None
-        self._loading = False
-        self._stopping = False
-        self._progress: ProgressCallback | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._progress: ProgressCallback | None = None  # while loading: each log line is progress
         self.log_buffer = LogBuffer()
         self._log = log.getChild(spec.model.id.replace("/", "."))
+        self._child = ChildProcess("vLLM server", self._log, self.log_buffer, on_line=self._loading_line)
 
     # --- Runner interface ----------------------------------------------------------------------
 
     @property
     def pid(self) -> int | None:
-        process = self._process
-        return process.pid if process is not None and process.returncode is None else None
+        return self._child.pid
 
     @property
     def memory_bytes(self) -> int:
-        pid = self.pid
-        if not pid:
+        if not self.pid:
             return 0
         if self.spec.device.startswith("cuda"):
             return self._gpu_bytes  # measured through NVML once ready
-        return sum(rss_bytes(member) for member in group_members(pid))
+        return self._child.group_rss_bytes()
 
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self._port}"
 
     async def start(self, progress: ProgressCallback, on_exit: ExitCallback) -> None:
-        loop = asyncio.get_running_loop()
-        self._exited = loop.create_future()
-        self._progress = progress
-        self._loading = True
         self._port = self.options.host_port or free_port()
         command = server_command(self.spec, self.options, self._python, self._port)
         progress(LoadProgress("process", message=f"starting {API_SERVER_MODULE} with {self._python}"))
         self._log.info("starting: %s", " ".join(command))
+        self._progress = progress
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                *dying_with_parent(command, self._python),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,  # vLLM logs on both; one stream keeps their order
-                start_new_session=True,
-                env=server_environment(self.spec, self.options,
-                                       os.environ if self._environ is None else self._environ),
-            )
+            await self._child.spawn(
+                dying_with_parent(command, self._python),
+                server_environment(self.spec, self.options, os.environ if self._environ is None else self._environ),
+                merge_output=True)
         except OSError as exc:  # the interpreter is missing or not executable
+            self._progress = None
             raise ModelLoadFailed(f"{self.model_id}: cannot run {self._python}: {exc}") from None
-        self._tasks.append(asyncio.create_task(self._pump_output()))
-        self._tasks.append(asyncio.create_task(self._wait_exit()))
         try:
             await wait_until_ready(
-                self.base_url, self.options.served_model_name or self.model_id, exited=self._exited,
+                self.base_url, self.options.served_model_name or self.model_id, exited=self._child.exited,
                 timeout=self.options.load_timeout, progress=progress, describe=self._failure)
             if self.spec.device.startswith("cuda"):
                 self._gpu_bytes = await asyncio.to_thread(self._measure_gpu)
         except BaseException:
-            await self._end_group(0)
+            await self._end(0)
             raise
         finally:
-            self._loading = False
-        self._tasks.append(asyncio.create_task(self._watch(on_exit)))
+            self._progress = None
+
+        async def report(code: int) -> None:
+            await self._close_client()
+            on_exit(await self._child.exit_report("the vLLM server", "exited"))
+
+        self._child.watch(report)
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -163,101 +154,31 @@ class VllmProcessRunner(Runner):
         return self._client
 
     async def stop(self, grace: float) -> None:
-        await self._end_group(grace)
+        await self._end(grace)
 
     # --- internals -----------------------------------------------------------------------------
 
-    async def _pump_output(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        try:
-            async for raw in self._process.stdout:
-                line = raw.decode(errors="replace").rstrip()
-                if not line:
-                    continue
-                self.log_buffer.append(line)
-                self._log.info("%s", line)
-                if self._loading and self._progress is not None:
-                    self._progress(LoadProgress("loading", message=line))
-        finally:
-            self.log_buffer.close()  # the server's output ended: `ocrctl logs -f` ends too
-
-    async def _wait_exit(self) -> None:
-        """Resolves ``_exited`` when the server process ends. Not ``process.wait()``: that also
-        waits for its output pipe to close, which vLLM's engine core keeps open after the API
-        server died (and it lives on until we end the group)."""
-        process, exited = self._process, self._exited
-        assert process is not None and exited is not None
-        loop = asyncio.get_running_loop()
-        ended = loop.create_future()
-        pidfd = os.pidfd_open(process.pid)  # readable once the process has terminated
-        loop.add_reader(pidfd, resolve, ended, None)
-        try:
-            await ended
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-        while (code := process.returncode) is None:  # asyncio's child watcher reaps it soon
-            await asyncio.sleep(_GONE_POLL)
-        if not exited.done():
-            exited.set_result(code)
+    def _loading_line(self, line: str) -> None:
+        if self._progress is not None:
+            self._progress(LoadProgress("loading", message=line))
 
     async def _failure(self, what: str) -> str:
         """The one-line load error: what happened and the server's last log lines."""
-        if self._exited is not None and self._exited.done():
-            await self._output_drained()
+        if self._child.exited.done():
+            await self._child.output_drained()
         lines = self.log_buffer.tail(_LOG_TAIL)
         said = f"; its last log lines: {' | '.join(lines)}" if lines else ""
         return f"{self.model_id}: the vLLM server {what}{said}"
 
-    async def _output_drained(self) -> None:
-        """Lets the pump catch up with an ended server's last words (a bounded wait: a helper
-        process of the group may still hold the pipe open)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._tasks[0]), timeout=2.0)
+    async def _end(self, grace: float) -> None:
+        """The whole group ends (SIGTERM, SIGKILL after ``grace``), then the client goes."""
+        await self._child.stop(grace)
+        await self._close_client()
 
-    async def _watch(self, on_exit: ExitCallback) -> None:
-        assert self._exited is not None
-        code = await self._exited
-        if self._stopping:
-            return
-        self._log.error("vLLM server exited unexpectedly (%s)", describe_returncode(code))
-        # Its engine core may outlive it: the whole group goes, nothing stays behind (and the
-        # output pump reads the last lines meanwhile).
-        await self._end_group(0)
-        last = self.log_buffer.tail(1)
-        on_exit(f"the vLLM server exited ({describe_returncode(code)})" + (f": {last[0]}" if last else ""))
-
-    async def _end_group(self, grace: float) -> None:
-        """SIGTERM to the group, SIGKILL after ``grace``, until none of it is left; then the
-        client and the helper tasks go."""
-        self._stopping = True
-        process = self._process
-        if process is not None:
-            pgid = process.pid  # it leads its own group (start_new_session)
-            if process.returncode is None and grace > 0:
-                _signal_group(pgid, signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._group_gone(pgid), timeout=grace)
-            if group_members(pgid) or process.returncode is None:
-                if grace > 0:
-                    self._log.warning("vLLM server did not stop within %.0fs; killing it", grace)
-                _signal_group(pgid, signal.SIGKILL)
-                await self._group_gone(pgid)
-            # The output pump ends by itself with the group (its pipe closes) after the last
-            # lines; once it has, the process's transport is closed too.
-            await self._output_drained()
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+    async def _close_client(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-    async def _group_gone(self, pgid: int) -> None:
-        assert self._process is not None
-        while group_members(pgid) or self._process.returncode is None:
-            await asyncio.sleep(_GONE_POLL)
 
     def _measure_gpu(self) -> int:
         """GPU memory NVML attributes to the server's processes (blocking)."""
@@ -265,7 +186,7 @@ class VllmProcessRunner(Runner):
             return 0
         from ocrd.runners.vllm.container import container_gpu_bytes
 
-        return container_gpu_bytes(self._gpu_probe.snapshot(), group_members(self.pid))
+        return container_gpu_bytes(self._gpu_probe.snapshot(), self._child.members())
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -277,25 +198,3 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``, from /proc."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
-                # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'.
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
