@@ -66,9 +66,10 @@ class Direct:
 
         directory = ModelDirectory(Catalog.load_default(), load_settings(str(config_path)))
         entry = directory.resolve(model)
+        wishes = directory.wishes(entry)
         # The planner's decision for a host without a GPU: this process runs the model on the CPU.
-        decision = plan(entry, directory.size_facts(entry), Host(), directory.preference(entry))
-        spec = directory.runner_spec(entry, decision)
+        decision = plan(entry, directory.size_facts(wishes), Host(), wishes.preference())
+        spec = directory.runner_spec(wishes, decision)
         os.environ.update(spec.env)  # HF_HUB_CACHE, HF_HUB_OFFLINE, as the runner gets them
         self.engine = create_engine(entry.id, spec.options)
         self.engine.load(lambda stage, fraction, message: None)

@@ -4,7 +4,10 @@ Start-up order: scheduler, the HTTP socket bound, vLLM containers of a previous 
 removed (``ocrd.runners.vllm.adoption``), the control socket bound, then READY=1.
 Shutdown (SIGTERM/SIGINT): STOPPING=1, /health and gRPC health turn to not-serving, the HTTP
 server stops accepting and drains in-flight requests (bounded by scheduler.drain_timeout), the
-control plane stops, every runner is stopped, exit 0. SIGHUP re-reads the configuration file.
+control plane stops, every runner is stopped, exit 0. SIGHUP re-reads the configuration file:
+every setting applies from then on (those a runner starts with: to the models loaded after it),
+except the addresses and files bound at start (``RESTART_ONLY``), which keep their running values
+with a warning until a restart.
 """
 
 from __future__ import annotations
@@ -15,17 +18,20 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
 from ocrd import __version__
+from ocrd.cache.pull import Puller
 from ocrd.catalog import Catalog
 from ocrd.config.loading import load_settings
 from ocrd.config.settings import Settings
 from ocrd.control.server import ControlServer, start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.core.directory import ModelDirectory
+from ocrd.core.engines import runner_factory
 from ocrd.core.scheduler import Scheduler
 from ocrd.errors import ConfigError, OcrdError
 from ocrd.events import Event, EventBus, ModelState
@@ -41,7 +47,7 @@ from ocrd.http.connections import (
 from ocrd.http.state import AppState
 from ocrd.log_throttle import ThrottledLog
 from ocrd.metrics import Metrics
-from ocrd.planning.availability import DOCKER_STATUS
+from ocrd.planning.availability import DockerStatusCache
 from ocrd.planning.gpu import GpuProbe
 from ocrd.private_dirs import RUNNERS_SUBDIR, prepare_socket_dirs
 from ocrd.runners import sockets as runner_sockets
@@ -53,12 +59,25 @@ from ocrd.systemd import SYSTEMD_VARIABLES, Notifier, run_watchdog, watchdog_int
 
 log = logging.getLogger("ocrd")
 
+# Settings bound at start: sockets, listeners and TLS files; the runtime directory and the vLLM
+# instance named after it (containers are adopted by it at start); the tesseract command the
+# catalog checked. A reload warns about a change and keeps the running value until a restart.
+RESTART_ONLY: dict[str, tuple[str, ...]] = {
+    "": ("runtime_dir",),
+    "http": ("host", "port"),
+    "grpc": ("socket", "socket_mode", "socket_group", "listen", "tls_cert", "tls_key",
+             "tls_client_ca"),
+    "builtin": ("tesseract_cmd",),
+    "vllm": ("instance",),
+}
+
 
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: the daemon owns the signals."""
 
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Daemon:
@@ -70,9 +89,14 @@ class Daemon:
         self.notifier = Notifier()
         self.events = EventBus()
         self.catalog = Catalog.load_default({"tesseract": settings.builtin.tesseract_cmd})
-        self.models = ModelDirectory(self.catalog, settings)
+        self.docker = DockerStatusCache()  # one Docker status for the planner, cached
+        self.models = ModelDirectory(self.catalog, settings, docker_status=self.docker.get)
         self.gpu = GpuProbe()  # one NVML view for the planner and GetGpu
-        self.scheduler = Scheduler(settings, self.models, self._make_runner, self.events,
+        self.downloads = Puller()  # `ocrctl pull`: one download per repository
+        # The runner builders of the engine table's kinds (ocrd.core.engines).
+        make_runner = runner_factory({"process": self._process_runner, "vllm": self._vllm_runner,
+                                      "upstream": UpstreamRunner})
+        self.scheduler = Scheduler(settings, self.models, make_runner, self.events,
                                    gpu_probe=self.gpu)
         self.containers = VllmContainers(settings, self.models, self.gpu)
         self.info = DaemonInfo(
@@ -87,15 +111,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._control: ControlServer | None = None  # once bound; SIGHUP gives it new tokens
+        self._http: _HttpServer | None = None  # once built; SIGHUP gives it a new drain timeout
         # The folder serve() checked at start: a runtime_dir changed by SIGHUP applies only after
         # a restart, and runner sockets must never go into an unchecked one.
         self._runner_dir = settings.runtime_dir / RUNNERS_SUBDIR
 
-    def _make_runner(self, spec: RunnerSpec) -> Runner:
-        if spec.engine == "upstream":
-            return UpstreamRunner(spec)  # a server ocrd routes to; nothing to start
-        if spec.engine == "vllm":
-            return self._vllm_runner(spec)
+    def _process_runner(self, spec: RunnerSpec) -> Runner:
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
         return ProcessRunner(
             spec,
@@ -116,7 +137,7 @@ class Daemon:
         """Before READY: Docker's status for the planner (asked off the event loop, so the
         planner's cached answer is there), then the containers a previous run left."""
         if self.settings.vllm.launcher == "docker":
-            await asyncio.to_thread(DOCKER_STATUS.refresh)
+            await asyncio.to_thread(self.docker.refresh)
         await self.containers.adopt_containers(self.scheduler)
 
     async def run(self) -> int:
@@ -137,10 +158,12 @@ class Daemon:
                                 lambda reason: self.metrics.connections_dropped.labels(reason).inc())
         http = _HttpServer(uvicorn.Config(
             build_app(self.app_state), log_config=None, access_log=self.settings.log_level == "debug",
-            timeout_graceful_shutdown=int(self.settings.scheduler.drain_timeout) or 1,
+            timeout_graceful_shutdown=_graceful_shutdown(self.settings),
             lifespan="off", http=guarded_protocol(guard), backlog=BACKLOG,
         ))
-        servicer = ControlServicer(self.scheduler, self.info, gpu=self.gpu, runner_dir=self._runner_dir)
+        self._http = http
+        servicer = ControlServicer(self.scheduler, self.info, gpu=self.gpu, runner_dir=self._runner_dir,
+                                   downloads=self.downloads)
         control = await start_control_server(self.settings, servicer)
         self.info.grpc_addresses = list(control.addresses)
         self._control = control
@@ -188,11 +211,15 @@ class Daemon:
             log.error("configuration not reloaded: %s", exc.message)
             self.events.publish(Event(kind="config.reloaded", message=f"rejected: {exc.message}"))
         else:
-            _warn_about_restart_only_changes(self.settings, settings)
+            settings = keep_restart_only_values(self.settings, settings)
             self.settings = settings
             self.app_state.settings = settings
             self.scheduler.apply_settings(settings)
             self.containers.apply_settings(settings)
+            self.info.default_model = settings.default_model
+            apply_log_level(settings.log_level)
+            if self._http is not None:
+                self._http.config.timeout_graceful_shutdown = _graceful_shutdown(settings)
             self.events.publish(Event(kind="config.reloaded", message="configuration reloaded"))
             log.info("configuration reloaded from %s", settings.config_path or "defaults")
         self.notifier.ready(self.status_line())
@@ -233,16 +260,40 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _warn_about_restart_only_changes(old: Settings, new: Settings) -> None:
-    restart_only = {"http": ("host", "port"),
-                    "grpc": ("socket", "socket_mode", "socket_group", "listen", "tls_cert", "tls_key",
-                             "tls_client_ca")}
-    for section, keys in restart_only.items():
+def _graceful_shutdown(settings: Settings) -> int:
+    """uvicorn's drain of in-flight HTTP requests at shutdown: scheduler.drain_timeout."""
+    return int(settings.scheduler.drain_timeout) or 1
+
+
+def keep_restart_only_values(old: Settings, new: Settings) -> Settings:
+    """``new``, but with ``old``'s value of each RESTART_ONLY key that changed, each one logged:
+    nothing half-applies what only a restart can apply."""
+    for section, keys in RESTART_ONLY.items():
+        running = getattr(old, section) if section else old
+        loaded = getattr(new, section) if section else new
+        kept: dict[str, Any] = {}
         for key in keys:
-            if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
-                log.warning("%s.%s changed; it takes effect after a restart", section, key)
-    if old.runtime_dir != new.runtime_dir:
-        log.warning("runtime_dir changed; it takes effect after a restart")
+            if getattr(running, key) != getattr(loaded, key):
+                kept[key] = getattr(running, key)
+                shown = running.model_dump(mode="json", include={key})[key]  # as the file has it
+                log.warning("%s changed; it takes effect after a restart (until then: %s)",
+                            f"{section}.{key}" if section else key, shown)
+        if kept and section:
+            new = new.model_copy(update={section: loaded.model_copy(update=kept)})
+        elif kept:
+            new = new.model_copy(update=kept)
+    return new
+
+
+def apply_log_level(level: str) -> None:
+    """``log_level``, at start and on SIGHUP: the least severe messages logged. httpx logs every
+    request it sends (to runners, upstreams) at INFO, two journal lines per API request: those
+    lines, like uvicorn's access log, are for debug only."""
+    logging.getLogger().setLevel(level.upper())
+    logging.getLogger("httpx").setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
+    # uvicorn.Config(access_log=False) stopped this logger at start; its h11 protocol checks
+    # hasHandlers() per connection, so propagation decides from the next connection on.
+    logging.getLogger("uvicorn.access").propagate = level == "debug"
 
 
 def serve(settings: Settings, config_arg: str | None, overrides: dict[str, Any]) -> int:

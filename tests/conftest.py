@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+import ocrd.config.loading as config_loading
 
 # Fixture modules (the control plane over the real scheduler, Docker, a local registry, real
 # vLLM): every test can ask for their fixtures by name.
@@ -28,3 +33,15 @@ def tiny_hub(tmp_path_factory: pytest.TempPathFactory):
     hf_home = tmp_path_factory.mktemp("hf-home")
     hub_dir = hf_home / "hub"
     return TinyHub(hf_home=hf_home, hub_dir=hub_dir, models=build_tiny_hub(hub_dir))
+
+
+@pytest.fixture
+def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OCRD_* variable of the host reaches a test, and no /etc/ocrd/ocrd.toml either.
+
+    Not autouse: a module opts in with ``pytestmark = pytest.mark.usefixtures("isolated_config")``.
+    """
+    for name in list(os.environ):
+        if name.upper().startswith("OCRD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(config_loading, "DEFAULT_CONFIG_PATH", tmp_path / "etc" / "ocrd.toml")

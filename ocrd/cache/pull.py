@@ -96,7 +96,9 @@ def hub_offline(environ: dict[str, str] | None = None) -> bool:
 
 
 class Puller:
-    """The downloads of this process, one per (cache, repository)."""
+    """The downloads of a daemon, one per (cache, repository). The daemon builds one and hands
+    it to the control plane (download threads belong to the daemon, not to a request or a
+    servicer); tests build their own."""
 
     def __init__(self) -> None:
         self._jobs: dict[tuple[str, str], _Job] = {}
@@ -141,10 +143,6 @@ class Puller:
     def _forget(self, key: tuple[str, str], job: _Job) -> None:
         if self._jobs.get(key) is job:
             del self._jobs[key]
-
-
-# One per process: download threads belong to the process, not to a request or a servicer.
-DOWNLOADS = Puller()
 
 
 # --- one download ---------------------------------------------------------------------------------

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocrd.cache.inventory import CacheDeletion, CachedRepo, delete_cached, scan_repos
-from ocrd.cache.pull import DOWNLOADS, Puller, PullStep
+from ocrd.cache.pull import Puller, PullStep
 from ocrd.cache.verify import CacheVerification, verify_cached
 from ocrd.catalog import CatalogEntry
-from ocrd.config.settings import model_overrides
-from ocrd.core.directory import CACHED_ENGINES
+from ocrd.core.engines import in_hf_cache
 from ocrd.core.scheduler import Scheduler
 from ocrd.errors import Conflict, InvalidRequest, ModelNotFound, OcrdError
 from ocrd.events import ModelState
@@ -43,9 +42,9 @@ class CacheInventory:
 
 
 class CacheService:
-    def __init__(self, scheduler: Scheduler, downloads: Puller = DOWNLOADS):
+    def __init__(self, scheduler: Scheduler, downloads: Puller) -> None:
         self._scheduler = scheduler
-        self._downloads = downloads
+        self._downloads = downloads  # the daemon's one Puller: one download per repository
 
     @property
     def hub_dir(self) -> Path:
@@ -119,7 +118,7 @@ class CacheService:
         """Downloads a model into the cache (see ``ocrd.cache.pull``); progress steps, the last done."""
         repo_id = self.repo_id(name)
         entry = self._catalog_entry(repo_id)
-        if entry is not None and not any(engine in CACHED_ENGINES for engine in entry.engines):
+        if entry is not None and not in_hf_cache(entry):
             raise InvalidRequest(f"{repo_id} is built into ocrd ({', '.join(entry.engines)} engine): "
                                  "there is nothing to download", param="model")
         steps = self._downloads.pull(
@@ -134,19 +133,14 @@ class CacheService:
         revision, else the catalog's pin for the engine the model runs on here."""
         directory = self._scheduler.directory
         entry = self._catalog_entry(repo_id)
-        aliases = list(entry.aliases) if entry is not None else []
-        configured = model_overrides(directory.settings, repo_id, aliases).revision
-        if configured or entry is None:
-            return configured
+        model = directory.wishes(entry or CatalogEntry(repo_id))
+        if model.configured_revision or entry is None:
+            return model.configured_revision
         try:
-            engine = directory.engine_for(entry)
+            engine = directory.engine_for(model)
         except OcrdError:
             engine = entry.default_engine  # not servable here yet: its preferred engine
-        if engine == "transformers" and entry.transformers:
-            return entry.transformers.revision
-        if engine == "vllm" and entry.vllm and "--revision" in entry.vllm.args[:-1]:
-            return entry.vllm.args[entry.vllm.args.index("--revision") + 1]
-        return None
+        return entry.pinned_revision(engine)
 
     def _catalog_entry(self, repo_id: str) -> CatalogEntry | None:
         return next((e for e in self._scheduler.directory.catalog.entries() if e.id == repo_id), None)

@@ -27,9 +27,11 @@ from ocrd.catalog.presets import (
     parse_presets,
     render,
 )
+from ocrd.core.engines import SELECTABLE
 from ocrd.errors import InvalidRequest, ModelNotFound
 
-ENGINES = ("builtin", "transformers", "vllm")
+# The engines a catalog entry may name (``ocrd.core.engines``: upstreams come from the config).
+ENGINES = SELECTABLE
 # "model:preset" in a request's model field; ids and aliases never contain it.
 PRESET_SEPARATOR = ":"
 SEED_MEMORY_KEYS = ("transformers_8bit", "vllm")
@@ -80,6 +82,15 @@ class CatalogEntry:
         if "vllm" not in self.engines:
             return None
         return vllm_facts(self.id, self.engine_options.get("vllm", {}))
+
+    def pinned_revision(self, engine: str) -> str | None:
+        """The revision the catalog pins for running the model on ``engine``: the transformers
+        table's ``revision``, or a ``--revision`` among the vLLM server's arguments."""
+        if engine == "transformers" and self.transformers:
+            return self.transformers.revision
+        if engine == "vllm" and self.vllm and "--revision" in self.vllm.args[:-1]:
+            return self.vllm.args[self.vllm.args.index("--revision") + 1]
+        return None
 
     def preset(self, name: str, *, param: str = "model") -> Preset:
         """The preset ``name``; InvalidRequest (400) listing this model's presets otherwise."""

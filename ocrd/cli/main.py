@@ -120,11 +120,10 @@ def setup_logging(settings: Settings) -> None:
         fmt = "%(levelname)s %(name)s: %(message)s"
     else:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=settings.log_level.upper(), format=fmt, stream=sys.stderr)
-    if settings.log_level != "debug":
-        # httpx logs every request it sends (to runners, upstreams) at INFO: two journal lines
-        # per API request. Per-request lines are for log_level = "debug", as the access log is.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.basicConfig(format=fmt, stream=sys.stderr)
+    from ocrd.daemon import apply_log_level  # also applied again on SIGHUP
+
+    apply_log_level(settings.log_level)
 
 
 def to_toml(data: dict[str, Any]) -> str:

@@ -287,7 +287,7 @@ class TransformersSettings(_Section):
     )
 
 
-Engine = Literal["builtin", "transformers", "vllm"]
+Engine = Literal["builtin", "transformers", "vllm"]  # ocrd.core.engines.SELECTABLE (test_engine_table)
 
 
 class PlannerSettings(_Section):

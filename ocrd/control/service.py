@@ -16,23 +16,19 @@ from pathlib import Path
 
 import grpc.aio
 
+from ocrd.cache.pull import Puller
 from ocrd.cache.service import CacheService
 from ocrd.control import convert
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
+from ocrd.core.engines import engine_wish, quantization_wish
 from ocrd.core.scheduler import Scheduler
-from ocrd.errors import InvalidRequest
 from ocrd.events import ModelState
 from ocrd.model_ids import check_model_name, check_optional_model_name, check_revision
 from ocrd.ops import cleanup, doctor
 from ocrd.planning.gpu import GpuProbe
 from ocrd.runners import logs as runner_logs
 from ocrd.runners.vllm import image_pull
-
-# Engines and quantizations this version can honour when a client asks for one explicitly.
-KNOWN_ENGINES = {"", "builtin", "transformers", "vllm"}
-KNOWN_QUANTIZATIONS = {"", "auto", "none", "8bit", "4bit"}
-
 
 
 @dataclass
@@ -61,12 +57,18 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         clock: Callable[[], float] = time.time,
         gpu: GpuProbe | None = None,
         runner_dir: Path | None = None,
+        downloads: Puller | None = None,
     ):
         self._scheduler = scheduler
         self._info = daemon_info
         self._clock = clock  # wall clock, for uptime; tests pass a fixed one
         self._gpu = gpu if gpu is not None else GpuProbe()  # NVML; tests pass a FakeNvml one
         self._runner_dir = runner_dir  # where the runners' sockets are, for Cleanup
+        # The daemon's downloads (ocrctl pull): one per repository, whichever call asks.
+        self._downloads = downloads if downloads is not None else Puller()
+
+    def _cache(self) -> CacheService:
+        return CacheService(self._scheduler, self._downloads)
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
@@ -141,12 +143,12 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def ListCache(
         self, request: pb.ListCacheRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCacheResponse:
-        return convert.cache_inventory(await CacheService(self._scheduler).inventory())
+        return convert.cache_inventory(await self._cache().inventory())
 
     async def DeleteCache(
         self, request: pb.DeleteCacheRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCacheResponse:
-        deletion = await CacheService(self._scheduler).delete(
+        deletion = await self._cache().delete(
             check_model_name(request.model), check_revision(request.revision),
             dry_run=request.dry_run, force=request.force,
         )
@@ -155,7 +157,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def VerifyCache(
         self, request: pb.VerifyCacheRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyCacheResponse:
-        verification = await CacheService(self._scheduler).verify(
+        verification = await self._cache().verify(
             check_model_name(request.model), check_revision(request.revision))
         return convert.cache_verification(verification)
 
@@ -176,7 +178,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     ) -> AsyncIterator[pb.PullModelProgress]:
         # Cancelling the stream stops the download unless another client follows it (ocrd.cache.pull).
         model, revision = check_model_name(request.model), check_revision(request.revision)
-        pull = CacheService(self._scheduler).pull(model, revision)
+        pull = self._cache().pull(model, revision)
         async for step in pull:
             yield convert.pull_progress(step)
 
@@ -212,15 +214,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
 
 
 def check_engine_request(engine: str, quantization: str) -> None:
-    """Refuses engine / quantization names that do not exist (the scheduler judges the rest)."""
-    if engine not in KNOWN_ENGINES:
-        raise InvalidRequest(
-            f"unknown engine {engine!r}; use one of: {', '.join(sorted(KNOWN_ENGINES - {''}))}",
-            param="engine",
-        )
-    if quantization not in KNOWN_QUANTIZATIONS:
-        raise InvalidRequest(
-            f"unknown quantization {quantization!r}; use one of: "
-            f"{', '.join(sorted(KNOWN_QUANTIZATIONS - {''}))}",
-            param="quantization",
-        )
+    """Refuses engine / quantization names that do not exist (``ocrd.core.engines``; the
+    scheduler judges the rest), before the model's name is looked at."""
+    engine_wish(engine)
+    quantization_wish(quantization)

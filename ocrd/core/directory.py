@@ -2,10 +2,12 @@
 
 The catalog knows models in general; the directory narrows it to this host — the builtin models,
 catalog models that are downloaded into the shared Hugging Face cache and whose engine is
-installed — and adds cached models the catalog does not know but transformers can load. It also
-knows what the planner needs about a model (its size facts, the preferences the settings and a
-request state) and turns a planner ``Decision`` into the ``RunnerSpec`` a runner starts from. The
-scheduler asks it; nothing here holds state beyond the settings.
+installed — and adds cached models the catalog does not know but transformers can load. It
+resolves what the settings ask of a model once (``wishes``: ``ocrd.core.wishes``), and from those
+wishes knows what the planner needs (size facts) and turns a planner ``Decision`` into the
+``RunnerSpec`` a runner starts from. Which engines this host can run is asked of the injected
+Docker status (the daemon's ``DockerStatusCache``; tests pass their own). The scheduler asks it;
+nothing here holds state beyond the settings.
 """
 
 from __future__ import annotations
@@ -13,37 +15,33 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ocrd.cache.inventory import Snapshot, find_snapshot, resolve_hub_dir
 from ocrd.catalog import Catalog, CatalogEntry
-from ocrd.config.settings import Settings, model_overrides
-from ocrd.config.upstreams import ENGINE as UPSTREAM
+from ocrd.config.settings import Settings
 from ocrd.config.upstreams import upstream_entries, upstream_options
+from ocrd.core.engines import engine_kind, in_hf_cache
+from ocrd.core.wishes import NO_LOAD_WISH, LoadWish, ModelWishes, resolve_wishes
 from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
-from ocrd.planning.availability import engine_availability
+from ocrd.planning.availability import Availability, DockerStatusCache, DockerStatusProbe, engine_availability
 from ocrd.planning.model_size import SizeFacts, size_facts
-from ocrd.planning.planner import Decision, Preference
+from ocrd.planning.planner import Decision
 from ocrd.runners.base import RunnerSpec
-from ocrd.runners.options import (
-    VllmPlacement,
-    builtin_options,
-    transformers_options,
-    vllm_extra_args,
-    vllm_options,
-)
+from ocrd.runners.options import VllmPlacement, builtin_options, transformers_options, vllm_options
 
 log = logging.getLogger("ocrd.core.directory")
 
-CACHED_ENGINES = ("transformers", "vllm")
-
 
 class ModelDirectory:
-    def __init__(self, catalog: Catalog, settings: Settings):
+    def __init__(self, catalog: Catalog, settings: Settings, *,
+                 docker_status: DockerStatusProbe | None = None):
         self.catalog = catalog
         self.settings = settings
+        # Docker's status, for vLLM's availability: the daemon's cache; else one of its own.
+        self._docker_status = docker_status or DockerStatusCache().get
         self._upstreams = _by_name(upstream_entries(settings.upstreams, catalog))
 
     def apply_settings(self, settings: Settings) -> None:
@@ -54,6 +52,14 @@ class ModelDirectory:
     @property
     def hub_dir(self) -> Path:
         return resolve_hub_dir(self.settings.cache.hub_dir)
+
+    def wishes(self, entry: CatalogEntry, load: LoadWish = NO_LOAD_WISH) -> ModelWishes:
+        """What the settings (and ``load``) ask of ``entry``, resolved once (``ocrd.core.wishes``)."""
+        return resolve_wishes(entry, self.settings, load)
+
+    def availability(self, engine: str) -> Availability:
+        """Whether this host can run ``engine`` now (``ocrd.planning.availability``)."""
+        return engine_availability(engine, self.settings, self._docker_status)
 
     # --- what can be served ----------------------------------------------------------------------
 
@@ -82,38 +88,30 @@ class ModelDirectory:
             raise problem
         return entry
 
-    def engine_for(self, entry: CatalogEntry, requested: str | None = None) -> str:
-        """The engine ``entry`` would run with, before the planner looks at memory: the request's,
-        the model's config, ``planner.engine`` where the model supports it, else the first that
-        this host can run, in the catalog's order of preference."""
-        wanted = requested or model_overrides(self.settings, entry.id, list(entry.aliases)).engine
-        preferred = self.settings.planner.engine
-        if not wanted and preferred in entry.engines:
-            wanted = preferred
+    def engine_for(self, model: ModelWishes) -> str:
+        """The engine the model would run with, before the planner looks at memory: the one its
+        wishes name (the load's, the model's config, ``planner.engine`` where the model supports
+        it), else the first that this host can run, in the catalog's order of preference."""
+        wanted = model.wanted_engine()
         if wanted:
-            if wanted not in entry.engines:
-                raise InvalidRequest(
-                    f"{entry.id} cannot run on the {wanted} engine; it supports: "
-                    f"{', '.join(entry.engines)}", param="engine")
             return wanted
         reasons = []
-        for engine in entry.engines:
-            if engine == UPSTREAM:
-                return engine  # always available: ocrd only routes to it
-            availability = engine_availability(engine, self.settings)
+        for engine in model.entry.engines:
+            availability = self.availability(engine)
             if availability.available:
                 return engine
             reasons.append(f"{engine}: {availability.reason}")
-        raise EngineUnavailable(f"no engine for {entry.id} can run on this host ({'; '.join(reasons)})")
+        raise EngineUnavailable(f"no engine for {model.id} can run on this host ({'; '.join(reasons)})")
 
     def _servable(self, entry: CatalogEntry) -> Exception | None:
-        if not any(engine in CACHED_ENGINES for engine in entry.engines):
-            return None  # builtin: the catalog already checked its binary
+        if not in_hf_cache(entry):
+            return None  # builtin: the catalog already checked its binary; upstream: configured
+        model = self.wishes(entry)
         try:
-            engine = self.engine_for(entry)
+            engine = self.engine_for(model)
         except (EngineUnavailable, InvalidRequest) as exc:
             return exc
-        if engine in CACHED_ENGINES and self.snapshot(entry) is None:
+        if engine_kind(engine).hf_cache and self.snapshot(model) is None:
             return ModelNotFound(
                 f"model {entry.id!r} is not downloaded into the Hugging Face cache at "
                 f"{self.hub_dir}; fetch it with `ocrctl pull {entry.id}`",
@@ -121,11 +119,9 @@ class ModelDirectory:
             )
         return None
 
-    def snapshot(self, entry: CatalogEntry) -> Snapshot | None:
+    def snapshot(self, model: ModelWishes) -> Snapshot | None:
         """The cached revision to load: the config's, else the catalog's pin, else main."""
-        pinned = entry.transformers.revision if entry.transformers else None
-        revision = model_overrides(self.settings, entry.id, list(entry.aliases)).revision or pinned
-        return find_snapshot(self.hub_dir, entry.id, revision)
+        return find_snapshot(self.hub_dir, model.id, model.revision)
 
     # --- cached models the catalog does not know ---------------------------------------------------
 
@@ -149,77 +145,65 @@ class ModelDirectory:
 
     # --- what the planner needs -------------------------------------------------------------------
 
-    def size_facts(self, entry: CatalogEntry) -> SizeFacts | None:
+    def size_facts(self, model: ModelWishes) -> SizeFacts | None:
         """The model's size from its cached safetensors headers, else the catalog (blocking: it
         reads files; the scheduler calls it in a worker thread)."""
-        snapshot = self.snapshot(entry) if any(e in CACHED_ENGINES for e in entry.engines) else None
+        snapshot = self.snapshot(model) if in_hf_cache(model.entry) else None
         config = snapshot.config() if snapshot is not None else {}
-        return size_facts(snapshot.path if snapshot is not None else None, config, entry)
-
-    def preference(self, entry: CatalogEntry, engine: str | None = None,
-                   quantization: str | None = None, *, source: str = "the request") -> Preference:
-        """What the request (``engine``, ``quantization``; None or "auto": no wish), the model's
-        ``[models.X]`` section and the global settings ask for, each with where it comes from."""
-        per_model = model_overrides(self.settings, entry.id, list(entry.aliases))
-        section = f"[models.{entry.id!r}]".replace("'", '"')
-        transformers = self.settings.transformers
-        engines = [(engine, source), (per_model.engine, f"{section} engine"),
-                   (self.settings.planner.engine, "planner.engine")]
-        quantizations = [(quantization, source), (per_model.quantization, f"{section} quantization"),
-                         (transformers.quantization, "transformers.quantization")]
-        devices = [(per_model.device, f"{section} device"), (transformers.device, "transformers.device")]
-        chosen_engine, engine_from = _first_wish(engines)
-        chosen_quant, quant_from = _first_wish(quantizations)
-        chosen_device, device_from = _first_wish(devices)
-        max_tokens = transformers.max_new_tokens
-        return Preference(engine=chosen_engine, engine_from=engine_from, quantization=chosen_quant,
-                          quantization_from=quant_from, device=chosen_device, device_from=device_from,
-                          dtype=transformers.dtype, max_new_tokens=max_tokens,
-                          vllm_args=vllm_extra_args(self.settings, entry),
-                          gpu_memory_utilization=per_model.gpu_memory_utilization,
-                          gpu_memory_utilization_from=f"{section} gpu_memory_utilization")
+        return size_facts(snapshot.path if snapshot is not None else None, config, model.entry)
 
     # --- runner specs ---------------------------------------------------------------------------
 
-    def runner_spec(self, entry: CatalogEntry, decision: Decision) -> RunnerSpec:
-        """How to start the runner the planner decided on. A GPU runner sees exactly its planned
-        GPU (``CUDA_VISIBLE_DEVICES=<uuid>``, so it is ``cuda:0`` inside); a CPU runner sees none."""
-        settings = self.settings
-        if decision.engine == UPSTREAM:
-            return self._upstream_spec(entry, decision)
-        if decision.engine == "builtin":
-            return RunnerSpec(model=entry, engine="builtin", options=builtin_options(entry, settings))
-        if decision.engine == "vllm":
-            return self.vllm_spec(entry, VllmPlacement(decision.device, decision.gpu_uuid,
-                                                       decision.gpu_memory_utilization or None))
-        if decision.engine != "transformers":
+    def runner_spec(self, model: ModelWishes, decision: Decision) -> RunnerSpec:
+        """How to start the runner the planner decided on."""
+        specs: dict[str, Callable[[ModelWishes, Decision], RunnerSpec]] = {
+            "builtin": self._builtin_spec, "transformers": self._transformers_spec,
+            "vllm": self._vllm_decided_spec, "upstream": self._upstream_spec,
+        }
+        build = specs.get(decision.engine)
+        if build is None:
             raise EngineUnavailable(f"ocrd has no {decision.engine} engine")
-        snapshot = self.snapshot(entry)
-        if snapshot is None:
-            raise ModelNotFound(f"model {entry.id!r} is not downloaded; `ocrctl pull {entry.id}`")
+        return build(model, decision)
+
+    def _builtin_spec(self, model: ModelWishes, decision: Decision) -> RunnerSpec:
+        return RunnerSpec(model=model.entry, engine="builtin",
+                          options=builtin_options(model.entry, self.settings))
+
+    def _transformers_spec(self, model: ModelWishes, decision: Decision) -> RunnerSpec:
+        """A GPU runner sees exactly its planned GPU (``CUDA_VISIBLE_DEVICES=<uuid>``, so it is
+        ``cuda:0`` inside); a CPU runner sees none."""
+        snapshot = self._downloaded(model)
         on_gpu = decision.device.startswith("cuda")
-        options = transformers_options(entry, settings, snapshot, self.hub_dir,
+        options = transformers_options(model.entry, self.settings, snapshot, self.hub_dir,
                                        "cuda:0" if on_gpu else "cpu", quantization=decision.quantization)
         env = _hub_environment(self.hub_dir, offline=snapshot.complete)
         env["CUDA_VISIBLE_DEVICES"] = decision.gpu_uuid if on_gpu else ""
         return RunnerSpec(
-            model=entry, engine="transformers", device=decision.device, options=options,
-            python=settings.transformers.python or sys.executable, env=env,
+            model=model.entry, engine="transformers", device=decision.device, options=options,
+            python=self.settings.transformers.python or sys.executable, env=env,
         )
 
+    def _vllm_decided_spec(self, model: ModelWishes, decision: Decision) -> RunnerSpec:
+        return self.vllm_spec(model, VllmPlacement(decision.device, decision.gpu_uuid,
+                                                   decision.gpu_memory_utilization or None))
 
-    def vllm_spec(self, entry: CatalogEntry, placement: VllmPlacement) -> RunnerSpec:
-        """A vLLM server of ``entry`` at ``placement``. On the CPU it sees no GPU; on a GPU the
+    def vllm_spec(self, model: ModelWishes, placement: VllmPlacement) -> RunnerSpec:
+        """A vLLM server of the model at ``placement``. On the CPU it sees no GPU; on a GPU the
         container's device request (or the process's CUDA_VISIBLE_DEVICES) gives it its one."""
-        snapshot = self.snapshot(entry)
-        if snapshot is None:
-            raise ModelNotFound(f"model {entry.id!r} is not downloaded; `ocrctl pull {entry.id}`")
-        options = vllm_options(entry, self.settings, snapshot, self.hub_dir, placement)
+        snapshot = self._downloaded(model)
+        options = vllm_options(model.entry, self.settings, snapshot, self.hub_dir, placement,
+                               model.vllm_args)
         env = _hub_environment(self.hub_dir, offline=snapshot.complete)
         if not placement.on_gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
-        return RunnerSpec(model=entry, engine="vllm", device=placement.device, options=options,
+        return RunnerSpec(model=model.entry, engine="vllm", device=placement.device, options=options,
                           python=self.settings.vllm.python or sys.executable, env=env)
+
+    def _downloaded(self, model: ModelWishes) -> Snapshot:
+        snapshot = self.snapshot(model)
+        if snapshot is None:
+            raise ModelNotFound(f"model {model.id!r} is not downloaded; `ocrctl pull {model.id}`")
+        return snapshot
 
     def adopted_vllm_spec(self, model_id: str, labels: Mapping[str, str]) -> RunnerSpec | None:
         """The spec ocrd would start ``model_id`` from now, at the placement a running container
@@ -232,36 +216,28 @@ class ModelDirectory:
             entry = self.resolve(model_id)
         except (ModelNotFound, EngineUnavailable, InvalidRequest):
             return None
-        if "vllm" not in entry.engines or not engine_availability("vllm", self.settings).available:
+        if "vllm" not in entry.engines or not self.availability("vllm").available:
             return None
         placement = VllmPlacement.from_labels(labels)
         if placement.device == "cpu" and self.settings.vllm.device != "cpu":
             raise ValueError("it runs on the CPU but vllm.device is now cuda")
         if placement.on_gpu and self.settings.vllm.device == "cpu":
             placement = VllmPlacement("cpu")  # what ocrd would start now: the hash tells them apart
-        return self.vllm_spec(entry, placement)
+        return self.vllm_spec(self.wishes(entry), placement)
 
-    def _upstream_spec(self, entry: CatalogEntry, decision: Decision) -> RunnerSpec:
+    def _upstream_spec(self, model: ModelWishes, decision: Decision) -> RunnerSpec:
         # The upstream as configured now (a SIGHUP may have changed its URL since the slot began).
-        current = self._upstreams.get(entry.id, entry)
+        current = self._upstreams.get(model.id, model.entry)
         options = upstream_options(current)
         if not options:
-            raise ModelNotFound(f"model {entry.id!r} is no longer configured as an upstream")
+            raise ModelNotFound(f"model {model.id!r} is no longer configured as an upstream")
         options["timeout"] = options.get("timeout") or self.settings.http.request_timeout
-        return RunnerSpec(model=current, engine=UPSTREAM, device=options["url"], options=options)
+        return RunnerSpec(model=current, engine="upstream", device=options["url"], options=options)
 
 
 def _by_name(entries: list[CatalogEntry]) -> dict[str, CatalogEntry]:
     """Each entry under its id and every alias."""
     return {name: entry for entry in entries for name in (entry.id, *entry.aliases)}
-
-
-def _first_wish(wishes: list[tuple[str | None, str]]) -> tuple[str | None, str]:
-    """The first (value, source) that states a wish; "auto" and unset leave it to the planner."""
-    for value, source in wishes:
-        if value not in (None, "", "auto"):
-            return value, source
-    return None, ""
 
 
 def _hub_environment(hub_dir: Path, offline: bool) -> dict[str, str]:

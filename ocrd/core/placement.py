@@ -6,12 +6,12 @@ scheduler to unload the models it picks, through the ``unload`` callback, so tha
 change still goes through the scheduler.
 
 Two limits make room, in this order: ``scheduler.max_loaded_models`` (least recently used idle,
-unpinned models go first; upstreams neither count nor make others go), then memory: the planner
-names the idle models whose measured memory would cover the shortfall (``Decision
-.evictable_models``), they are unloaded, and the model is planned again. A load that still does
-not fit fails with InsufficientMemory (or EngineUnavailable when no engine can run it here).
-The caller holds the scheduler's room lock across ``make_room`` and its own bookkeeping, so two
-loads never plan against the same free memory.
+unpinned models go first; models of engines that do not run here, upstreams, neither count nor
+make others go), then memory: the planner names the idle models whose measured memory would
+cover the shortfall (``Decision.evictable_models``), they are unloaded, and the model is planned
+again. A load that still does not fit fails with InsufficientMemory (or EngineUnavailable when no
+engine can run it here). The caller holds the scheduler's room lock across ``make_room`` and its
+own bookkeeping, so two loads never plan against the same free memory.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from ocrd.config.settings import Settings
 from ocrd.core.directory import ModelDirectory
+from ocrd.core.engines import engine_kind
 from ocrd.core.slots import Slot, is_idle
+from ocrd.core.wishes import ModelWishes
 from ocrd.errors import CapacityExhausted, EngineUnavailable, InsufficientMemory, OcrdError
 from ocrd.events import ModelState
 from ocrd.planning.gpu import GpuProbe, unavailable
@@ -40,23 +42,17 @@ class Placement:
         self._settings = settings  # read at each use: SIGHUP replaces the settings
         self._unload = unload
 
-    async def plan(self, slot: Slot, engine: str | None = None,
-                   quantization: str | None = None) -> Decision:
-        """The planner's decision for ``slot`` now; the slot's load-time wishes unless others are
-        given. Blocking work (NVML, safetensors headers) runs in worker threads."""
-        entry = slot.entry
-        needs_gpu = any(e in ("transformers", "vllm") for e in entry.engines)
-        if needs_gpu:
+    async def plan(self, slot: Slot, wishes: ModelWishes | None = None) -> Decision:
+        """The planner's decision for ``slot`` now, with its wishes unless others are given.
+        Blocking work (NVML, safetensors headers) runs in worker threads."""
+        model = wishes or slot.wishes
+        if any(engine_kind(engine).uses_gpu for engine in model.entry.engines):
             snapshot = await self._gpu.snapshot_async()
-            size = await asyncio.to_thread(self._models.size_facts, entry)
+            size = await asyncio.to_thread(self._models.size_facts, model)
         else:
             snapshot, size = unavailable("not needed by the builtin engine"), None
-        wished_engine = engine or slot.engine_override
-        wished_quant = quantization if quantization not in (None, "auto") else slot.quantization_override
-        preference = self._models.preference(entry, wished_engine, wished_quant,
-                                             source="the request (--mode / --quant)")
-        host = host_view(self._settings(), snapshot, self._slots.values(), slot)
-        return plan(entry, size, host, preference)
+        host = host_view(self._settings(), snapshot, self._slots.values(), slot, self._models.availability)
+        return plan(model.entry, size, host, model.preference())
 
     async def make_room(self, slot: Slot) -> Decision:
         """The decision to load ``slot`` with, after evicting what it needs evicted: idle models
@@ -78,10 +74,10 @@ class Placement:
     async def _make_count_room(self, slot: Slot) -> None:
         """Evicts least-recently-used idle models while max_loaded_models would be exceeded."""
         # An upstream holds nothing on this host: it neither counts nor makes others go.
-        limit = 0 if slot.engine == "upstream" else self._settings().scheduler.max_loaded_models
+        limit = self._settings().scheduler.max_loaded_models if _runs_here(slot) else 0
         while limit:
             occupied = [s for s in self._slots.values()
-                        if s.holds_room and s is not slot and s.engine != "upstream"]
+                        if s.holds_room and s is not slot and _runs_here(s)]
             if len(occupied) < limit:
                 break
             # Only READY models can go: a loading one is about to be used.
@@ -96,6 +92,10 @@ class Placement:
                 )
             victim = min(idle, key=lambda s: s.last_used or 0.0)
             await self._unload(victim, f"evicted to make room for {slot.entry.id}")
+
+
+def _runs_here(slot: Slot) -> bool:
+    return engine_kind(slot.engine).runs_here
 
 
 def does_not_fit(model: str, decision: Decision) -> OcrdError:

@@ -1,6 +1,7 @@
 """Model slots: the scheduler's per-model state, and the read-only snapshots it hands out.
 
-Only ``ocrd.core.scheduler`` mutates a ``Slot``; everyone else sees ``SlotInfo``.
+Only the scheduler mutates a ``Slot`` (``ocrd.core.scheduler`` and the parts of it in
+``ocrd.core.slot_table`` and ``ocrd.core.loading``); everyone else sees ``SlotInfo``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import collections
 from dataclasses import dataclass, field
 
 from ocrd.catalog import CatalogEntry
+from ocrd.core.wishes import NO_LOAD_WISH, LoadWish, ModelWishes
 from ocrd.events import ModelState
 from ocrd.planning.planner import Decision
 from ocrd.runners.base import Runner
@@ -91,7 +93,9 @@ class Turns:
 class Slot:
     entry: CatalogEntry
     engine: str
-    keep_alive: float = 0.0  # these three: from the settings, see Scheduler._configure
+    # What the settings and the loads ask of the model, resolved once (Scheduler._configure).
+    wishes: ModelWishes
+    keep_alive: float = 0.0  # these three: from the wishes, see Scheduler._configure
     pinned: bool = False
     queue_capacity: int = 0
     state: ModelState = ModelState.NOT_LOADED
@@ -108,11 +112,9 @@ class Slot:
     turns: Turns = field(default_factory=lambda: Turns(1))
     # Recent request durations, for the Retry-After estimate.
     recent_seconds: float = 1.0
-    # Load-time overrides (`ocrctl load --pin --keep-alive`) win over the config until unload.
-    keep_alive_override: float | None = None
-    pin_override: bool = False
-    engine_override: str | None = None
-    quantization_override: str | None = None
+    # What loads asked for (`ocrctl load --mode --quant --pin --keep-alive`): wins over the
+    # config until the model unloads.
+    load: LoadWish = NO_LOAD_WISH
     # The planner's decision the current (or last) load was made with: engine, device, memory.
     decision: Decision | None = None
     # Counted against max_loaded_models from the moment a load begins until the runner is gone.

@@ -42,6 +42,7 @@ class _Body(BaseModel):
 class LoadModelRequest(_Body):
     keep_alive: KeepAlive | None = None
     pin: bool = False
+    # The engine table's names (ocrd.core.engines; tests/unit/test_engine_table.py keeps them equal).
     engine: Literal["builtin", "transformers", "vllm"] | None = None
     quantization: Literal["auto", "none", "8bit", "4bit"] | None = None
 

@@ -3,7 +3,8 @@
 Middlewares, outermost first: CORS (only with ``http.cors_origins``; outermost so that refusals
 carry its headers and a browser can read them), API keys (``http.api_keys``; before any body is
 read), paths with control characters refused, the body-size cap, the catch-all that turns a crash
-into the 500 envelope.
+into the 500 envelope. Each reads its settings from ``state`` at every request, so a SIGHUP that
+changes them applies to the next request.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ocrd.addresses import is_loopback_host
 from ocrd.http import admin
@@ -41,19 +43,38 @@ def build_app(state: AppState) -> FastAPI:
     app.include_router(admin.router)
     install_openapi(app)
     # Starlette runs the middleware added last first.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=lambda: state.settings.limits.max_body_bytes)
     app.add_middleware(PathGuard)
     app.add_middleware(ApiKeyAuth, state=state)
-    if settings.http.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.http.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-            max_age=600,
-        )
+    app.add_middleware(Cors, state=state)
     if not is_loopback_host(settings.http.host) and not settings.http.api_keys:
         log.warning("the HTTP API listens on %s without API keys: anyone who reaches the port may "
                     "use it; add [[http.api_keys]] ('ocrd hash-token --http') or bind 127.0.0.1",
                     settings.http.host)
     return app
+
+
+class Cors:
+    """Starlette's CORS middleware for the origins ``http.cors_origins`` lists now (none: off),
+    built again when a reload changes them."""
+
+    def __init__(self, app: ASGIApp, state: AppState):
+        self.app = app
+        self.state = state
+        self._origins: list[str] = []
+        self._cors: ASGIApp = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origins = self.state.settings.http.cors_origins
+        if origins != self._origins:
+            self._origins = list(origins)
+            self._cors = self.app
+            if origins:
+                self._cors = CORSMiddleware(
+                    self.app,
+                    allow_origins=self._origins,
+                    allow_methods=["GET", "POST"],
+                    allow_headers=["Authorization", "Content-Type"],
+                    max_age=600,
+                )
+        await self._cors(scope, receive, send)

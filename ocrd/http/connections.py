@@ -44,8 +44,10 @@ FD_RESERVE = 128
 # The listening socket's backlog, and so the most connections asyncio accepts in one go before
 # any of them is looked at: they need descriptors too.
 BACKLOG = 128
-# Connections over the cap that may wait for their request to be answered 503; beyond, closed.
-MOST_REFUSING = 32
+# Connections over the cap that may wait for their request to be answered 503; beyond, reset. A
+# burst is accepted BACKLOG at a time and each is answered as soon as its request is read, so twice
+# that is what a flood of connections needs without any being reset.
+MOST_REFUSING = 2 * BACKLOG
 REFUSAL_WAIT = 1.0  # seconds a refused connection may take to send its request
 
 
@@ -202,13 +204,15 @@ class _Deadlines(H11Protocol):
 
 class _Refusal(asyncio.Protocol):
     """A connection over the cap: answered 503 as soon as it sends anything (its request) or
-    after ``REFUSAL_WAIT``, then closed. Answering only once the request is in keeps a client
-    that is still writing from meeting a reset instead of the 503."""
+    after ``REFUSAL_WAIT``, then half-closed, and closed once the client closes its side (or after
+    ``REFUSAL_WAIT`` more). Answering once the request is in, and reading what else comes until
+    the client is done, keeps it from meeting a reset (unread data at close) instead of the 503."""
 
     def __init__(self, guard: ConnectionGuard):
         self._guard = guard
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._answered = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -217,7 +221,11 @@ class _Refusal(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(REFUSAL_WAIT, self._answer)
 
     def data_received(self, data: bytes) -> None:
-        self._answer()
+        if not self._answered:
+            self._answer()  # later data is read and dropped
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: close
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -225,10 +233,21 @@ class _Refusal(asyncio.Protocol):
         self._guard.refusing -= 1
 
     def _answer(self) -> None:
-        if self._transport is None or self._transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
             return
-        self._transport.write(_OVER_CAP)
-        self._transport.close()
+        if self._answered:  # the client kept the connection open after the answer
+            transport.close()
+            return
+        self._answered = True
+        transport.write(_OVER_CAP)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_WAIT, self._answer)
 
 
 def error_response(status: int, reason: str, message: str, code: str,

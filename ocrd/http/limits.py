@@ -4,7 +4,8 @@
 takes one, and Starlette matches routes with ``re.match`` and ``$``, which also matches before a
 final newline: ``/v1/models/ppocr%0A`` would be routed, and answered, as ``/v1/models/ppocr``.
 
-``BodySizeLimit`` caps request bodies (``limits.max_body_bytes``).
+``BodySizeLimit`` caps request bodies (``limits.max_body_bytes``). The limit is read at each
+request, so a SIGHUP that changes it applies to the next request.
 
 A declared ``Content-Length`` over the limit is answered 413 at once, before a byte of the body is
 read. A body without one (chunked) is counted as the app reads it; once over, the app's next read
@@ -15,6 +16,7 @@ message, so streaming responses stay streaming.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,32 +46,22 @@ async def _answer(error: OcrdError, scope: Scope, receive: Receive, send: Send) 
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]):
         self.app = app
-        self.max_bytes = max_bytes
-
-    def _error(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"request body is larger than {self.max_bytes} bytes (limits.max_body_bytes)"
-        )
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # No "Connection: close": closing while the client still uploads makes its next bytes
-        # meet a TCP reset (RFC 9112 section 9.6) and clients then report a reset instead of the
-        # 413. uvicorn discards the rest of the body and keeps the connection usable.
-        await _answer(self._error(), scope, receive, send)
+        self.max_bytes = max_bytes  # read at each request: SIGHUP replaces the settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes()  # one limit for the whole request, even across a reload
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None and declared > limit:
+            await _reject(limit, scope, receive, send)
             return
-        await self._counted(scope, receive, send)
+        await self._counted(limit, scope, receive, send)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _counted(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
         tripped = False
         started = False
@@ -77,13 +69,13 @@ class BodySizeLimit:
         async def counting_receive() -> Message:
             nonlocal received, tripped
             if tripped:
-                raise self._error()
+                raise _too_large(limit)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     tripped = True
-                    raise self._error()
+                    raise _too_large(limit)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -101,7 +93,18 @@ class BodySizeLimit:
             if not tripped or started:
                 raise
         if tripped and not started:
-            await self._reject(scope, receive, send)
+            await _reject(limit, scope, receive, send)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than {limit} bytes (limits.max_body_bytes)")
+
+
+async def _reject(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    # No "Connection: close": closing while the client still uploads makes its next bytes meet a
+    # TCP reset (RFC 9112 section 9.6) and clients then report a reset instead of the 413.
+    # uvicorn discards the rest of the body and keeps the connection usable.
+    await _answer(_too_large(limit), scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

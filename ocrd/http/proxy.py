@@ -1,10 +1,11 @@
 """Forwarding OpenAI requests to a runner, and translating what can go wrong on the way.
 
 The runner is one of ocrd's (a subprocess, a container) or an upstream server it only routes to
-(``[[upstreams]]``); both are reached through ``runner.client()``. Upstream errors in OpenAI's
-shape pass through with their status (raised as an error, so metrics count that status); anything
-unparseable is 502; a refused connection is 503; a timeout 504 (after KServe's
-openai_proxy_model).
+(``[[upstreams]]``); both are reached through ``runner.client()``, get the body
+``runner.request_body`` makes, and are named in errors by ``runner.describe()`` (the runner's
+methods say how each kind differs). Upstream errors in OpenAI's shape pass through with their
+status (raised as an error, so metrics count that status); anything unparseable is 502; a refused
+connection is 503; a timeout 504 (after KServe's openai_proxy_model).
 
 Streams are relayed event by event, so a runner that dies mid-stream never leaves the client
 with half an event: it gets one ``data: {"error": ...}`` event and ``data: [DONE]``. The relay is
@@ -19,33 +20,32 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
-from fastapi.responses import JSONResponse
 
-from ocrd.errors import ModelNotReady, OcrdError, UpstreamError, UpstreamTimeout
+from ocrd.errors import OcrdError, UpstreamError, UpstreamTimeout
+from ocrd.openai_types import DONE, sse_event
 from ocrd.runners.base import Runner
-from ocrd.runners.upstream import UpstreamRunner, connect_reason
 
 log = logging.getLogger("ocrd.proxy")
 
 CHAT_PATH = "/v1/chat/completions"
-DONE_EVENT = b"data: [DONE]\n\n"
+_DONE_LINE = DONE.decode().strip()  # "data: [DONE]", the event as the relay reads it
 # What a server-sent event's lines may start with (the WHATWG grammar); anything else is garbage.
 _SSE_FIELDS = ("data:", "event:", "id:", "retry:", ":")
 
 
-async def complete(runner: Runner, body: dict[str, Any]) -> JSONResponse:
-    """A non-streaming request: the runner's JSON answer, or its error, as a response."""
+async def complete(runner: Runner, body: dict[str, Any]) -> dict[str, Any]:
+    """A non-streaming request: the runner's completion; its error raised as an ``OcrdError``."""
     try:
-        response = await runner.client().post(CHAT_PATH, json=_outgoing(runner, body))
+        response = await runner.client().post(CHAT_PATH, json=runner.request_body(body))
     except httpx.HTTPError as exc:
         raise _transport_error(runner, exc) from None
     payload = _json_or_none(response.content)
     if response.status_code == 200 and isinstance(payload, dict) and isinstance(payload.get("choices"), list):
-        return JSONResponse(payload)
+        return payload
     if _is_openai_error(payload) and response.status_code >= 400:
         raise _PassThrough(payload, response.status_code)
     raise UpstreamError(_unexpected(runner, response))
@@ -54,7 +54,7 @@ async def complete(runner: Runner, body: dict[str, Any]) -> JSONResponse:
 async def open_stream(runner: Runner, body: dict[str, Any]) -> httpx.Response:
     """Starts a streaming request; errors before the first event become ordinary HTTP errors."""
     client = runner.client()
-    request = client.build_request("POST", CHAT_PATH, json=_outgoing(runner, body))
+    request = client.build_request("POST", CHAT_PATH, json=runner.request_body(body))
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
@@ -73,7 +73,7 @@ async def open_stream(runner: Runner, body: dict[str, Any]) -> httpx.Response:
     raise UpstreamError(_unexpected(runner, response))
 
 
-async def relay_events(runner: Runner, response: httpx.Response) -> AsyncIterator[bytes]:
+async def relay_events(runner: Runner, response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """Relays server-sent events whole; ends with an error event if the runner fails mid-way."""
     event: list[str] = []
     done = False
@@ -81,29 +81,25 @@ async def relay_events(runner: Runner, response: httpx.Response) -> AsyncIterato
         async for line in response.aiter_lines():
             if line:
                 if not line.startswith(_SSE_FIELDS):
-                    raise UpstreamError(f"{_who(runner)} sent a stream that is not server-sent "
+                    raise UpstreamError(f"{runner.describe()} sent a stream that is not server-sent "
                                         f"events (a line starts {line[:40]!r})")
                 event.append(line)
                 continue
             if not event:
                 continue
-            if event == ["data: [DONE]"]:
+            if event == [_DONE_LINE]:
                 done = True
             yield ("\n".join(event) + "\n\n").encode()
             event = []
         if not done:
-            raise UpstreamError(f"{_who(runner)} ended the stream early ({_may_have_crashed(runner)})")
+            raise UpstreamError(f"{runner.describe()} ended the stream early ({runner.failure_hint()})")
     except (httpx.HTTPError, OcrdError) as exc:
         error = exc if isinstance(exc, OcrdError) else _transport_error(runner, exc)
         log.warning("stream from %s failed: %s", runner.model_id, error.message)
-        yield stream_error_event(error)
-        yield DONE_EVENT
+        yield sse_event(error.to_openai())
+        yield DONE
     finally:
         await response.aclose()
-
-
-def stream_error_event(error: OcrdError) -> bytes:
-    return b"data: " + json.dumps(error.to_openai()).encode() + b"\n\n"
 
 
 class _PassThrough(OcrdError):
@@ -118,39 +114,18 @@ class _PassThrough(OcrdError):
         self.openai_type = str(error.get("type") or "server_error")
 
 
-def _outgoing(runner: Runner, body: dict[str, Any]) -> dict[str, Any]:
-    """The request body as ``runner`` gets it (an upstream: its model name, no ocrd extension)."""
-    return runner.request_body(body) if isinstance(runner, UpstreamRunner) else body
-
-
-def _who(runner: Runner) -> str:
-    if isinstance(runner, UpstreamRunner):
-        return f"the upstream server of {runner.model_id} at {runner.url}"
-    return f"the runner of {runner.model_id}"
-
-
-def _may_have_crashed(runner: Runner) -> str:
-    if isinstance(runner, UpstreamRunner):
-        return "it may have restarted or failed; ocrd does not manage it"
-    return "it may have crashed; see `ocrctl ps`"
-
-
 def _transport_error(runner: Runner, exc: httpx.HTTPError) -> OcrdError:
-    who = _who(runner)
     if isinstance(exc, httpx.TimeoutException):
-        limit = f" ({runner.timeout:g}s, its timeout)" if isinstance(runner, UpstreamRunner) else ""
-        return UpstreamTimeout(f"{who} did not answer in time{limit}")
+        return UpstreamTimeout(f"{runner.describe()} did not answer in time{runner.timeout_note()}")
     if isinstance(exc, httpx.ConnectError):
-        if isinstance(runner, UpstreamRunner):
-            return ModelNotReady(f"{who} is not reachable ({connect_reason(exc)})",
-                                 code="upstream_unreachable")
-        return ModelNotReady(f"{who} is not reachable (it may have just exited)")
-    return UpstreamError(f"{who} closed the connection mid-request ({_may_have_crashed(runner)})")
+        return runner.unreachable(exc)
+    return UpstreamError(f"{runner.describe()} closed the connection mid-request "
+                         f"({runner.failure_hint()})")
 
 
 def _unexpected(runner: Runner, response: httpx.Response) -> str:
     kind = response.headers.get("content-type", "no content type").split(";")[0]
-    return f"{_who(runner)} answered with an unexpected HTTP {response.status_code} ({kind})"
+    return f"{runner.describe()} answered with an unexpected HTTP {response.status_code} ({kind})"
 
 
 def _is_event_stream(response: httpx.Response) -> bool:

@@ -6,10 +6,13 @@ answered by ``importlib.util.find_spec`` for ocrd's own interpreter or by a one-
 configured one. Whether a GPU is there, and which one a model gets, is the planner's question
 (``ocrd.planning.planner``, from NVML).
 
-vLLM's availability depends on its launcher: the docker launcher needs a reachable Docker engine
-(with the NVIDIA runtime unless ``vllm.device = "cpu"``), asked through ``docker_host`` and cached
-for a few seconds (``DockerStatusCache``), because the planner asks on the event loop; the process
-launcher needs the ``vllm`` package importable by ``vllm.python``.
+Only the engines the table marks ``optional`` (``ocrd.core.engines``) are probed; the others are
+always there. vLLM's availability depends on its launcher: the docker launcher needs a reachable
+Docker engine (with the NVIDIA runtime unless ``vllm.device = "cpu"``), asked through
+``docker_host`` and cached for a few seconds (``DockerStatusCache``), because the planner asks on
+the event loop; the process launcher needs the ``vllm`` package importable by ``vllm.python``.
+The Docker status is injected (``docker_status``): the daemon builds one ``DockerStatusCache``
+and hands its ``get`` to the directory; tests pass their own answer.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ocrd.config.settings import Settings
+from ocrd.core.engines import ENGINES
 from ocrd.runners.vllm import docker_host
 from ocrd.runners.vllm.docker_host import DockerStatus
 
@@ -34,6 +38,10 @@ _PROBE = (
     "import importlib.util as u, sys; "
     "missing = [n for n in sys.argv[1:] if u.find_spec(n) is None]; print(' '.join(missing))"
 )
+
+
+# Docker's status now (``DockerStatusCache.get``, or a test's answer).
+DockerStatusProbe = Callable[[], DockerStatus]
 
 
 @dataclass(frozen=True)
@@ -56,23 +64,24 @@ def transformers_availability(settings: Settings) -> Availability:
     return Availability(True)
 
 
-def engine_availability(engine: str, settings: Settings) -> Availability:
-    if engine == "builtin":
+def engine_availability(engine: str, settings: Settings, docker_status: DockerStatusProbe) -> Availability:
+    """Whether this host can run ``engine`` now: always, unless the engine table marks it
+    ``optional``; then its probe answers."""
+    kind = ENGINES.get(engine)
+    if kind is None:
+        return Availability(False, f"ocrd has no {engine} engine")
+    if not kind.optional:
         return Availability(True)
-    if engine == "transformers":
-        return transformers_availability(settings)
-    if engine == "vllm":
-        return vllm_settings_availability(settings)
-    return Availability(False, f"ocrd has no {engine} engine")
+    return _PROBES[engine](settings, docker_status)
 
 
-def vllm_settings_availability(settings: Settings) -> Availability:
+def vllm_settings_availability(settings: Settings, docker_status: DockerStatusProbe) -> Availability:
     """vLLM with the configured launcher and device (probing Docker or the interpreter)."""
     config = settings.vllm
     if config.launcher == "process":
         return vllm_availability("process", None, vllm_package_availability(config.python),
                                  device=config.device)
-    return vllm_availability("docker", DOCKER_STATUS.get(), device=config.device)
+    return vllm_availability("docker", docker_status(), device=config.device)
 
 
 def vllm_package_availability(python: str) -> Availability:
@@ -160,4 +169,8 @@ class DockerStatusCache:
         return status
 
 
-DOCKER_STATUS = DockerStatusCache()
+# How each optional engine of the table (``EngineKind.optional``) is probed.
+_PROBES: dict[str, Callable[[Settings, DockerStatusProbe], Availability]] = {
+    "transformers": lambda settings, docker_status: transformers_availability(settings),
+    "vllm": vllm_settings_availability,
+}

@@ -9,18 +9,20 @@ context included), else the runner's own figure (RSS on the CPU).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ocrd.config.settings import Settings
 from ocrd.core.slots import Slot, is_idle
 from ocrd.events import ModelState
-from ocrd.planning.availability import engine_availability
+from ocrd.planning.availability import Availability
 from ocrd.planning.gpu import GpuSnapshot
 from ocrd.planning.planner import Host, LoadedModel, allowed_gpus
 
 
-def host_view(settings: Settings, snapshot: GpuSnapshot, slots: Iterable[Slot], planning: Slot | None) -> Host:
-    """The planner's ``Host`` now; ``planning`` (the slot being planned for) is left out."""
+def host_view(settings: Settings, snapshot: GpuSnapshot, slots: Iterable[Slot], planning: Slot | None,
+              availability: Callable[[str], Availability]) -> Host:
+    """The planner's ``Host`` now; ``planning`` (the slot being planned for) is left out;
+    ``availability`` answers which engines this host can run (``ModelDirectory.availability``)."""
     gpus, why = allowed_gpus(snapshot, settings.gpu.devices)
     used = {(f"cuda:{d.index}", p.pid): p.used_bytes for d in snapshot.devices for p in d.processes}
     loaded = [_loaded(slot, used) for slot in slots
@@ -28,8 +30,8 @@ def host_view(settings: Settings, snapshot: GpuSnapshot, slots: Iterable[Slot], 
               and slot.state in (ModelState.READY, ModelState.LOADING)]
     return Host(
         gpus=gpus, no_gpu_reason=why,
-        transformers=engine_availability("transformers", settings),
-        vllm=engine_availability("vllm", settings),
+        transformers=availability("transformers"),
+        vllm=availability("vllm"),
         vllm_device=settings.vllm.device,
         reserve_bytes=settings.gpu.reserve_mib * 2**20,
         loaded=tuple(loaded),

@@ -7,6 +7,10 @@ ends on its own calls the ``on_exit`` callback it was given, once, with a one-li
 Its log lines are for `ocrctl logs`: ``logs(tail)`` and ``follow_logs(tail)``. A runner that
 keeps them in a ``LogBuffer`` (``ocrd.runners.logs``; process runners) sets ``log_buffer`` and
 gets both from here; a container runner reads them from Docker instead.
+
+What the proxy (``ocrd.http.proxy``) forwards and how its errors name the runner are the runner's
+to say too: ``request_body``, ``describe``, ``failure_hint``, ``timeout_note`` and
+``unreachable``. Their defaults are for a runner ocrd manages; ``UpstreamRunner`` overrides them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import httpx
 
 from ocrd.catalog import CatalogEntry
+from ocrd.errors import ModelNotReady, OcrdError
 from ocrd.runners.logs import LogBuffer
 
 
@@ -61,6 +66,12 @@ class Runner(abc.ABC):
         return self.spec.model.id
 
     @property
+    def engine(self) -> str:
+        """The engine that really serves the model (the planner's choice when it loaded), which
+        decides e.g. the prompt wrapping a preset gets."""
+        return self.spec.engine
+
+    @property
     @abc.abstractmethod
     def pid(self) -> int | None:
         """Process id, for accounting and `ocrctl ps`; None when not running."""
@@ -86,6 +97,29 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     async def stop(self, grace: float) -> None:
         """Stops the runner: asks politely, waits up to ``grace`` seconds, then kills it."""
+
+    # --- how requests reach it, and how its failures read --------------------------------------
+
+    def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The chat request as this runner gets it: unchanged (ocrd's runners understand ocrd's
+        ``ocrd`` field and know their model by its id)."""
+        return body
+
+    def describe(self) -> str:
+        """Who failed, for error messages: "the runner of MODEL"."""
+        return f"the runner of {self.model_id}"
+
+    def failure_hint(self) -> str:
+        """Why a request may have broken off, and where to look."""
+        return "it may have crashed; see `ocrctl ps`"
+
+    def timeout_note(self) -> str:
+        """Said after "did not answer in time": the limit, where it is the runner's own."""
+        return ""
+
+    def unreachable(self, exc: httpx.ConnectError) -> OcrdError:
+        """The error for a request that could not connect to the runner (503)."""
+        return ModelNotReady(f"{self.describe()} is not reachable (it may have just exited)")
 
     async def logs(self, tail: int = 100) -> list[str]:
         """The runner's last ``tail`` log lines, oldest first (also after it ended)."""

@@ -21,7 +21,7 @@ from typing import Any
 from ocrd.cache.inventory import Snapshot
 from ocrd.catalog import CatalogEntry
 from ocrd.catalog.facts import TransformersFacts
-from ocrd.config.settings import Settings, model_overrides, vllm_instance
+from ocrd.config.settings import Settings, vllm_instance
 from ocrd.errors import EngineUnavailable
 
 
@@ -129,10 +129,12 @@ class VllmPlacement:
 
 
 def vllm_options(entry: CatalogEntry, settings: Settings, snapshot: Snapshot, hub_dir: Path,
-                 placement: VllmPlacement) -> dict[str, Any]:
+                 placement: VllmPlacement, extra_args: tuple[str, ...]) -> dict[str, Any]:
     """The options of a vLLM runner (documented in ``ocrd/runners/vllm/container_spec.py``): the
-    cached snapshot's revision, the catalog's ``vllm serve`` arguments, the planner's device and
-    share, this daemon's instance, and the launcher that runs it."""
+    cached snapshot's revision, the catalog's ``vllm serve`` arguments then ``extra_args`` (the
+    configuration's: ``vllm.args``, then ``[models.X] vllm_args``, as ``ocrd.core.wishes``
+    resolves them; vLLM takes the last of a repeated flag, so the model's own win), the planner's
+    device and share, this daemon's instance, and the launcher that runs it."""
     config = settings.vllm
     options: dict[str, Any] = {
         "launcher": config.launcher,
@@ -142,7 +144,7 @@ def vllm_options(entry: CatalogEntry, settings: Settings, snapshot: Snapshot, hu
         "hf_home": str(host_hf_home()),
         "model": entry.id,
         "revision": snapshot.commit,
-        "args": [*(entry.vllm.args if entry.vllm else ()), *vllm_extra_args(settings, entry)],
+        "args": [*(entry.vllm.args if entry.vllm else ()), *extra_args],
         "env": dict(config.env),
         "offline": snapshot.complete,
         "instance": vllm_instance(settings),
@@ -154,14 +156,6 @@ def vllm_options(entry: CatalogEntry, settings: Settings, snapshot: Snapshot, hu
         options["gpu"] = placement.gpu_uuid
         options["gpu_memory_utilization"] = placement.gpu_memory_utilization
     return options
-
-
-def vllm_extra_args(settings: Settings, entry: CatalogEntry) -> tuple[str, ...]:
-    """The configuration's arguments of ``entry``'s vLLM server, after the catalog's:
-    ``vllm.args``, then ``[models.X] vllm_args`` (vLLM takes the last of a repeated flag, so the
-    model's own win)."""
-    per_model = model_overrides(settings, entry.id, list(entry.aliases))
-    return (*settings.vllm.args, *per_model.vllm_args)
 
 
 def host_hf_home(environ: Mapping[str, str] | None = None) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from ocrd.errors import ModelLoadFailed
+from ocrd.errors import ModelLoadFailed, ModelNotReady, OcrdError
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
 
 log = logging.getLogger("ocrd.upstream")
@@ -80,7 +80,7 @@ class UpstreamRunner(Runner):
             await self._client.aclose()
             self._client = None
 
-    # --- what is forwarded -----------------------------------------------------------------------
+    # --- what is forwarded, and how failures read -------------------------------------------------
 
     def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The request as the upstream gets it: the model under the server's own name, and
@@ -88,6 +88,19 @@ class UpstreamRunner(Runner):
         forwarded = {key: value for key, value in body.items() if key != "ocrd"}
         forwarded["model"] = self.remote_name
         return forwarded
+
+    def describe(self) -> str:
+        return f"the upstream server of {self.model_id} at {self.url}"
+
+    def failure_hint(self) -> str:
+        return "it may have restarted or failed; ocrd does not manage it"
+
+    def timeout_note(self) -> str:
+        return f" ({self.timeout:g}s, its timeout)"
+
+    def unreachable(self, exc: httpx.ConnectError) -> OcrdError:
+        return ModelNotReady(f"{self.describe()} is not reachable ({connect_reason(exc)})",
+                             code="upstream_unreachable")
 
     # --- internals -----------------------------------------------------------------------------
 

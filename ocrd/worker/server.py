@@ -14,7 +14,6 @@ next one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -24,19 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ocrd.errors import OcrdError, as_ocrd_error
-from ocrd.worker.chat_input import chat_input, parse_request
+from ocrd.openai_types import DONE, sse_event, unless_disconnected
+from ocrd.worker.chat_input import chat_input, generation_params, parse_request
 from ocrd.worker.engines import Engine, Generation
 
 log = logging.getLogger("ocrd.worker.server")
-
-_DONE = b"data: [DONE]\n\n"
-
-
-def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
 
 @dataclass(frozen=True)
@@ -54,10 +48,10 @@ class Completion:
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return _sse(self._envelope("chat.completion.chunk", [choice]))
+        return sse_event(self._envelope("chat.completion.chunk", [choice]))
 
     def usage_chunk(self, generation: Generation) -> bytes:
-        return _sse(self._envelope("chat.completion.chunk", []) | {"usage": usage(generation)})
+        return sse_event(self._envelope("chat.completion.chunk", []) | {"usage": usage(generation)})
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
@@ -78,7 +72,12 @@ class Generator:
 
     async def text(self, generation: Generation) -> str:
         async with self._queue:
-            return await asyncio.to_thread(self._collect, generation)
+            try:
+                return await asyncio.to_thread(self._collect, generation)
+            except asyncio.CancelledError:
+                # The client went away: the thread runs on, so tell the engine to stop.
+                generation.cancel()
+                raise
 
     async def pieces(self, generation: Generation) -> AsyncIterator[str]:
         async with self._queue:
@@ -108,8 +107,8 @@ async def _stream(generator: Generator, generation: Generation, meta: Completion
         finished = True
         if not isinstance(exc, OcrdError):
             log.exception("generation failed mid-stream")
-        yield _sse(as_ocrd_error(exc).to_openai())
-        yield _DONE
+        yield sse_event(as_ocrd_error(exc).to_openai())
+        yield DONE
         return
     finally:
         # Left early: the client disconnected (Starlette cancels us, or closes this generator).
@@ -119,7 +118,7 @@ async def _stream(generator: Generator, generation: Generation, meta: Completion
     yield meta.chunk({}, generation.finish_reason)
     if include_usage:
         yield meta.usage_chunk(generation)
-    yield _DONE
+    yield DONE
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -154,7 +153,7 @@ def create_app(engine: Engine) -> FastAPI:
     async def chat_completions(request: Request):
         parsed = parse_request(await request.body())
         chat = await asyncio.to_thread(chat_input, parsed)  # image decoding is CPU work
-        generation = engine.generate(chat, parsed.params())  # input errors surface here, as 400
+        generation = engine.generate(chat, generation_params(parsed))  # input errors: 400 here
         meta = Completion(model=engine.model_id)
         if parsed.stream:
             return StreamingResponse(
@@ -162,22 +161,10 @@ def create_app(engine: Engine) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        text = await _unless_disconnected(request, generator.text(generation), generation.cancel)
+        text = await unless_disconnected(generator.text(generation), request.is_disconnected)
+        if text is None:  # the client hung up; its generation was stopped
+            return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
         return JSONResponse(meta.body(text, generation))
 
     return app
 
-
-DISCONNECT_POLL_S = 0.25
-
-
-async def _unless_disconnected(request: Request, work: Any, cancel: Any) -> Any:
-    """Awaits ``work``; if the client goes away first, ``cancel()`` stops the generation (a
-    non-streaming client is otherwise only noticed when the answer is written, after all the work)."""
-    task = asyncio.ensure_future(work)
-    while not task.done():
-        await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-        if not task.done() and await request.is_disconnected():
-            cancel()
-            break
-    return await task

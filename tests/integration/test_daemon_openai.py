@@ -71,12 +71,26 @@ def test_streamed_content_equals_the_non_streamed_content(client):
     assert char_accuracy("\n".join(ENGLISH[:2]), streamed) >= 0.95, streamed
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["stop"]
-    # include_usage: one last chunk with no choices and the usage.
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.total_tokens == (
-        chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
-    )
+    # include_usage: one last chunk with no choices and the usage. The builtin engine's tokens
+    # are words: none in the prompt (images only), one per word of the text.
+    words = len(streamed.split())
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.to_dict() == whole.usage.to_dict() == {
+        "prompt_tokens": 0, "completion_tokens": words, "total_tokens": words}
     assert len({c.id for c in chunks}) == 1
+
+
+def test_max_tokens_and_max_completion_tokens_cut_the_text_alike_and_the_newer_name_wins(client):
+    # The daemon and its runner read one token limit (ocrd.openai_types.token_limit): either field
+    # alone, max_completion_tokens when both are sent. A builtin token is a word.
+    messages = ocr_messages(render_text_image(ENGLISH))
+    replies = [client.chat.completions.create(model="ppocr", messages=messages, **limit) for limit in (
+        {"max_tokens": 5}, {"max_completion_tokens": 5}, {"max_tokens": 2, "max_completion_tokens": 5})]
+    texts = [reply.choices[0].message.content for reply in replies]
+    assert len(texts[0].split()) == 5 and texts[0] == texts[1] == texts[2], texts
+    for reply in replies:
+        assert reply.choices[0].finish_reason == "length"
+        assert reply.usage.completion_tokens == 5
 
 
 def test_models_list_shows_every_builtin_model_in_openai_shape(client):

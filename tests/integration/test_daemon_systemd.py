@@ -17,9 +17,11 @@ from tests.support.daemon import (
     running_daemon,
     wait_until,
 )
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.render import char_accuracy, render_text_image
 
 PPOCR = "builtin/ppocr"
+HELD = "org/held"  # an upstream model whose answers the test holds
 
 
 def _ocr(daemon, lines: list[str]) -> str:
@@ -73,26 +75,36 @@ def test_watchdog_pings_arrive_when_watchdog_usec_is_set():
 
 
 def test_watchdog_pings_go_on_while_a_request_is_being_served():
-    # WATCHDOG=1 comes from the event loop: a long OCR request (in a runner) must not stop it.
-    with running_daemon(env={"WATCHDOG_USEC": "200000"}) as daemon:
-        assert daemon.ocrctl("load", "ppocr").returncode == 0
-        done = threading.Event()
+    # WATCHDOG=1 comes from the event loop, which also awaits the answer of the model serving a
+    # request: a long request must not stop the pings. The model here is an upstream that answers
+    # only when the test lets it, so the request lasts as long as the pings take to come.
+    with FakeUpstream(HELD) as upstream:
+        upstream.behaviour = "slow"
+        config = {"upstreams": [{"model": HELD, "url": upstream.url}]}
+        with running_daemon(config, env={"WATCHDOG_USEC": "200000"}) as daemon:
+            assert daemon.ocrctl("load", HELD).returncode == 0
+            answers: list = []
 
-        def pings(since: int) -> int:
-            return sum(n.has("WATCHDOG=1") for n in daemon.notifications[since:])
+            def pings(since: int) -> int:
+                return sum(n.has("WATCHDOG=1") for n in daemon.notifications[since:])
 
-        lines = [f"line {i} of a long page" for i in range(30)]
-        worker = threading.Thread(target=lambda: (_ocr(daemon, lines), done.set()))
-        worker.start()
-        try:
-            wait_until(lambda: daemon.ps()[PPOCR]["in_flight"] == 1, timeout=60, interval=0.05,
-                       message="the request in flight")
-            count = len(daemon.notifications)
-            wait_until(lambda: pings(count) >= 3 or done.is_set(), timeout=60,
-                       message="pings or the end of the request")
-            assert pings(count) >= 3 and not done.is_set(), "no pings while the request ran"
-        finally:
-            worker.join(HTTP_TIMEOUT)
+            def request() -> None:
+                with daemon.openai_client() as client:
+                    answers.append(client.chat.completions.create(
+                        model=HELD, messages=[{"role": "user", "content": "held"}]))
+
+            worker = threading.Thread(target=request)
+            worker.start()
+            try:
+                wait_until(lambda: daemon.ps()[HELD]["in_flight"] == 1, timeout=60,
+                           message="the request in flight")
+                count = len(daemon.notifications)
+                wait_until(lambda: pings(count) >= 3, timeout=60, message="three pings")
+                assert daemon.ps()[HELD]["in_flight"] == 1 and not answers  # still being served
+            finally:
+                upstream.release.set()
+                worker.join(HTTP_TIMEOUT)
+            assert answers[0].choices[0].message.content == f"fake-vllm {HELD} read: held"
 
 
 def test_sighup_reloads_a_changed_config_and_keeps_the_old_one_when_broken():
@@ -131,34 +143,38 @@ def test_sighup_reloads_a_changed_config_and_keeps_the_old_one_when_broken():
 
 
 def test_sigterm_drains_an_in_flight_request_before_exiting_0():
-    with running_daemon() as daemon:
-        assert daemon.ocrctl("load", "ppocr").returncode == 0
-        lines = [f"Row {i}: drained before the daemon stops" for i in range(30)]
-        result: dict = {}
+    # The request is held by an upstream that answers only when the test lets it: it is in flight
+    # when SIGTERM arrives and still in flight once STOPPING=1 is out, whatever the machine's speed.
+    with FakeUpstream(HELD) as upstream:
+        upstream.behaviour = "slow"
+        with running_daemon({"upstreams": [{"model": HELD, "url": upstream.url}]}) as daemon:
+            assert daemon.ocrctl("load", "ppocr").returncode == 0  # a runner to stop at the end
+            result: dict = {}
 
-        def request():
-            with daemon.http() as http:
-                result["response"] = http.post("/v1/chat/completions", json={
-                    "model": "ppocr", "messages": ocr_messages(render_text_image(lines))})
+            def request():
+                with daemon.http() as http:
+                    result["response"] = http.post("/v1/chat/completions", json={
+                        "model": HELD, "messages": [{"role": "user", "content": "drained"}]})
 
-        worker = threading.Thread(target=request)
-        worker.start()
-        try:
-            wait_until(lambda: daemon.ps()[PPOCR]["in_flight"] == 1, timeout=60, interval=0.05,
-                       message="the request in flight")
-            runners = daemon.runner_pids()
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait_notification(lambda n: n.has("STOPPING=1"))
-        finally:
-            worker.join(HTTP_TIMEOUT)
-        assert not worker.is_alive()
-        response = result["response"]
-        assert response.status_code == 200, response.text
-        text = response.json()["choices"][0]["message"]["content"]
-        assert char_accuracy("\n".join(lines), text) >= 0.95
-        assert daemon.stop() == 0
-        assert runners and not any(pid in daemon.surviving_runners() for pid in runners)
-        assert_no_runner_survives(daemon)
+            worker = threading.Thread(target=request)
+            worker.start()
+            try:
+                wait_until(lambda: daemon.ps()[HELD]["in_flight"] == 1, timeout=60,
+                           message="the request in flight")
+                runners = daemon.runner_pids()
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait_notification(lambda n: n.has("STOPPING=1"))
+                assert "response" not in result and daemon.process.poll() is None  # draining
+            finally:
+                upstream.release.set()
+                worker.join(HTTP_TIMEOUT)
+            assert not worker.is_alive()
+            response = result["response"]
+            assert response.status_code == 200, response.text
+            assert response.json()["choices"][0]["message"]["content"] == f"fake-vllm {HELD} read: drained"
+            assert daemon.stop() == 0
+            assert runners and not any(pid in daemon.surviving_runners() for pid in runners)
+            assert_no_runner_survives(daemon)
 
 
 def test_sigint_stops_like_sigterm():

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.support.daemon import (
+    deep_merge,
     pid_alive,
     runner_command_lines,
     runner_info,
@@ -46,7 +47,8 @@ def daemon(hub):
         "cache": {"hub_dir": hub},
         "scheduler": {"reap_interval": "0.2s"},
         "transformers": {"max_new_tokens": 16, "generation": {"min_new_tokens": NEVER_EOS}},
-        "models": {LLAVA: {"keep_alive": f"{KEEP_ALIVE:g}s"}},
+        # Pinned until its keep-alive test has read its runner's pid, then unpinned by a reload.
+        "models": {LLAVA: {"keep_alive": f"{KEEP_ALIVE:g}s", "pinned": True}},
     }
     with running_daemon(config) as running:
         yield running
@@ -81,8 +83,9 @@ def runners_of(daemon, model: str) -> list[int]:
 
 def test_an_idle_transformers_runner_exits_on_its_own_after_its_keep_alive(client, daemon):
     assert complete(client, LLAVA, 3).usage.completion_tokens == 3
-    # Found in /proc at once (an ocrctl call could take longer than the keep-alive).
-    [pid] = runners_of(daemon, LLAVA)
+    [pid] = runners_of(daemon, LLAVA)  # pinned: it cannot go while the test looks
+    assert daemon.ps()[LLAVA]["pid"] == pid
+    daemon.reload(deep_merge(daemon.config, {"models": {LLAVA: {"pinned": False}}}))
     listed = {m["id"]: m for m in json.loads(daemon.ocrctl("models", "--json").stdout)["models"]}
     assert listed[LLAVA]["keep_alive_seconds"] == KEEP_ALIVE and listed[LLAVA]["engine"] == "transformers"
     wait_until(lambda: not pid_alive(pid), timeout=60, message="the idle runner exiting")

@@ -1,4 +1,5 @@
-"""``[[upstreams]]`` through a real ``ocrd serve``: listed, loaded, used, unloaded and reloaded.
+"""``[[upstreams]]`` through a real ``ocrd serve``: listed, loaded, used and unloaded (added and
+removed by a reload: ``test_daemon_reload.py``).
 
 The upstream servers are real HTTP servers in the test process (``FakeUpstream``); ocrd, ocrctl,
 gRPC and the HTTP API are the real ones. The proxy's promises (errors, streams, metrics) have
@@ -8,12 +9,11 @@ their own modules, ``test_proxy_*.py``.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 
 import pytest
 
-from tests.support.daemon import OCRD, REPO, daemon_env, running_daemon, wait_until
+from tests.support.daemon import OCRD, REPO, daemon_env, running_daemon
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.openapi import validate
 
@@ -134,22 +134,3 @@ def test_loads_that_cannot_reach_or_find_the_model_fail_with_one_line_each(tmp_p
                     "model": "acme/refused", "messages": [{"role": "user", "content": "hi"}]})
             assert response.status_code == 503
             assert "cannot be reached" in response.json()["error"]["message"]
-
-
-def test_sighup_adds_and_removes_upstreams(upstream) -> None:
-    with FakeUpstream("org/late") as late:
-        first = {"upstreams": [{"model": OWN_MODEL, "url": upstream.url, "served_model_name": SERVED_AS,
-                                "api_key_env": KEY_VARIABLE}]}
-        with running_daemon(first, env={KEY_VARIABLE: "s3cret"}) as daemon:
-            assert OWN_MODEL in models_json(daemon) and "org/late" not in models_json(daemon)
-            notes = len(daemon.notifications)
-            daemon.write_config({**daemon.config, "upstreams": [{"model": "org/late", "url": late.url}]})
-            daemon.send_signal(signal.SIGHUP)
-            daemon.wait_ready(after=notes)
-            listed = wait_until(lambda: (m := models_json(daemon)) and "org/late" in m and m,
-                                timeout=30, message="the reloaded upstream is listed")
-            assert OWN_MODEL not in listed
-            with daemon.openai_client() as client:
-                reply = client.chat.completions.create(
-                    model="org/late", messages=[{"role": "user", "content": "after reload"}])
-            assert reply.choices[0].message.content == "fake-vllm org/late read: after reload"

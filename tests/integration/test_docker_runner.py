@@ -30,6 +30,7 @@ from ocrd.planning.gpu import GpuProbe
 from ocrd.runners.base import LoadProgress, RunnerSpec
 from ocrd.runners.vllm import docker_host
 from ocrd.runners.vllm.container import DockerRunner, adopt, container_gpu_bytes
+from ocrd.runners.vllm.container_spec import container_name
 from tests.support.docker_engine import instance_containers, remove_instance, runner_labels
 from tests.support.fake_nvml import FakeDevice, FakeNvml
 from tests.support.fake_vllm.server import CRASH_EXIT_CODE, CRASH_WORD
@@ -323,11 +324,26 @@ async def test_exit_during_start_up_fails_with_the_last_log_lines_and_leaves_not
 
 async def test_load_timeout_removes_the_container_and_quotes_its_log(docker_engine, fake_vllm_image,
                                                                      docker_instance, hf_home):
+    """The load timeout counts from the container's start, and a container is slow to say anything
+    on a loaded machine; so the container (the very one the runner would create) is started here,
+    and the runner takes it over once its log says it is still loading: the timeout then always
+    has that line to quote."""
+    still_loading = "still loading (FAKE_VLLM_NEVER_READY=1)"
     spec = vllm_spec(fake_vllm_image, hf_home, docker_instance, env={"FAKE_VLLM_NEVER_READY": "1"},
-                     load_timeout=3.0)
-    message, _ = await failed_start(spec, docker_engine)
-    assert "did not become ready within 3s" in message
-    assert "still loading (FAKE_VLLM_NEVER_READY=1)" in message
+                     load_timeout=1.0)
+    runner, events = DockerRunner(spec, docker=docker_engine), Events()
+    container = docker_engine.containers.create(**runner.config().create_kwargs(container_name(MODEL)))
+    container.start()
+    deadline = time.monotonic() + HANG_GUARD
+    while still_loading not in container.logs().decode() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    container.reload()
+    runner.attach(container)
+    with pytest.raises(ModelLoadFailed) as failure:
+        await asyncio.wait_for(runner.start(events.on_progress, events.on_exit), HANG_GUARD)
+    message = failure.value.message
+    assert message.startswith(f"{MODEL}: the vLLM container did not become ready within 1s; its last log lines: ")
+    assert still_loading in message
     assert instance_containers(docker_engine, docker_instance) == []
 
 

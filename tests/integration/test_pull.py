@@ -21,7 +21,7 @@ import pytest
 from huggingface_hub import scan_cache_dir
 
 from ocrd.cache.inventory import find_snapshot, read_ref
-from ocrd.cache.pull import DOWNLOADS
+from ocrd.cache.pull import Puller
 from ocrd.cache.service import CacheService
 from ocrd.config.settings import ModelSettings, Settings
 from ocrd.control.v1 import control_pb2 as pb
@@ -60,13 +60,13 @@ def settings(socket_dir: Path, hub_dir: Path) -> Settings:
 
 
 @pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+def fake_hub(monkeypatch: pytest.MonkeyPatch, downloads: Puller) -> Iterator[FakeHub]:
     with FakeHub() as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.delenv("HF_TOKEN", raising=False)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         yield hub
-    assert DOWNLOADS.active() == [], "a download outlived its test"
+    assert downloads.active() == [], "a download outlived its test"
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ async def test_pull_by_alias_takes_the_catalogs_pinned_revision(stub, fake_hub, 
 
 
 def test_the_revision_pulled_by_default_is_the_configs_else_the_catalogs_pin(scheduler, settings):
-    service = CacheService(scheduler)
+    service = CacheService(scheduler, Puller())
     assert service.pinned_revision("vikhyatk/moondream2") == "2025-06-21"  # [transformers] revision
     # granite-docling pins "untied" for vLLM only; this host runs it on transformers: main.
     assert service.pinned_revision("ibm-granite/granite-docling-258M") is None
@@ -301,7 +301,8 @@ async def test_two_pulls_of_one_repo_share_one_download(stub, fake_hub, hub_dir)
     assert find_snapshot(hub_dir, SMALL).complete
 
 
-async def test_a_pull_nobody_follows_any_more_is_stopped_and_leaves_nothing(stub, fake_hub, hub_dir, scheduler):
+async def test_a_pull_nobody_follows_any_more_is_stopped_and_leaves_nothing(stub, fake_hub, hub_dir, scheduler,
+                                                                           downloads):
     fake_hub.publish(SMALL, small_repo())
     hold = fake_hub.hold(WEIGHTS)
     events = scheduler.events.subscribe(SMALL)
@@ -315,7 +316,7 @@ async def test_a_pull_nobody_follows_any_more_is_stopped_and_leaves_nothing(stub
     failed = await next_event(events, "cache.pull_failed")
 
     assert "stopped before it finished" in failed.message
-    assert DOWNLOADS.active() == []
+    assert downloads.active() == []
     assert not repo_folder(hub_dir, SMALL).exists()
     assert fake_hub.gets(WEIGHTS) == 1  # not retried
     # And nothing blocks the next pull.

@@ -19,6 +19,7 @@ import grpc.aio
 import pytest
 
 from ocrctl.__main__ import main
+from ocrd.cache.pull import Puller
 from ocrd.catalog import Catalog
 from ocrd.config.settings import Settings
 from ocrd.control.server import ControlServer, start_control_server
@@ -82,10 +83,17 @@ def daemon_info() -> DaemonInfo:
 
 
 @pytest.fixture
+def downloads() -> Puller:
+    """The control plane's downloads (``ocrctl pull``), as the daemon hands it its one Puller."""
+    return Puller()
+
+
+@pytest.fixture
 async def control(
-    settings: Settings, scheduler: Scheduler, daemon_info: DaemonInfo
+    settings: Settings, scheduler: Scheduler, daemon_info: DaemonInfo, downloads: Puller
 ) -> AsyncIterator[ControlServer]:
-    servicer = ControlServicer(scheduler, daemon_info, clock=lambda: STARTED_AT + UPTIME)
+    servicer = ControlServicer(scheduler, daemon_info, clock=lambda: STARTED_AT + UPTIME,
+                               downloads=downloads)
     server = await start_control_server(settings, servicer)
     daemon_info.grpc_addresses = list(server.addresses)  # as the daemon does once bound
     yield server

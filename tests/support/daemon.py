@@ -41,6 +41,7 @@ OCRCTL_TIMEOUT = 120.0  # hang guard for one ocrctl call (a load included)
 HTTP_TIMEOUT = 180.0  # hang guard for one HTTP request (a model load included)
 
 _SYNC = "X-OCRD-TEST-SYNC="  # marker datagrams the helper sends to itself
+_RELOADED = "configuration reloaded from "  # ocrd's log line for an accepted reload
 
 # Variables that would change what the daemon under test does, whatever the test configures.
 _SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "OCRD_CONFIG", "OCRD_ADDRESS",
@@ -249,6 +250,19 @@ class RunningDaemon:
         temporary = self.config_path.with_suffix(".tmp")
         temporary.write_text(text, encoding="utf-8")
         temporary.replace(self.config_path)
+
+    def reload(self, config: dict[str, Any]) -> None:
+        """``systemctl reload``: writes ``config`` as the whole file, sends SIGHUP and returns once
+        the daemon has answered it (RELOADING=1, then READY=1); fails when it rejected the file."""
+        accepted = self.stderr().count(_RELOADED)
+        count = len(self.notifications)
+        self.config = config
+        self.write_config(config)
+        self.send_signal(signal.SIGHUP)
+        reloading = self.wait_notification(lambda n: n.has("RELOADING=1"), after=count)
+        self.wait_ready(after=count + self.notifications[count:].index(reloading) + 1)
+        # Logged before READY=1 is sent.
+        assert self.stderr().count(_RELOADED) == accepted + 1, self.stderr()[-3000:]
 
     # --- sd_notify -------------------------------------------------------------------------
 

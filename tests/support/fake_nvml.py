@@ -4,11 +4,16 @@ It implements the pynvml functions that ``ocrd.planning.gpu.GpuProbe`` calls, wi
 argument order, result shapes (``.total/.used/.free``, ``.gpu``, ``.pid/.usedGpuMemory``) and
 error classes (``NVMLError`` and the ``NVMLError_NotSupported`` / ``NVMLError_LibraryNotFound``
 subclasses). The test chooses the devices, and which call fails (``fail``: function name -> error).
+``nvml_env`` shows chosen devices to a daemon in a subprocess (``tests/support/nvml_shim``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 
@@ -117,3 +122,13 @@ def two_gpus(*processes: tuple[int, int | None]) -> FakeNvml:
         FakeDevice("NVIDIA L4", "GPU-22222222-aaaa-bbbb-cccc-000000000000",
                    total=24 * GIB, used=0),
     ])
+
+
+def nvml_env(*devices: FakeDevice) -> dict[str, str]:
+    """The environment that makes an ``ocrd serve`` subprocess see ``devices`` through NVML
+    (``tests/support/nvml_shim/pynvml.py`` first on its path, the repository after it)."""
+    shim = Path(__file__).resolve().parent / "nvml_shim"
+    repo = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join(filter(None, [str(shim), str(repo), os.environ.get("PYTHONPATH")]))
+    listed = [dataclasses.asdict(device) for device in devices]
+    return {"PYTHONPATH": path, "FAKE_NVML_DEVICES": json.dumps(listed)}

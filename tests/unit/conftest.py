@@ -1,22 +1,26 @@
-"""Fixtures shared by unit-test modules that opt in to them."""
+"""What every unit test shares: it starts no process (those that need one live in
+tests/integration), so the unit tier stays fast and runs anywhere."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from pathlib import Path
+import subprocess
+from collections.abc import Iterator
 
 import pytest
 
-import ocrd.config.loading as config
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a unit test started a process; move it to tests/integration")
 
 
-@pytest.fixture
-def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No OCRD_* variable of the host reaches a test, and no /etc/ocrd/ocrd.toml either.
-
-    Not autouse: a module opts in with ``pytestmark = pytest.mark.usefixtures("isolated_config")``.
-    """
-    for name in list(os.environ):
-        if name.upper().startswith("OCRD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "etc" / "ocrd.toml")
+@pytest.fixture(autouse=True, scope="module")
+def _no_subprocess() -> Iterator[None]:
+    # Module scope, so that module-scoped fixtures are held to it too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", _refuse)
+        patch.setattr(os, "fork", _refuse)
+        patch.setattr(os, "posix_spawn", _refuse)
+        patch.setattr(asyncio, "create_subprocess_exec", _refuse)
+        yield

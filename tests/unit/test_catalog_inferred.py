@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import importlib.util
 import tomllib
 from pathlib import Path
 
@@ -60,7 +62,11 @@ def test_a_text_only_llama_config_gives_none() -> None:
 def test_a_native_model_type_without_vision_config_is_enough() -> None:
     config = {"model_type": "got_ocr2", "architectures": ["GotOcr2ForConditionalGeneration"]}
 
-    assert Catalog.inferred_entry("someone/got-copy", config) is not None
+    entry = Catalog.inferred_entry("someone/got-copy", config)
+
+    assert entry is not None
+    assert (entry.id, entry.engines) == ("someone/got-copy", ("transformers",))
+    assert (entry.transformers.loader, entry.transformers.trust_remote_code) == ("AutoModelForImageTextToText", False)
 
 
 def test_a_vision_encoder_with_a_vision_config_is_not_servable() -> None:
@@ -110,11 +116,11 @@ def test_the_copied_model_type_list_contains_the_catalogs_native_architectures()
 
 
 def _installed_mapping_keys() -> list[str] | None:
-    try:
-        import transformers  # the test may look; the daemon never imports it
-    except ImportError:
+    # The installed transformers' source, read without importing it (the daemon never does).
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or spec.origin is None:
         return None
-    source = Path(transformers.__file__).parent / "models" / "auto" / "modeling_auto.py"
+    source = Path(spec.origin).parent / "models" / "auto" / "modeling_auto.py"
     for node in ast.parse(source.read_text("utf-8")).body:
         target = node.targets[0] if isinstance(node, ast.Assign) else None
         if getattr(target, "id", "") == "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES":
@@ -126,12 +132,11 @@ def test_the_copied_list_matches_the_installed_transformers_of_the_same_version(
     keys = _installed_mapping_keys()
     if keys is None:
         pytest.skip("transformers is not installed here")
-    import transformers
-
+    installed = importlib.metadata.version("transformers")
     data_path = Path(__file__).parents[2] / "ocrd" / "catalog" / "image_text_to_text.toml"
     data = tomllib.loads(data_path.read_text("utf-8"))
-    if transformers.__version__ != data["transformers_version"]:
-        pytest.skip(f"installed transformers {transformers.__version__} is not the copied "
+    if installed != data["transformers_version"]:
+        pytest.skip(f"installed transformers {installed} is not the copied "
                     f"{data['transformers_version']}")
     assert data["model_types"] == keys
 

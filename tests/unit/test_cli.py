@@ -4,8 +4,6 @@ flags, through ``ocrd.cli.main.main(argv)`` and once through the installed conso
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -264,21 +262,3 @@ def test_invalid_log_level_flag_is_a_usage_error(capsys: pytest.CaptureFixture[s
 
     assert caught.value.code == EXIT_USAGE
     assert "verbose" in capsys.readouterr().err
-
-
-# --- the installed console script ---------------------------------------------------------------
-
-
-def test_console_script_check_config_exits_2_on_a_bad_file(bad_config: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("OCRD_")}
-
-    result = subprocess.run(
-        [str(VENV_BIN / "ocrd"), "check-config", "--config", str(bad_config)],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
-
-    assert result.returncode == 2
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1
-    assert "http.prot" in lines[0]

@@ -1,10 +1,9 @@
 """ocrd.core.directory: the catalog narrowed to this host (engines installed, models downloaded),
 cached models the catalog does not know, and the runner specs built from all that. Real cache
-layouts in tmp_path; the transformers availability probe runs a real interpreter."""
+layouts in tmp_path (the probe of another interpreter is in tests/integration/test_engine_probes.py)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -13,36 +12,17 @@ import pytest
 from ocrd.catalog import Catalog
 from ocrd.config.settings import Settings, vllm_instance
 from ocrd.core.directory import ModelDirectory
+from ocrd.core.wishes import LoadWish
 from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
-from ocrd.planning import availability as engines
 from ocrd.planning.availability import _missing_packages
 from ocrd.planning.planner import Decision
 from ocrd.runners.vllm.container_spec import ContainerOptions, container_config
 from ocrd.runners.vllm.docker_host import DockerStatus
+from tests.support.cache_layout import cache_model
 
 MINERU = "opendatalab/MinerU2.5-2509-1.2B"
 QWEN_LIKE = {"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"],
              "vision_config": {"depth": 2}}
-REV = "0123456789abcdef0123456789abcdef01234567"
-
-
-def cache_model(hub: Path, repo_id: str, config: dict, *, shards: list[str] | None = None,
-                present: list[str] | None = None) -> Path:
-    """A snapshot as huggingface_hub lays it out (refs/main -> snapshots/<rev>/...)."""
-    repo = hub / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / REV
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(REV)
-    (snapshot / "config.json").write_text(json.dumps(config))
-    if shards is None:
-        (snapshot / "model.safetensors").write_bytes(b"weights")
-    else:
-        index = {"weight_map": {f"layer{i}": shard for i, shard in enumerate(shards)}}
-        (snapshot / "model.safetensors.index.json").write_text(json.dumps(index))
-        for shard in present or []:
-            (snapshot / shard).write_bytes(b"weights")
-    return snapshot
 
 
 @pytest.fixture
@@ -52,9 +32,11 @@ def hub(tmp_path: Path) -> Path:
     return path
 
 
-def directory(hub: Path, **settings) -> ModelDirectory:
+def directory(hub: Path, *, docker: DockerStatus | None = None, **settings) -> ModelDirectory:
+    """The directory of ``hub``; Docker's status is ``docker`` when given, else asked of Docker."""
     _missing_packages.cache_clear()
-    return ModelDirectory(Catalog.load_default(), Settings(cache={"hub_dir": hub}, **settings))
+    return ModelDirectory(Catalog.load_default(), Settings(cache={"hub_dir": hub}, **settings),
+                          docker_status=(lambda: docker) if docker is not None else None)
 
 
 def ids(entries) -> list[str]:
@@ -90,7 +72,7 @@ def test_runner_spec_loads_offline_from_the_shared_cache_on_cpu(hub):
     snapshot = cache_model(hub, MINERU, QWEN_LIKE)
     models = directory(hub, transformers={"device": "cpu"})
     entry = models.resolve(MINERU)
-    spec = models.runner_spec(entry, decided(entry))
+    spec = models.runner_spec(models.wishes(entry), decided(entry))
 
     assert spec.engine == "transformers" and spec.device == "cpu"
     # A CPU runner sees no GPU at all: exactly the planned device.
@@ -104,7 +86,7 @@ def test_the_runner_gets_the_planned_quantization(hub):
     cache_model(hub, MINERU, QWEN_LIKE)
     models = directory(hub, transformers={"device": "cpu"})
     entry = models.resolve(MINERU)
-    spec = models.runner_spec(entry, decided(entry, quantization="4bit"))
+    spec = models.runner_spec(models.wishes(entry), decided(entry, quantization="4bit"))
     assert spec.options["quantization"] == "4bit"
 
 
@@ -113,7 +95,7 @@ def test_a_gpu_runner_sees_exactly_its_planned_gpu_as_cuda_0(hub):
     models = directory(hub)
     entry = models.resolve(MINERU)
     uuid = "GPU-22222222-aaaa-bbbb-cccc-000000000000"
-    spec = models.runner_spec(entry, decided(entry, device="cuda:1", quantization="8bit", uuid=uuid))
+    spec = models.runner_spec(models.wishes(entry), decided(entry, device="cuda:1", quantization="8bit", uuid=uuid))
     assert spec.device == "cuda:1"  # NVML's index, for ocrd's accounting and `ocrctl ps`
     assert spec.env["CUDA_VISIBLE_DEVICES"] == uuid
     assert spec.options["device"] == "cuda:0" and spec.options["dtype"] == "bfloat16"
@@ -125,7 +107,7 @@ def test_an_incomplete_snapshot_is_not_loaded_offline(hub):
                 present=["a.safetensors"])
     models = directory(hub, transformers={"device": "cpu"})
     entry = models.resolve(MINERU)
-    spec = models.runner_spec(entry, decided(entry))
+    spec = models.runner_spec(models.wishes(entry), decided(entry))
     assert spec.options["offline"] is False and "HF_HUB_OFFLINE" not in spec.env
 
 
@@ -144,26 +126,13 @@ def test_models_needing_remote_code_are_refused_when_remote_code_is_off(hub):
     models = directory(hub, transformers={"allow_remote_code": False, "device": "cpu"})
     entry = models.catalog.resolve("dots.ocr")
     with pytest.raises(EngineUnavailable, match="allow_remote_code"):
-        models.runner_spec(entry, decided(entry))
-
-
-def test_without_torch_for_the_configured_python_the_transformers_models_are_not_served(hub, tmp_path):
-    cache_model(hub, MINERU, QWEN_LIKE)
-    python = tmp_path / "python-without-torch"
-    python.write_text("#!/bin/sh\necho torch transformers\n")  # what the probe prints: missing
-    python.chmod(0o755)
-    models = directory(hub, transformers={"python": str(python)})
-
-    assert MINERU not in ids(models.available())
-    with pytest.raises(EngineUnavailable) as caught:
-        models.resolve(MINERU)
-    assert "torch, transformers not installed" in caught.value.message
+        models.runner_spec(models.wishes(entry), decided(entry))
 
 
 def test_an_engine_the_model_does_not_support_is_a_400(hub):
     models = directory(hub)
     with pytest.raises(InvalidRequest, match="cannot run on the transformers engine"):
-        models.engine_for(models.resolve("ppocr"), "transformers")
+        models.engine_for(models.wishes(models.resolve("ppocr"), LoadWish(engine="transformers")))
 
 
 def test_hub_dir_follows_hf_variables_unless_configured(hub, monkeypatch):
@@ -180,13 +149,6 @@ def test_hub_dir_follows_hf_variables_unless_configured(hub, monkeypatch):
 PLAIN_DOCKER = DockerStatus(True, version="20.10.24", runtimes=("runc",))  # this host's engine
 
 
-@pytest.fixture
-def docker_without_nvidia(monkeypatch):
-    """Docker's status as this host has it (reachable, no NVIDIA runtime), without asking it:
-    the directory's answers then depend on vllm.device alone."""
-    monkeypatch.setattr(engines, "DOCKER_STATUS", engines.DockerStatusCache(lambda: PLAIN_DOCKER))
-
-
 def vllm_decided(entry, device: str = "cpu", share: float = 0.0, uuid: str = "") -> Decision:
     return Decision(model=entry.id, engine="vllm", device=device, quantization="none",
                     gpu_memory_utilization=share, estimated_bytes=0, reasons=(), fits=True, gpu_uuid=uuid)
@@ -197,7 +159,7 @@ def test_a_vllm_spec_on_the_cpu_requests_no_gpu_and_records_its_placement(hub, t
     models = directory(hub, vllm={"device": "cpu", "image": "local/vllm-cpu:1", "instance": "blue"},
                        runtime_dir=tmp_path / "run")
     entry = models.catalog.resolve(MINERU)
-    spec = models.runner_spec(entry, vllm_decided(entry))
+    spec = models.runner_spec(models.wishes(entry), vllm_decided(entry))
     options = ContainerOptions.from_spec(spec)  # the container runner accepts it as it is
     assert (spec.engine, spec.device, spec.env["CUDA_VISIBLE_DEVICES"]) == ("vllm", "cpu", "")
     assert (options.image, options.launcher, options.instance) == ("local/vllm-cpu:1", "docker", "blue")
@@ -214,7 +176,7 @@ def test_a_vllm_spec_on_a_gpu_gets_the_planners_share_of_that_gpu(hub):
     models = directory(hub, vllm={"launcher": "process", "python": "/opt/vllm/bin/python"})
     entry = models.catalog.resolve(MINERU)
     uuid = "GPU-22222222-aaaa-bbbb-cccc-000000000000"
-    spec = models.runner_spec(entry, vllm_decided(entry, "cuda:1", 0.45, uuid))
+    spec = models.runner_spec(models.wishes(entry), vllm_decided(entry, "cuda:1", 0.45, uuid))
     options = ContainerOptions.from_spec(spec)
     assert (spec.device, spec.python, options.launcher) == ("cuda:1", "/opt/vllm/bin/python", "process")
     assert (options.gpu, options.gpu_memory_utilization) == (uuid, 0.45)
@@ -226,13 +188,13 @@ def test_a_vllm_spec_on_a_gpu_gets_the_planners_share_of_that_gpu(hub):
     assert config.command[config.command.index("--gpu-memory-utilization") + 1] == "0.45"
 
 
-def test_an_adopted_container_is_rebuilt_at_the_placement_its_labels_record(hub, docker_without_nvidia):
+def test_an_adopted_container_is_rebuilt_at_the_placement_its_labels_record(hub):
     # The share a fresh plan would give now differs (the container itself takes GPU memory), so
     # the spec comes from the labels, and the config hash compares the rest.
     cache_model(hub, MINERU, QWEN_LIKE)
-    models = directory(hub, vllm={"device": "cpu"})
+    models = directory(hub, docker=PLAIN_DOCKER, vllm={"device": "cpu"})
     entry = models.catalog.resolve(MINERU)
-    started = models.runner_spec(entry, vllm_decided(entry))
+    started = models.runner_spec(models.wishes(entry), vllm_decided(entry))
     options = ContainerOptions.from_spec(started)
     labels = container_config(started, options, "sha256:image").labels
     again = models.adopted_vllm_spec(MINERU, labels)
@@ -241,13 +203,12 @@ def test_an_adopted_container_is_rebuilt_at_the_placement_its_labels_record(hub,
             == labels["ocrd.config-hash"])
 
 
-def test_an_adopted_gpu_container_keeps_its_share_and_a_cpu_build_no_longer_matches_it(hub, monkeypatch):
+def test_an_adopted_gpu_container_keeps_its_share_and_a_cpu_build_no_longer_matches_it(hub):
     cache_model(hub, MINERU, QWEN_LIKE)
     nvidia = DockerStatus(True, version="20.10.24", runtimes=("nvidia", "runc"))
-    monkeypatch.setattr(engines, "DOCKER_STATUS", engines.DockerStatusCache(lambda: nvidia))
     uuid = "GPU-22222222-aaaa-bbbb-cccc-000000000000"
     gpu_labels = {"ocrd.device": "cuda:0", "ocrd.gpu": uuid, "ocrd.gpu-memory-utilization": "0.3"}
-    on_gpu = directory(hub)
+    on_gpu = directory(hub, docker=nvidia)
     kept = on_gpu.adopted_vllm_spec(MINERU, gpu_labels)
     assert kept is not None and kept.device == "cuda:0"
     assert (kept.options["gpu"], kept.options["gpu_memory_utilization"]) == (uuid, 0.3)
@@ -256,13 +217,13 @@ def test_an_adopted_gpu_container_keeps_its_share_and_a_cpu_build_no_longer_matc
     with pytest.raises(ValueError, match="it runs on the CPU but vllm.device is now cuda"):
         on_gpu.adopted_vllm_spec(MINERU, {"ocrd.device": "cpu"})
     # vllm.device is cpu now: ocrd would start it without a GPU, a different container.
-    rebuilt = directory(hub, vllm={"device": "cpu"}).adopted_vllm_spec(MINERU, gpu_labels)
+    rebuilt = directory(hub, docker=nvidia, vllm={"device": "cpu"}).adopted_vllm_spec(MINERU, gpu_labels)
     assert rebuilt is not None and rebuilt.device == "cpu" and "gpu" not in rebuilt.options
 
 
-def test_no_adopted_spec_for_a_model_that_is_gone_or_cannot_run_on_vllm(hub, docker_without_nvidia):
+def test_no_adopted_spec_for_a_model_that_is_gone_or_cannot_run_on_vllm(hub):
     cache_model(hub, MINERU, QWEN_LIKE)
-    models = directory(hub, vllm={"device": "cpu"})
+    models = directory(hub, docker=PLAIN_DOCKER, vllm={"device": "cpu"})
     assert models.adopted_vllm_spec("org/deleted-since", {"ocrd.device": "cpu"}) is None
     assert models.adopted_vllm_spec("stepfun-ai/GOT-OCR-2.0-hf", {"ocrd.device": "cpu"}) is None
     with pytest.raises(ValueError, match="its labels do not say where it runs"):
@@ -282,11 +243,11 @@ def test_per_model_vllm_args_come_after_the_catalogs_and_the_global_ones(hub):
     models = directory(hub, vllm={"device": "cpu", "args": ["--max-num-seqs", "8"]},
                        models={MINERU: {"vllm_args": ["--max-model-len", "16384", "--disable-custom-all-reduce"]}})
     entry = models.catalog.resolve(MINERU)
-    options = ContainerOptions.from_spec(models.runner_spec(entry, vllm_decided(entry)))
+    options = ContainerOptions.from_spec(models.runner_spec(models.wishes(entry), vllm_decided(entry)))
     assert options.args == (*entry.vllm.args, "--max-num-seqs", "8", "--max-model-len", "16384",
                             "--disable-custom-all-reduce")
     # The planner sees the same arguments: its KV-cache estimate follows their --max-model-len.
-    preference = models.preference(entry)
+    preference = models.wishes(entry).preference()
     assert preference.vllm_args == ("--max-num-seqs", "8", "--max-model-len", "16384", "--disable-custom-all-reduce")
     assert preference.gpu_memory_utilization is None
 
@@ -294,6 +255,6 @@ def test_per_model_vllm_args_come_after_the_catalogs_and_the_global_ones(hub):
 def test_a_per_model_gpu_share_reaches_the_planner_with_its_source(hub):
     cache_model(hub, MINERU, QWEN_LIKE)
     models = directory(hub, models={MINERU: {"gpu_memory_utilization": 0.3}})
-    preference = models.preference(models.catalog.resolve(MINERU))
+    preference = models.wishes(models.catalog.resolve(MINERU)).preference()
     assert preference.gpu_memory_utilization == 0.3
     assert preference.gpu_memory_utilization_from == f'[models."{MINERU}"] gpu_memory_utilization'

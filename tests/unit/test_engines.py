@@ -1,5 +1,5 @@
 """ocrd.planning.availability: vLLM's availability from the settings, and the cached Docker status the planner
-reads on the event loop. The process launcher's probe runs real interpreters."""
+reads on the event loop (probes of another interpreter: tests/integration/test_engine_probes.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from ocrd.runners.vllm.docker_host import DockerStatus
 
 UP = DockerStatus(True, version="20.10.24", runtimes=("runc",))
 DOWN = DockerStatus(False, reason="Docker is not reachable: no socket")
+
+
+def unasked() -> DockerStatus:
+    raise AssertionError("the process launcher never asks Docker")
 
 
 class Answers:
@@ -48,13 +52,12 @@ def test_the_docker_status_is_reused_until_it_is_stale_then_refreshed_behind_the
     assert cache.get() is DOWN
 
 
-def test_vllm_with_the_docker_launcher_follows_dockers_status_and_the_device(monkeypatch):
-    monkeypatch.setattr(engines, "DOCKER_STATUS", DockerStatusCache(lambda: UP))
-    on_gpu = engine_availability("vllm", Settings())
+def test_vllm_with_the_docker_launcher_follows_dockers_status_and_the_device():
+    up = DockerStatusCache(lambda: UP).get
+    on_gpu = engine_availability("vllm", Settings(), up)
     assert not on_gpu.available and on_gpu.reason.startswith("Docker has no NVIDIA runtime")
-    assert engine_availability("vllm", Settings(vllm={"device": "cpu"})).available
-    monkeypatch.setattr(engines, "DOCKER_STATUS", DockerStatusCache(lambda: DOWN))
-    down = engine_availability("vllm", Settings(vllm={"device": "cpu"}))
+    assert engine_availability("vllm", Settings(vllm={"device": "cpu"}), up).available
+    down = engine_availability("vllm", Settings(vllm={"device": "cpu"}), DockerStatusCache(lambda: DOWN).get)
     assert down.reason == ("Docker is not reachable: no socket; vLLM runs in Docker "
                            "(vllm.launcher = 'docker')")
 
@@ -62,16 +65,9 @@ def test_vllm_with_the_docker_launcher_follows_dockers_status_and_the_device(mon
 @pytest.mark.parametrize("python", ["", sys.executable])
 def test_vllm_with_the_process_launcher_needs_the_package_for_its_interpreter(python):
     engines._missing_packages.cache_clear()
-    availability = engine_availability("vllm", Settings(vllm={"launcher": "process", "python": python}))
+    availability = engine_availability("vllm", Settings(vllm={"launcher": "process", "python": python}), unasked)
     # The test venv never has vLLM (it lives in a venv of its own).
     assert not availability.available
     assert availability.reason.startswith(f"the vllm package is not installed for {sys.executable}: "
                                           "install it in a venv and set vllm.python")
     assert "vllm.command" not in availability.reason
-
-
-def test_a_vllm_python_that_cannot_run_is_named():
-    engines._missing_packages.cache_clear()
-    availability = engine_availability("vllm", Settings(vllm={"launcher": "process",
-                                                              "python": "/nonexistent/bin/python"}))
-    assert availability.reason.startswith("cannot run /nonexistent/bin/python (vllm.python)")

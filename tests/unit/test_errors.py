@@ -3,17 +3,42 @@ error status and OpenAI's error envelope; anything that is not an OcrdError is h
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grpc
 import pytest
 
+import ocrd
 import ocrd.errors as errors
 from ocrd.errors import (
     GENERIC_INTERNAL_MESSAGE,
+    CapacityExhausted,
+    ConfigError,
+    Conflict,
+    EngineUnavailable,
+    HubUnavailable,
+    ImageNotFound,
+    InsufficientMemory,
+    InvalidRequest,
+    ModelLoadFailed,
     ModelNotFound,
+    ModelNotReady,
+    NotImplementedYet,
     OcrdError,
+    PayloadTooLarge,
+    PermissionDenied,
     QueueFull,
+    RegistryUnavailable,
+    ShuttingDown,
+    StorageFull,
+    Unauthenticated,
+    UpstreamError,
+    UpstreamTimeout,
     as_ocrd_error,
 )
+from ocrd.http.errors import error_response
+from ocrd.http.proxy import _PassThrough
 from tests.support.openapi import SchemaMismatch, validate
 
 OPENAI_TYPES = {
@@ -47,6 +72,70 @@ def test_hierarchy_is_discovered() -> None:
 
     assert {"ModelNotFound", "QueueFull", "ConfigError", "UpstreamTimeout"} <= names
     assert len(ERROR_CLASSES) >= 15
+
+
+# What a client sees for each error: (HTTP status, gRPC status code). Written out here, not read
+# back from the classes, so that a 409 turned into a 400 (or a 507 into a 500) fails.
+STATUSES: dict[type[OcrdError], tuple[int, str]] = {
+    OcrdError: (500, "INTERNAL"),
+    InvalidRequest: (400, "INVALID_ARGUMENT"),
+    PayloadTooLarge: (413, "INVALID_ARGUMENT"),
+    Unauthenticated: (401, "UNAUTHENTICATED"),
+    PermissionDenied: (403, "PERMISSION_DENIED"),
+    ModelNotFound: (404, "NOT_FOUND"),
+    Conflict: (409, "FAILED_PRECONDITION"),
+    QueueFull: (429, "RESOURCE_EXHAUSTED"),
+    InsufficientMemory: (507, "RESOURCE_EXHAUSTED"),
+    CapacityExhausted: (503, "RESOURCE_EXHAUSTED"),
+    EngineUnavailable: (503, "UNAVAILABLE"),
+    ModelNotReady: (503, "UNAVAILABLE"),
+    ModelLoadFailed: (503, "UNAVAILABLE"),
+    ShuttingDown: (503, "UNAVAILABLE"),
+    UpstreamError: (502, "UNAVAILABLE"),
+    UpstreamTimeout: (504, "DEADLINE_EXCEEDED"),
+    HubUnavailable: (503, "UNAVAILABLE"),
+    ImageNotFound: (404, "NOT_FOUND"),
+    RegistryUnavailable: (503, "UNAVAILABLE"),
+    StorageFull: (507, "RESOURCE_EXHAUSTED"),
+    NotImplementedYet: (501, "UNIMPLEMENTED"),
+    ConfigError: (500, "FAILED_PRECONDITION"),
+    # A runner's own error answer, relayed with the runner's status (a 418 here); HTTP only.
+    _PassThrough: (418, "INTERNAL"),
+}
+
+
+def error_classes_in_source() -> set[str]:
+    """``module.Class`` for every class in ocrd's source that derives from OcrdError, read from
+    the files (so a module that no test imports counts too)."""
+    bases: dict[str, tuple[str, set[str]]] = {}  # class name -> (module, its base names)
+    root = Path(ocrd.__file__).parent
+    for path in root.rglob("*.py"):
+        module = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                names = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                bases[node.name] = (module, names)
+    derived = {"OcrdError"}
+    while grown := {name for name, (_, names) in bases.items() if names & derived} - derived:
+        derived |= grown
+    return {f"{bases[name][0]}.{name}" for name in derived}
+
+
+def raised(cls: type[OcrdError]) -> OcrdError:
+    if cls is _PassThrough:
+        return _PassThrough({"error": {"message": "I'm a teapot", "type": "BadRequestError"}}, 418)
+    return cls(f"{cls.__name__} happened")
+
+
+def test_every_error_class_has_its_http_status_and_grpc_code() -> None:
+    # A new error class fails here until it has its row.
+    assert {f"{cls.__module__}.{cls.__name__}" for cls in STATUSES} == error_classes_in_source()
+    seen = {}
+    for cls in STATUSES:
+        error = raised(cls)
+        # The translators: ocrd.http.errors for HTTP, ocrd.control.errors (StatusCode[grpc_code]).
+        seen[cls] = (error_response(error).status_code, grpc.StatusCode[error.grpc_code].name)
+    assert seen == STATUSES
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)

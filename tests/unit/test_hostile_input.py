@@ -277,7 +277,7 @@ FORMATS = ["PNG", "JPEG", "WEBP", "TIFF", "GIF", "BMP"]
 async def test_truncated_images_of_every_format_are_refused(fmt, keep):
     data = encoded(fmt)
     error = await refused_image(data[: int(len(data) * keep)])
-    assert "truncated or corrupt" in error.message or "is not a PNG" in error.message
+    assert error.message == "image 1 is truncated or corrupt; check that the whole file was sent"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -61,7 +61,7 @@ class Item(BaseModel):
 def build_app() -> tuple[FastAPI, asyncio.Event]:
     app = FastAPI()
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY)
+    app.add_middleware(BodySizeLimit, max_bytes=lambda: MAX_BODY)
     gate = asyncio.Event()
 
     @app.get("/raise/{name}")

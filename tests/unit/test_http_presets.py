@@ -40,6 +40,13 @@ def test_the_clients_own_sampling_wins_over_the_presets():
     assert body["temperature"] == 0.7 and body["max_tokens"] == 12
 
 
+def test_a_clients_max_completion_tokens_is_the_limit_the_presets_max_tokens_does_not_join():
+    body = apply_preset(request(IMAGE, max_completion_tokens=12), DOTS, "ocr", "transformers")
+    assert body["max_completion_tokens"] == 12 and "max_tokens" not in body
+    assert apply_preset(request(IMAGE), DOTS, "ocr", "transformers")["max_tokens"] == (
+        DOTS.sampling["max_tokens"])
+
+
 def test_engine_specific_wrapping_is_applied_for_that_engine_only():
     on_vllm = user_content(apply_preset(request(IMAGE), DOTS, "ocr", "vllm"))[-1]["text"]
     on_transformers = user_content(apply_preset(request(IMAGE), DOTS, "ocr", "transformers"))[-1]["text"]

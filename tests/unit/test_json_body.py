@@ -137,7 +137,7 @@ _VALUES = st.recursive(
 )
 
 
-@settings(max_examples=200, derandomize=True, deadline=None,
+@settings(max_examples=100, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(root=st.dictionaries(_TRICKY_TEXT, _VALUES, max_size=6), ascii_only=st.booleans(),
        indent=st.sampled_from([None, 0, 2]))

@@ -75,7 +75,8 @@ def test_unknown_fields_are_kept_for_the_runner_at_every_level():
 
 @pytest.mark.parametrize("role", ["system", "user", "assistant", "developer", "tool"])
 def test_every_openai_role_is_accepted(role):
-    parse_chat_request(body(messages=[{"role": role, "content": "x"}]))
+    request = parse_chat_request(body(messages=[{"role": role, "content": "x"}]))
+    assert [(message.role, message.content) for message in request.messages] == [(role, "x")]
 
 
 def test_assistant_may_omit_content_but_user_may_not():

@@ -393,10 +393,36 @@ async def test_request_beyond_the_queue_size_is_rejected_with_retry_after(make):
     await until(lambda: h.scheduler.info("a").queued == 2, "two requests queued")
     refused = await answer(h.request("a"))
     assert isinstance(refused, QueueFull)
-    assert refused.retry_after >= 1
-    assert refused.http_headers()["Retry-After"] == str(refused.retry_after)
+    assert refused.retry_after == 3  # the two waiting and this one, at the starting pace of 1 s
+    assert refused.http_headers() == {"Retry-After": "3"}
     assert h.kinds("org/model-a")[-1] == "request.rejected"
     assert h.scheduler.info("a").queued == 2
+
+
+@pytest.mark.parametrize(("durations", "queue_size", "retry_after"), [
+    # The pace starts at 1 s and moves a fifth of the way to each finished request's duration:
+    ([], 2, 3),  # 1 s x (2 waiting + this one)
+    ([10.0], 2, 8),  # pace 0.8 + 2 = 2.8 s; x 3 = 8.4
+    ([10.0, 30.0, 30.0], 4, 63),  # pace 2.8 -> 8.24 -> 12.592 s; x 5 = 62.96
+    ([4.0, 0.5], 1, 3),  # pace 1.6 -> 1.38 s; x 2 = 2.76
+    ([0.001] * 20, 0, 1),  # pace -> 0.02 s (each request counts as at least 10 ms); never under 1
+])  # fmt: skip
+async def test_retry_after_is_the_waiting_requests_and_this_one_at_the_recent_pace(
+        make, durations, queue_size, retry_after):
+    h = make(queue_size=queue_size)
+    for seconds in durations:  # requests that took these many seconds on the scheduler's clock
+        done = h.request("a")
+        await done.leased.wait()
+        h.clock.advance(seconds)
+        await done.finish()
+    holder = h.request("a")
+    await holder.leased.wait()
+    for _ in range(queue_size):
+        h.request("a")
+    await until(lambda: h.scheduler.info("a").queued == queue_size, "the queue full")
+    refused = await answer(h.request("a"))
+    assert isinstance(refused, QueueFull)
+    assert refused.http_headers() == {"Retry-After": str(retry_after)}
 
 
 async def test_queued_requests_run_in_arrival_order_once_the_holder_releases(make):

@@ -16,10 +16,10 @@ import pytest
 
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config.settings import Settings
+from ocrd.core.directory import ModelDirectory
 from ocrd.core.scheduler import Scheduler
 from ocrd.errors import Conflict, ModelLoadFailed
 from ocrd.events import ModelState
-from ocrd.planning import availability as engines
 from ocrd.planning.planner import Decision
 from ocrd.runners.base import RunnerSpec
 from ocrd.runners.vllm.docker_host import DockerStatus
@@ -27,6 +27,7 @@ from tests.support.fake_runner import FakeRunner, FakeRunnerFactory, StartPlan
 from tests.support.sized_models import cache_model, vlm_tensors
 
 MODEL = "org/vllm-vlm"
+DOCKER_AS_THIS_HOST_HAS_IT = DockerStatus(True, version="20.10.24", runtimes=("runc",))
 CATALOG = Catalog([CatalogEntry(MODEL, aliases=("v",), engines=("vllm",))])
 MIB = 2**20
 
@@ -47,12 +48,6 @@ async def _hang_guard():
     handle.cancel()
 
 
-@pytest.fixture(autouse=True)
-def _docker_as_this_host_has_it(monkeypatch):
-    plain = DockerStatus(True, version="20.10.24", runtimes=("runc",))
-    monkeypatch.setattr(engines, "DOCKER_STATUS", engines.DockerStatusCache(lambda: plain))
-
-
 @pytest.fixture
 async def make(tmp_path: Path):
     cache_model(tmp_path, MODEL, vlm_tensors(vision=64 * MIB, embeddings=64 * MIB, linear=256 * MIB))
@@ -61,7 +56,8 @@ async def make(tmp_path: Path):
     def build(**vllm) -> tuple[Scheduler, FakeRunnerFactory, Clock]:
         factory, clock = FakeRunnerFactory(), Clock()
         settings = Settings(cache={"hub_dir": tmp_path}, vllm={"device": "cpu", **vllm})
-        scheduler = Scheduler(settings, CATALOG, factory, clock=clock)
+        models = ModelDirectory(CATALOG, settings, docker_status=lambda: DOCKER_AS_THIS_HOST_HAS_IT)
+        scheduler = Scheduler(settings, models, factory, clock=clock)
         built.append(scheduler)
         return scheduler, factory, clock
 

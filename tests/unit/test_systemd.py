@@ -144,6 +144,9 @@ def test_notify_socket_that_does_not_exist_fails_nothing(
     notifier.ready("x")
     notifier.stopping("y")
 
+    assert notifier.enabled  # it was asked to notify: the datagrams are lost, nothing raised
+    assert list(tmp_path.iterdir()) == []  # and nothing was created in the socket's place
+
 
 # --- the watchdog -------------------------------------------------------------------------------
 

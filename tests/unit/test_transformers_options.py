@@ -146,12 +146,13 @@ def test_a_transformers_version_the_runner_lacks_is_refused_with_what_to_do():
 
 
 def test_a_requests_preset_fields_reach_the_generation_parameters():
-    from ocrd.worker.chat_input import parse_request
+    from ocrd.worker.chat_input import generation_params, parse_request
 
     body = {"messages": [{"role": "user", "content": "hi"}],
             "ocrd": {"preset": "format", "processor_kwargs": {"format": True},
                      "skip_special_tokens": False}}
-    params = parse_request(json.dumps(body).encode()).params()
+    params = generation_params(parse_request(json.dumps(body).encode()))
     assert params.processor_kwargs == {"format": True}
     assert params.skip_special_tokens is False
-    assert parse_request(b'{"messages": [{"role": "user", "content": "hi"}]}').params().processor_kwargs == {}
+    plain = parse_request(b'{"messages": [{"role": "user", "content": "hi"}]}')
+    assert generation_params(plain).processor_kwargs == {}

@@ -124,7 +124,7 @@ def test_the_directory_lists_upstreams_in_place_of_the_models_they_take_over(tmp
     assert available == ["builtin/ppocr", *(["builtin/tesseract"] if "builtin/tesseract" in available
                                             else []), "rednote-hilab/dots.ocr", "acme/ocr"]
     assert directory.resolve("dots-ocr").engines == (ENGINE,)
-    assert directory.engine_for(directory.resolve("acme/ocr")) == ENGINE
+    assert directory.engine_for(directory.wishes(directory.resolve("acme/ocr"))) == ENGINE
 
 
 def test_an_upstream_decision_has_no_memory_and_names_the_url() -> None:
@@ -143,7 +143,7 @@ def test_the_runner_spec_takes_the_url_and_timeout_configured_now() -> None:
     entry = directory.resolve("acme/ocr")
     decision = plan(entry, None, Host())
     directory.apply_settings(settings_with({"model": "acme/ocr", "url": "http://new/v1", "timeout": 7}))
-    spec = directory.runner_spec(entry, decision)  # the slot's entry is the old one
+    spec = directory.runner_spec(directory.wishes(entry), decision)  # the slot's entry is the old one
     assert (spec.engine, spec.device, spec.options["url"], spec.options["timeout"]) == (
         ENGINE, "http://new/v1", "http://new/v1", 7.0)
     directory.apply_settings(settings_with())
@@ -155,7 +155,7 @@ def test_without_a_timeout_an_upstream_gets_the_http_request_timeout() -> None:
     directory = ModelDirectory(Catalog.load_default(), settings_with(
         {"model": "acme/ocr", "url": "http://acme/v1"}, http={"request_timeout": "90s"}))
     entry = directory.resolve("acme/ocr")
-    assert directory.runner_spec(entry, plan(entry, None, Host())).options["timeout"] == 90.0
+    assert directory.runner_spec(directory.wishes(entry), plan(entry, None, Host())).options["timeout"] == 90.0
 
 
 # --- UpstreamRunner -------------------------------------------------------------------------------

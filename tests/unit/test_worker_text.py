@@ -8,7 +8,7 @@ import pytest
 
 from ocrd.errors import InvalidRequest
 from ocrd.worker.builtin_worker import apply_limits, count_words, create_engine, split_lines
-from ocrd.worker.chat_input import chat_input, parse_request
+from ocrd.worker.chat_input import chat_input, generation_params, parse_request
 from ocrd.worker.engines import EngineOptionsError
 from ocrd.worker.ocr_backends import TextBox, debian_package, group_lines
 from tests.support.render import data_url, render_text_image
@@ -78,7 +78,7 @@ def test_only_the_last_user_message_gives_images_but_all_text_counts():
     assert len(chat.images) == 1 and chat.images[0].mode == "RGB"
     assert chat.prompt == "and this"
     assert sum(count_words(t) for t in chat.all_text) == 6
-    assert request.params().stop == ("x",) and request.params().max_tokens == 7
+    assert generation_params(request).stop == ("x",) and generation_params(request).max_tokens == 7
 
 
 def test_builtin_options_are_checked_before_loading():

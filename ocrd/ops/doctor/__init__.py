@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ocrd.cache.inventory import resolve_hub_dir
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config.settings import Settings
+from ocrd.core.engines import in_hf_cache
 from ocrd.errors import ModelNotFound, OcrdError
 from ocrd.ops.doctor.base import FAIL, OK, SKIPPED, WARN, Check, ModelFit, check_user
 from ocrd.ops.doctor.cache_checks import (
@@ -50,9 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FAIL", "OK", "SKIPPED", "WARN", "Check", "ModelFit", "local_checks", "plan_fit",
            "run_checks"]
-
-CACHED_ENGINES = ("transformers", "vllm")
-
 
 async def plan_fit(scheduler: Scheduler, model: str, *, explicit: bool) -> ModelFit:
     """What a load of ``model`` would get now. An ``explicit`` name that exists nowhere is the
@@ -88,7 +86,7 @@ def run_checks(
     severity = vllm_severity(settings, entry, transformers)
     launcher = settings.vllm.launcher
     docker = docker_status() if launcher == "docker" else DockerStatus(False, "not used")
-    repos = [e.id for e in catalog.entries() if any(engine in CACHED_ENGINES for engine in e.engines)]
+    repos = [e.id for e in catalog.entries() if in_hf_cache(e)]
     return [
         check_nvml(snapshot, _driver_loaded(dev_root, proc_root)),
         check_gpu_devices(dev_root),

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ocrd.catalog import CatalogEntry
-from ocrd.config.settings import Settings, model_overrides
+from ocrd.config.settings import Settings
+from ocrd.core.wishes import resolve_wishes
 from ocrd.ops.doctor.base import FAIL, OK, SKIPPED, WARN, Check, group_of, user_name
 from ocrd.planning.availability import Availability
 from ocrd.runners.vllm.docker_host import INSTALL_HINT, DockerStatus
@@ -26,8 +27,8 @@ TRANSFORMERS_HINT = (
 
 def vllm_severity(settings: Settings, entry: CatalogEntry | None, transformers: Availability) -> str:
     """FAIL when vLLM is the model's only way to be served, else WARN."""
-    overrides = model_overrides(settings, entry.id, list(entry.aliases)) if entry else None
-    if settings.planner.engine == "vllm" or (overrides and overrides.engine == "vllm"):
+    wishes = resolve_wishes(entry, settings) if entry else None
+    if settings.planner.engine == "vllm" or (wishes and wishes.engine == "vllm"):
         return FAIL
     if entry is None or "vllm" not in entry.engines or "builtin" in entry.engines:
         return WARN
