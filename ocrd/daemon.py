@@ -41,6 +41,7 @@ from ocrd.http.connections import (
     ConnectionGuard,
     connection_cap,
     guarded_protocol,
+    listening_socket,
     log_accept_errors,
     raise_open_file_limit,
 )
@@ -244,16 +245,13 @@ class Daemon:
 
 def _bind_http(settings: Settings) -> socket.socket:
     host, port = settings.http.host, settings.http.port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, port), family=family, reuse_port=False, backlog=BACKLOG)
+        return listening_socket(host, port)
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {host}:{port} for HTTP ({exc.strerror}); "
             f"set http.port or http.host (or --port/--host)"
         ) from None
-    sock.set_inheritable(False)
-    return sock
 
 
 def _url_host(host: str) -> str:
