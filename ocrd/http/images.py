@@ -35,6 +35,10 @@ from ocrd.errors import InvalidRequest, PayloadTooLarge
 from ocrd.http.openai.protocol import ChatCompletionRequest, ImagePart
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
+# Decoded on the event loop up to these (base64 text; pixels, about 5 ms of decoding): a thread
+# hop costs more than that; anything larger goes to a worker thread.
+INLINE_BYTES = 256 * 1024
+INLINE_PIXELS = 512 * 512
 _FORMAT_NAMES = "PNG/JPEG/WebP/TIFF/BMP/GIF"
 # Pillow names a multi-picture JPEG "MPO"; to a runner it is a JPEG.
 _REPORTED_FORMAT = {"MPO": "JPEG"}
@@ -100,9 +104,10 @@ async def prepare_images(
 ) -> list[ValidatedImage]:
     """Validate every image of ``request``; the first problem raises an ``OcrdError``.
 
-    Cheap checks (count, schemes) run over all images before any is decoded. Decoding runs in a
-    worker thread, one image at a time, so a large image neither blocks the event loop nor holds
-    more than one pixel buffer per request.
+    Cheap checks (count, schemes) run over all images before any is decoded. A large image is
+    decoded in a worker thread, one at a time, so it neither blocks the event loop nor holds more
+    than one pixel buffer per request; a small one (``INLINE_BYTES``, ``INLINE_PIXELS``) is done
+    on the loop, where it costs less than the thread hop.
     """
     refs = find_images(request)
     if len(refs) > limits.max_images_per_request:
@@ -123,11 +128,15 @@ async def prepare_images(
                 what=f"image {ref.number}",
                 param=ref.param,
             )
+        elif len(ref.url) <= INLINE_BYTES:
+            data = decode_data_url(ref, limits.max_image_bytes)
         else:
             data = await asyncio.to_thread(decode_data_url, ref, limits.max_image_bytes)
-        fmt, width, height = await asyncio.to_thread(
-            inspect_image, data, ref, limits.max_image_pixels
-        )
+        im = _open_header(data, ref)
+        if im.size[0] * im.size[1] <= INLINE_PIXELS:
+            fmt, width, height = _decode(im, ref, limits.max_image_pixels)
+        else:
+            fmt, width, height = await asyncio.to_thread(_decode, im, ref, limits.max_image_pixels)
         url = await asyncio.to_thread(_as_data_url, data, fmt) if remote else ref.url
         source = "remote" if remote else "data"
         images.append(ValidatedImage(ref, url, source, fmt, _MIME[fmt], width, height, len(data)))
@@ -210,7 +219,11 @@ def inspect_image(data: bytes, ref: ImageRef, max_pixels: int) -> tuple[str, int
     alone decides; should Pillow still raise it while decoding (GIF frames, TIFF tiles), it is
     reported as the same 413. The pixel buffer is freed before returning.
     """
-    im = _open_header(data, ref)
+    return _decode(_open_header(data, ref), ref, max_pixels)
+
+
+def _decode(im: Any, ref: ImageRef, max_pixels: int) -> tuple[str, int, int]:
+    """Checks the pixel count an opened image declares, then decodes it; frees its pixels."""
     with im:
         _check_pixels(im.size, ref, max_pixels)
         try:
