@@ -25,6 +25,7 @@ from ocrd.errors import ModelLoadFailed
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
 from ocrd.runners.lifecycle import ChildProcess, read_lines, rss_bytes
 from ocrd.runners.logs import LogBuffer
+from ocrd.runners.transport import AiohttpTransport
 
 log = logging.getLogger("ocrd.runner")
 
@@ -102,7 +103,7 @@ class ProcessRunner(Runner):
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(self._socket)),
+                transport=AiohttpTransport(uds=str(self._socket)),
                 base_url="http://runner",
                 timeout=httpx.Timeout(self._request_timeout, connect=10.0),
             )

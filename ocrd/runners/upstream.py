@@ -20,6 +20,7 @@ import httpx
 
 from ocrd.errors import ModelLoadFailed, ModelNotReady, OcrdError
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
+from ocrd.runners.transport import AiohttpTransport
 
 log = logging.getLogger("ocrd.upstream")
 
@@ -72,6 +73,7 @@ class UpstreamRunner(Runner):
                 base_url=self.url[: -len("/v1")],
                 headers=self._headers(),
                 timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
+                transport=AiohttpTransport(),
             )
         return self._client
 

@@ -66,13 +66,19 @@ def test_a_port_in_use_is_refused_by_the_second_listener():
 
 
 async def test_the_client_ocrd_proxies_vllm_servers_through_has_nagle_off_too():
-    # Upstreams and vLLM servers are reached over TCP by httpx, which sets TCP_NODELAY on the
-    # sockets it connects; checked here on the client the vLLM runners use.
+    # Upstreams and vLLM servers are reached over TCP through aiohttp (ocrd.runners.transport),
+    # which sets TCP_NODELAY on the sockets it connects; checked on the client vLLM runners use,
+    # while the answer's body is held back (so the connection is still the request's).
     from ocrd.runners.vllm.readiness import server_client
+
+    release = asyncio.Event()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"ok")
         await writer.drain()
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
@@ -80,8 +86,11 @@ async def test_the_client_ocrd_proxies_vllm_servers_through_has_nagle_off_too():
     try:
         async with server_client(f"http://127.0.0.1:{port}", 30.0) as client:
             async with client.stream("GET", "/health") as response:
-                sock = response.extensions["network_stream"].get_extra_info("socket")
+                sock = response.extensions["socket"]
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                release.set()
+                assert await response.aread() == b"ok"
     finally:
+        release.set()
         server.close()
         await server.wait_closed()

@@ -18,6 +18,7 @@ import httpx
 
 from ocrd.errors import ModelLoadFailed
 from ocrd.runners.base import LoadProgress, ProgressCallback
+from ocrd.runners.transport import AiohttpTransport
 
 T = TypeVar("T")
 
@@ -31,7 +32,8 @@ Describe = Callable[[str], Awaitable[str]]
 def server_client(base_url: str, request_timeout: float) -> httpx.AsyncClient:
     """The client requests are proxied through: one request may take ``request_timeout`` (a long
     generation), but a server that does not take the connection within 10 s is not there."""
-    return httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(request_timeout, connect=10.0))
+    return httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(request_timeout, connect=10.0),
+                             transport=AiohttpTransport())
 
 
 async def wait_until_ready(
