@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,12 +51,14 @@ from ocrd.log_throttle import ThrottledLog
 from ocrd.metrics import Metrics
 from ocrd.planning.availability import DockerStatusCache
 from ocrd.planning.gpu import GpuProbe
+from ocrd.planning.planner import allowed_gpus
 from ocrd.private_dirs import RUNNERS_SUBDIR, prepare_socket_dirs
 from ocrd.runners import sockets as runner_sockets
 from ocrd.runners.base import Runner, RunnerSpec
 from ocrd.runners.process import ProcessRunner
 from ocrd.runners.upstream import UpstreamRunner
 from ocrd.runners.vllm.adoption import VllmContainers
+from ocrd.runners.warm_pool import WarmKey, WarmPool
 from ocrd.systemd import SYSTEMD_VARIABLES, Notifier, run_watchdog, watchdog_interval
 
 log = logging.getLogger("ocrd")
@@ -94,11 +97,17 @@ class Daemon:
         self.models = ModelDirectory(self.catalog, settings, docker_status=self.docker.get)
         self.gpu = GpuProbe()  # one NVML view for the planner and GetGpu
         self.downloads = Puller()  # `ocrctl pull`: one download per repository
+        # The folder serve() checked at start: a runtime_dir changed by SIGHUP applies only after
+        # a restart, and runner sockets must never go into an unchecked one.
+        self._runner_dir = settings.runtime_dir / RUNNERS_SUBDIR
+        # Runners started ahead, engine imported, for the next load (scheduler.warm_runners).
+        self.warm = WarmPool(str(self._runner_dir), self._runner_environment,
+                             lambda: self.settings.scheduler.warm_runners)
         # The runner builders of the engine table's kinds (ocrd.core.engines).
         make_runner = runner_factory({"process": self._process_runner, "vllm": self._vllm_runner,
                                       "upstream": UpstreamRunner})
         self.scheduler = Scheduler(settings, self.models, make_runner, self.events,
-                                   gpu_probe=self.gpu)
+                                   gpu_probe=self.gpu, warm_runners=self.warm.infos)
         self.containers = VllmContainers(settings, self.models, self.gpu)
         self.info = DaemonInfo(
             version=__version__,
@@ -113,18 +122,34 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._control: ControlServer | None = None  # once bound; SIGHUP gives it new tokens
         self._http: _HttpServer | None = None  # once built; SIGHUP gives it a new drain timeout
-        # The folder serve() checked at start: a runtime_dir changed by SIGHUP applies only after
-        # a restart, and runner sockets must never go into an unchecked one.
-        self._runner_dir = settings.runtime_dir / RUNNERS_SUBDIR
 
     def _process_runner(self, spec: RunnerSpec) -> Runner:
-        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
         return ProcessRunner(
             spec,
             self._runner_dir,
             request_timeout=self.settings.http.request_timeout,
-            env=env,
+            env=self._runner_environment(),
+            warm=self.warm.take(spec),
         )
+
+    @staticmethod
+    def _runner_environment() -> dict[str, str]:
+        """What a runner process inherits: the daemon's environment without systemd's."""
+        return {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
+
+    async def _prime_warm_runners(self) -> None:
+        """After READY: a warm runner per engine for the load most likely next: builtin on the
+        CPU; transformers, where it is available, on the GPU with the most free memory (the
+        planner's first choice for a model that fits), else on the CPU."""
+        keys = [WarmKey("builtin", sys.executable, "cpu", ())]
+        if (await asyncio.to_thread(self.models.availability, "transformers")).available:
+            snapshot = await self.gpu.snapshot_async()
+            gpus, _ = allowed_gpus(snapshot, self.settings.gpu.devices)
+            best = max(gpus, key=lambda gpu: gpu.free, default=None)
+            env = self.models.transformers_environment(best.uuid if best else "")
+            keys.append(WarmKey("transformers", self.models.transformers_python(),
+                                best.device if best else "cpu", tuple(sorted(env.items()))))
+        self.warm.prime(keys)
 
     def _vllm_runner(self, spec: RunnerSpec) -> Runner:
         if spec.options.get("launcher") == "process":
@@ -176,6 +201,7 @@ class Daemon:
                 raise ConfigError(f"the HTTP server could not start on {self.info.http_url}")
             await asyncio.sleep(0.01)
         self._announce_ready()
+        self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
         await self._stop.wait()
         await self._shutdown(http, http_task, control)
         return 0
@@ -217,6 +243,8 @@ class Daemon:
             self.app_state.settings = settings
             self.scheduler.apply_settings(settings)
             self.containers.apply_settings(settings)
+            self.warm.resize()  # fewer: the extra ones end; more: primed now
+            self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
             self.info.default_model = settings.default_model
             apply_log_level(settings.log_level)
             if self._http is not None:
@@ -234,6 +262,7 @@ class Daemon:
         await http_task
         await control.stop(grace=1.0)
         await self.scheduler.shutdown()
+        await self.warm.close()
         self.containers.close()
         self.app_state.request_work.close()
         for task in self._tasks:

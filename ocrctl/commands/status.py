@@ -46,11 +46,17 @@ def run_ps(client: Client, args: argparse.Namespace) -> int:
         return 0
     if not listing.models:
         print("no models loaded")
-        return 0
-    headers = ["MODEL", "ENGINE", "STATE", "DEVICE", "PID", "MEMORY", "IN-FLIGHT/QUEUED",
-               "KEEP-ALIVE", "LAST USED"]
-    print(render.table(headers, [_ps_row(m) for m in listing.models]))
-    _print_errors(listing.models)
+    else:
+        headers = ["MODEL", "ENGINE", "STATE", "DEVICE", "PID", "MEMORY", "IN-FLIGHT/QUEUED",
+                   "KEEP-ALIVE", "LAST USED"]
+        print(render.table(headers, [_ps_row(m) for m in listing.models]))
+        _print_errors(listing.models)
+    if listing.warm_runners:
+        print()
+        print("warm runners (take the next model of their engine; scheduler.warm_runners):")
+        rows = [[w.engine, w.device, str(w.pid), render.size(w.memory_bytes), "ready" if w.ready else "warming"]
+                for w in listing.warm_runners]
+        print(render.table(["ENGINE", "DEVICE", "PID", "MEMORY", "STATE"], rows))
     return 0
 
 

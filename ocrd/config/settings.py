@@ -219,9 +219,10 @@ class SchedulerSettings(_Section):
     drain_timeout: Duration = Field(
         30.0, ge=0, description="How long shutdown and unload wait for in-flight requests."
     )
-    reap_interval: Duration = Field(
-        5.0, gt=0, description="How often idle models are checked against their keep-alive."
-    )
+    reap_interval: Duration = Field(5.0, gt=0, description="How often idle models are checked against "
+                                    "their keep-alive.")
+    warm_runners: int = Field(1, ge=0, le=8, description="Runner processes per engine started ahead, "
+                              "engine imported, to take the next model fast (0: off; each holds memory).")
 
 
 class BuiltinSettings(_Section):

@@ -7,6 +7,7 @@ the mapping (which must stay in step with control.proto) is tested on its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -21,6 +22,7 @@ from ocrd.ops.cleanup import CleanupReport
 from ocrd.ops.doctor import Check
 from ocrd.planning.gpu import GpuDevice, GpuSnapshot
 from ocrd.planning.planner import Decision
+from ocrd.runners.base import WarmRunnerInfo
 from ocrd.runners.vllm.image_pull import ImagePullStep
 
 _TO_PB: dict[ModelState, pb.ModelState] = {
@@ -55,6 +57,12 @@ def timestamp(epoch_seconds: float | None) -> Timestamp | None:
     if nanos >= 1_000_000_000:
         seconds, nanos = seconds + 1, nanos - 1_000_000_000
     return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def warm_runner(warm: WarmRunnerInfo, gpu_bytes: Mapping[tuple[str, int], int]) -> pb.WarmRunner:
+    """``gpu_bytes``: NVML's figure per (device, pid), which on a GPU is what it holds."""
+    return pb.WarmRunner(engine=warm.engine, device=warm.device, pid=warm.pid, ready=warm.ready,
+                         memory_bytes=gpu_bytes.get((warm.device, warm.pid), warm.memory_bytes))
 
 
 def model_info(slot: SlotInfo) -> pb.ModelInfo:

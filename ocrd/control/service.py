@@ -83,12 +83,14 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
             models=self._model_infos(loaded_only=True),
             config_path=info.config_path,
             default_model=info.default_model,
+            warm_runners=await self._warm_runners(),
         )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=self._model_infos(loaded_only=request.loaded_only))
+        return pb.ListModelsResponse(models=self._model_infos(loaded_only=request.loaded_only),
+                                     warm_runners=await self._warm_runners())
 
     async def LoadModel(
         self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
@@ -205,6 +207,14 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         # Cancelling the stream stops the pull (ocrd.runners.vllm.image_pull).
         async for step in image_pull.pull_image(image):
             yield convert.image_pull_progress(step)
+
+    async def _warm_runners(self) -> list[pb.WarmRunner]:
+        warm = list(self._scheduler.warm_runners())
+        gpu_bytes: dict[tuple[str, int], int] = {}
+        if any(w.device.startswith("cuda") for w in warm):  # NVML only when it has something to say
+            snapshot = await self._gpu.snapshot_async()
+            gpu_bytes = {(f"cuda:{d.index}", p.pid): p.used_bytes for d in snapshot.devices for p in d.processes}
+        return [convert.warm_runner(w, gpu_bytes) for w in warm]
 
     def _model_infos(self, *, loaded_only: bool) -> list[pb.ModelInfo]:
         slots = self._scheduler.models()

@@ -176,12 +176,21 @@ class ModelDirectory:
         on_gpu = decision.device.startswith("cuda")
         options = transformers_options(model.entry, self.settings, snapshot, self.hub_dir,
                                        "cuda:0" if on_gpu else "cpu", quantization=decision.quantization)
-        env = _hub_environment(self.hub_dir, offline=snapshot.complete)
-        env["CUDA_VISIBLE_DEVICES"] = decision.gpu_uuid if on_gpu else ""
         return RunnerSpec(
             model=model.entry, engine="transformers", device=decision.device, options=options,
-            python=self.settings.transformers.python or sys.executable, env=env,
+            python=self.transformers_python(),
+            env=self.transformers_environment(decision.gpu_uuid if on_gpu else "", offline=snapshot.complete),
         )
+
+    def transformers_python(self) -> str:
+        return self.settings.transformers.python or sys.executable
+
+    def transformers_environment(self, gpu_uuid: str, *, offline: bool = True) -> dict[str, str]:
+        """A transformers runner's own environment: the shared cache, offline for a complete
+        snapshot, and exactly its GPU (none: ""). Warm runners are started with the same."""
+        env = _hub_environment(self.hub_dir, offline=offline)
+        env["CUDA_VISIBLE_DEVICES"] = gpu_uuid
+        return env
 
     def _vllm_decided_spec(self, model: ModelWishes, decision: Decision) -> RunnerSpec:
         return self.vllm_spec(model, VllmPlacement(decision.device, decision.gpu_uuid,

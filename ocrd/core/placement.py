@@ -17,7 +17,7 @@ own bookkeeping, so two loads never plan against the same free memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ocrd.config.settings import Settings
 from ocrd.core.directory import ModelDirectory
@@ -29,18 +29,21 @@ from ocrd.events import ModelState
 from ocrd.planning.gpu import GpuProbe, unavailable
 from ocrd.planning.host_view import host_view
 from ocrd.planning.planner import Decision, gib, plan
+from ocrd.runners.base import WarmRunnerInfo
 
 Unload = Callable[[Slot, str], Awaitable[None]]
 
 
 class Placement:
     def __init__(self, models: ModelDirectory, gpu: GpuProbe, slots: Mapping[str, Slot],
-                 settings: Callable[[], Settings], unload: Unload):
+                 settings: Callable[[], Settings], unload: Unload,
+                 warm_runners: Callable[[], Sequence[WarmRunnerInfo]] = tuple):
         self._models = models
         self._gpu = gpu
         self._slots = slots
         self._settings = settings  # read at each use: SIGHUP replaces the settings
         self._unload = unload
+        self._warm_runners = warm_runners
 
     async def plan(self, slot: Slot, wishes: ModelWishes | None = None) -> Decision:
         """The planner's decision for ``slot`` now, with its wishes unless others are given.
@@ -51,7 +54,8 @@ class Placement:
             size = await asyncio.to_thread(self._models.size_facts, model)
         else:
             snapshot, size = unavailable("not needed by the builtin engine"), None
-        host = host_view(self._settings(), snapshot, self._slots.values(), slot, self._models.availability)
+        host = host_view(self._settings(), snapshot, self._slots.values(), slot, self._models.availability,
+                         self._warm_runners())
         return plan(model.entry, size, host, model.preference())
 
     async def make_room(self, slot: Slot) -> Decision:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ocrd.catalog import Catalog, CatalogEntry
@@ -28,7 +28,7 @@ from ocrd.core.wishes import NO_LOAD_WISH
 from ocrd.errors import Conflict
 from ocrd.events import Event, EventBus, ModelState
 from ocrd.planning.gpu import GpuProbe
-from ocrd.runners.base import Runner, RunnerFactory
+from ocrd.runners.base import Runner, RunnerFactory, WarmRunnerInfo
 
 log = logging.getLogger("ocrd.core.scheduler")
 
@@ -46,6 +46,7 @@ class SlotTable:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         gpu_probe: GpuProbe | None = None,
+        warm_runners: Callable[[], Sequence[WarmRunnerInfo]] = tuple,
     ):
         self._settings = settings
         # A bare catalog (tests) is served as it is; the daemon passes the host's directory.
@@ -62,8 +63,10 @@ class SlotTable:
         self._background: set[asyncio.Task[None]] = set()
         self._starting: dict[str, Runner] = {}  # runners being started, by model id
         self._restarts = RestartBackoff(clock)
+        # The warm runners waiting for a model (ocrd.runners.warm_pool): `ocrctl ps`, the planner.
+        self.warm_runners = warm_runners
         self._placement = Placement(self._models, self._gpu, self._slots, lambda: self._settings,
-                                    self._unload_slot)
+                                    self._unload_slot, warm_runners)
 
     # --- slots ---------------------------------------------------------------------------------
 

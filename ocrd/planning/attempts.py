@@ -119,7 +119,11 @@ def _max_new_tokens(entry: CatalogEntry, preference: Preference) -> int:
 
 def _transformers_attempt(entry: CatalogEntry, size: SizeFacts | None, gpu: Gpu, host: Host,
                           preference: Preference, quantization: str) -> Attempt:
-    usable = _usable(gpu, host)
+    # A warm transformers runner on this GPU becomes this model's runner: the CUDA context NVML
+    # counts as used for it is the one the estimate counts again.
+    warm = max((w.memory_bytes for w in host.warm if w.engine == "transformers" and w.device == gpu.device),
+               default=0)
+    usable = _usable(gpu, host) + warm
     if size is None:
         return Attempt("transformers", gpu.device, quantization, 0, usable, gpu, reasons=[
             f"{entry.id}'s size is unknown (no safetensors headers, not in the catalog): ocrd "
@@ -128,6 +132,9 @@ def _transformers_attempt(entry: CatalogEntry, size: SizeFacts | None, gpu: Gpu,
                                      max_new_tokens=_max_new_tokens(entry, preference))
     attempt = Attempt("transformers", gpu.device, quantization, estimate.total, usable, gpu)
     attempt.reasons.append(f"estimate: {estimate.describe()}; sizes from {size.source}")
+    if warm:
+        attempt.reasons.append(f"the warm transformers runner on {gpu.device} takes it: its "
+                               f"{warm / 2**20:.0f} MiB count as free")
     return attempt
 
 

@@ -4,7 +4,9 @@ The planner is pure; this is where the running daemon's facts become its ``Host`
 may use (``gpu.devices`` within what ``CUDA_VISIBLE_DEVICES`` leaves), which engines are available,
 the memory ``gpu.reserve_mib`` keeps free, and every model ocrd holds or is loading, with its
 measured memory: NVML's figure for the runner's process on a GPU (what it really holds, CUDA
-context included), else the runner's own figure (RSS on the CPU).
+context included), else the runner's own figure (RSS on the CPU). Warm runners
+(``scheduler.warm_runners``) are there too, measured the same way: NVML already counts a warm
+runner's CUDA context as used, and the planner gives it back to a load that will take it over.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from ocrd.core.slots import Slot, is_idle
 from ocrd.events import ModelState
 from ocrd.planning.availability import Availability
 from ocrd.planning.gpu import GpuSnapshot
-from ocrd.planning.planner import Host, LoadedModel, allowed_gpus
+from ocrd.planning.planner import Host, LoadedModel, WarmRunner, allowed_gpus
+from ocrd.runners.base import WarmRunnerInfo
 
 
 def host_view(settings: Settings, snapshot: GpuSnapshot, slots: Iterable[Slot], planning: Slot | None,
-              availability: Callable[[str], Availability]) -> Host:
+              availability: Callable[[str], Availability],
+              warm: Iterable[WarmRunnerInfo] = ()) -> Host:
     """The planner's ``Host`` now; ``planning`` (the slot being planned for) is left out;
     ``availability`` answers which engines this host can run (``ModelDirectory.availability``)."""
     gpus, why = allowed_gpus(snapshot, settings.gpu.devices)
@@ -35,6 +39,8 @@ def host_view(settings: Settings, snapshot: GpuSnapshot, slots: Iterable[Slot], 
         vllm_device=settings.vllm.device,
         reserve_bytes=settings.gpu.reserve_mib * 2**20,
         loaded=tuple(loaded),
+        warm=tuple(WarmRunner(w.engine, w.device, used.get((w.device, w.pid), w.memory_bytes))
+                   for w in warm),
     )
 
 

@@ -44,6 +44,16 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class WarmRunner:
+    """A warm runner waiting for a model (``scheduler.warm_runners``), with its measured memory
+    (NVML per process on a GPU: its CUDA context; else its RSS)."""
+
+    engine: str
+    device: str
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
 class Host:
     gpus: tuple[Gpu, ...] = ()
     no_gpu_reason: str = "this host has no NVIDIA GPU"  # why ``gpus`` is empty
@@ -52,6 +62,7 @@ class Host:
     vllm_device: str = "cuda"  # vllm.device: "cpu" for a CPU build of vLLM
     reserve_bytes: int = 512 * MIB  # gpu.reserve_mib
     loaded: tuple[LoadedModel, ...] = ()
+    warm: tuple[WarmRunner, ...] = ()
 
     def availability(self, engine: str) -> Availability:
         """Whether ``engine`` can run here: the answer of its probe for the engines that may be

@@ -57,13 +57,13 @@ from ocrd.planning.estimates import (
     vllm_estimate,
     vllm_max_model_len,
 )
-from ocrd.planning.inputs import Gpu, Host, LoadedModel, Preference, allowed_gpus
+from ocrd.planning.inputs import Gpu, Host, LoadedModel, Preference, WarmRunner, allowed_gpus
 from ocrd.planning.model_size import SizeFacts
 
 __all__ = [
     "ACTIVATION_BYTES", "BYTES_PER_WEIGHT", "CUDA_CONTEXT_BYTES", "DTYPE_BYTES", "GIB", "IMAGE_TOKENS",
     "KV_UNKNOWN_BYTES", "MIB", "QUANT_WORDS", "VLLM_ACTIVATION_BYTES", "VLLM_CUDA_GRAPH_BYTES",
-    "VLLM_KV_UNKNOWN_BYTES", "Decision", "Estimate", "Gpu", "Host", "LoadedModel", "Preference",
+    "VLLM_KV_UNKNOWN_BYTES", "Decision", "Estimate", "Gpu", "Host", "LoadedModel", "Preference", "WarmRunner",
     "allowed_gpus", "gib", "plan", "summary", "transformers_estimate", "utilization", "vllm_estimate",
     "vllm_max_model_len", "with_reason_first",
 ]

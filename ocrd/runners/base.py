@@ -54,6 +54,17 @@ class RunnerSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class WarmRunnerInfo:
+    """A warm runner (``ocrd.runners.warm_pool``) as `ocrctl ps` and the planner see it."""
+
+    engine: str
+    device: str  # the device it was warmed for ("cpu", "cuda:N")
+    pid: int
+    memory_bytes: int  # its resident memory now (on a GPU, NVML adds its CUDA context)
+    ready: bool  # warm; False while still importing
+
+
 class Runner(abc.ABC):
     """One model served by one process (or container)."""
 

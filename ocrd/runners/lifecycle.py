@@ -73,15 +73,17 @@ class ChildProcess:
 
     # --- spawn ---------------------------------------------------------------------------------
 
-    async def spawn(self, command: Sequence[str], env: Mapping[str, str], *, merge_output: bool) -> None:
+    async def spawn(self, command: Sequence[str], env: Mapping[str, str], *, merge_output: bool,
+                    stdin: bool = False) -> None:
         """Starts ``command`` in a new session with exactly ``env``, the log pump and the exit
         watch. ``merge_output``: the log is stdout and stderr together; otherwise it is stderr
-        and stdout is ``events``. Raises ``OSError`` when the program cannot be run."""
+        and stdout is ``events``. ``stdin``: a pipe for ``send`` (a warm runner's assignment),
+        else /dev/null. Raises ``OSError`` when the program cannot be run."""
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
         process = self._process = await asyncio.create_subprocess_exec(
             *command,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT if merge_output else asyncio.subprocess.PIPE,
             start_new_session=True,
@@ -94,6 +96,25 @@ class ChildProcess:
         assert log_stream is not None
         self._pump = self.track(self._pump_log(log_stream))
         self.track(self._wait_exit(pidfd))
+
+    async def send(self, line: str) -> None:
+        """Writes ``line`` to the program's stdin (spawned with ``stdin=True``) and closes it:
+        one message is all a runner is ever sent. ``OSError`` if it has ended meanwhile."""
+        assert self._process is not None and self._process.stdin is not None, "spawn(stdin=True) first"
+        pipe = self._process.stdin
+        try:
+            pipe.write(line.encode() + b"\n")
+            await pipe.drain()
+        finally:
+            pipe.close()
+
+    def adopt(self, name: str, log: logging.Logger, journal_level: JournalLevel | None = None) -> None:
+        """From now on the program is ``name`` and logs as ``log`` (a warm runner that became
+        a model's runner)."""
+        self._name = name
+        self._log = log
+        if journal_level is not None:
+            self._journal_level = journal_level
 
     def track(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Runs ``coro`` as a task of this process: cancelled when it ends (stop or crash)."""

@@ -26,6 +26,7 @@ from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runn
 from ocrd.runners.lifecycle import ChildProcess, read_lines, rss_bytes
 from ocrd.runners.logs import LogBuffer
 from ocrd.runners.transport import AiohttpTransport
+from ocrd.runners.warm_pool import WarmProcess
 
 log = logging.getLogger("ocrd.runner")
 
@@ -43,6 +44,7 @@ class ProcessRunner(Runner):
         request_timeout: float = 600.0,
         python: str | None = None,
         env: dict[str, str] | None = None,
+        warm: WarmProcess | None = None,
     ):
         self.spec = spec
         self._socket = socket_dir / f"{secrets.token_hex(6)}.sock"
@@ -55,6 +57,8 @@ class ProcessRunner(Runner):
         self._reported_memory = 0
         self._log = log.getChild(spec.model.id.replace("/", "."))
         self._child = ChildProcess("runner", self._log, self.log_buffer, journal_level=_journal_level)
+        # A warm runner (``ocrd.runners.warm_pool``) of this spec's key, to hand the model to.
+        self._warm = warm
 
     # --- Runner interface ----------------------------------------------------------------------
 
@@ -80,9 +84,10 @@ class ProcessRunner(Runner):
         self._socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The worker compares OCRD_PARENT_PID with its parent at start-up: if we died before it
         # set PR_SET_PDEATHSIG, it exits instead of serving as an orphan.
-        env = {**(self._env if self._env is not None else os.environ), **self.spec.env,
-               "OCRD_PARENT_PID": str(os.getpid())}
-        await self._child.spawn(self._command(), env, merge_output=False)
+        if not await self._take_warm(progress):
+            env = {**(self._env if self._env is not None else os.environ), **self.spec.env,
+                   "OCRD_PARENT_PID": str(os.getpid())}
+            await self._child.spawn(self._command(), env, merge_output=False)
         try:
             await self._read_until_ready(progress)
         except BaseException:
@@ -115,9 +120,34 @@ class ProcessRunner(Runner):
 
     # --- internals -----------------------------------------------------------------------------
 
+    async def _take_warm(self, progress: ProgressCallback) -> bool:
+        """Hands the model to the warm runner, if one was given and is (or becomes) warm; False:
+        start cold. From here its process, its log and its events are this runner's."""
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return False
+        progress(LoadProgress("starting", message=f"handing {self.model_id} to a warm runner"))
+        try:
+            if not await warm.wait_warm():
+                self._log.warning("the warm runner is of no use (%s); starting cold", warm.failure)
+                return False
+            warm.child.adopt("runner", self._log, _journal_level)
+            await warm.child.send(json.dumps({"argv": self._arguments()}))
+        except OSError as exc:  # it ended just now
+            self._log.warning("the warm runner is gone (%s); starting cold", exc)
+            await warm.child.stop(0)
+            return False
+        except BaseException:  # the load was given up while it warmed: it must not linger
+            await warm.stop()
+            raise
+        self._child, self.log_buffer = warm.child, warm.log_buffer
+        return True
+
     def _command(self) -> list[str]:
+        return [self._python, "-m", "ocrd.worker", *self._arguments()]
+
+    def _arguments(self) -> list[str]:
         return [
-            self._python, "-m", "ocrd.worker",
             "--model-id", self.spec.model.id,
             "--engine", self.spec.engine,
             "--socket", str(self._socket),

@@ -1,6 +1,10 @@
 """A runner process: loads one model and serves it over the OpenAI protocol on a Unix socket.
 
     python -m ocrd.worker --model-id ID --engine builtin --socket PATH --options JSON
+    python -m ocrd.worker --warm --engine transformers --socket-dir DIR
+
+The second form is a warm runner (``ocrd.worker.warm``): the engine's imports done, it waits for
+the model on stdin and then serves it as the first form would.
 
 stdout is the channel to the daemon and carries only JSON lines, in this order: any number of
 ``{"event": "progress", "stage", "progress", "message"}``, then either
@@ -240,6 +244,33 @@ def run(argv: list[str] | None, out: EventOut) -> int:
         _unlink(args.socket)
 
 
+def run_warm(argv: list[str], out: EventOut) -> int:
+    """A warm runner: imports, ``warm``, then the assigned runner's life (``ocrd.worker.warm``)."""
+    from ocrd.worker.warm import WarmUsageError, check_socket_dir, read_assignment, warm_up
+
+    parser = _ArgumentParser(prog="python -m ocrd.worker --warm", description="warm ocrd runner")
+    parser.add_argument("--warm", action="store_true", required=True)
+    parser.add_argument("--engine", required=True)
+    parser.add_argument("--socket-dir", required=True, help="the folder its socket will be in")
+    signals = Signals()
+    signals.install()  # SIGTERM while warming or waiting: exit 0
+    try:
+        args = parser.parse_args(argv)
+        device = warm_up(args.engine)
+        out.emit("warm", pid=os.getpid(), memory_bytes=memory_bytes(), device=device)
+        assigned = read_assignment()
+        if assigned is None:  # the daemon closed our stdin: not needed
+            return 0
+        runner_args, _ = parse_args(assigned)
+        if runner_args.engine != args.engine:
+            raise WarmUsageError(f"this runner is warm for {args.engine}, not {runner_args.engine}")
+        check_socket_dir(runner_args.socket, args.socket_dir)
+    except (UsageError, WarmUsageError) as exc:
+        out.error(str(exc))
+        return 2
+    return run(assigned, out)
+
+
 def _load_failed(exc: Exception, model_id: str, out: EventOut) -> int:
     from ocrd.errors import OcrdError
 
@@ -268,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     die_with_parent()
+    args = sys.argv[1:] if argv is None else argv
     try:
-        return run(argv, out)
+        return run_warm(args, out) if "--warm" in args else run(args, out)
     except StopRequested:  # SIGTERM before the load even began
         return 0
     except Exception as exc:  # a bug: the daemon still gets one clear line, the traceback goes to the log

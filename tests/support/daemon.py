@@ -165,6 +165,9 @@ class RunningDaemon:
             "runtime_dir": self.runtime_dir,
             "http": {"host": "127.0.0.1", "port": self.port},
             "grpc": {"socket": self.socket_path},
+            # No warm runners unless a test asks (tests/integration/test_warm_runners.py): on two
+            # cores, each would import torch beside the test for nothing.
+            "scheduler": {"warm_runners": 0},
         }
         self.config = deep_merge(base, config or {})
         self.write_config(self.config)
@@ -451,9 +454,18 @@ def pid_alive(pid: int) -> bool:
 
 
 def runner_socket(pid: int) -> Path:
-    """The private Unix socket runner ``pid`` serves on (``--socket PATH`` in its command line)."""
+    """The private Unix socket runner ``pid`` serves on: ``--socket PATH`` in its command line,
+    or, for a warm runner that was handed its model, the listening socket it holds."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    return Path(argv[argv.index("--socket") + 1])
+    if "--socket" in argv:
+        return Path(argv[argv.index("--socket") + 1])
+    inodes = {os.readlink(fd)[len("socket:["):-1] for fd in Path(f"/proc/{pid}/fd").iterdir()
+              if os.readlink(fd).startswith("socket:[")}
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[6] in inodes and fields[7].endswith(".sock"):
+            return Path(fields[7])
+    raise AssertionError(f"runner {pid} serves on no socket")
 
 
 def runner_info(pid: int, timeout: float = 30.0) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ocrd.planning.planner import (
     Host,
     LoadedModel,
     Preference,
+    WarmRunner,
     allowed_gpus,
     plan,
     summary,
@@ -360,6 +361,23 @@ def test_memory_promised_to_a_load_in_progress_counts_against_its_gpu():
     loading = LoadedModel("org/other", "cuda:0", memory_bytes=0, evictable=False, promised_bytes=8 * GIB)
     decision = plan(entry, size, Host(gpus=(first, second), loaded=(loading,)))
     assert decision.device == "cuda:1"  # 20 - 8 GiB promised < 16 GiB
+
+
+def test_a_warm_transformers_runner_on_the_gpu_gives_its_memory_back_to_the_load_it_takes():
+    entry, size = sized("qwen2-vl-2b", None)
+    needed = plan(entry, size, host(80)).estimated_bytes
+    # NVML shows the warm runner's CUDA context as used: without it the model would just fit
+    # unquantized (reserve 512 MiB), with it counted it has to shrink.
+    tight = Gpu(0, "GPU-000-test", "Test GPU", 80 * GIB, needed + 512 * MIB - 600 * MIB)
+    alone = plan(entry, size, Host(gpus=(tight,)))
+    assert alone.quantization != "none"
+    warm = WarmRunner("transformers", "cuda:0", 700 * MIB)
+    decision = plan(entry, size, Host(gpus=(tight,), warm=(warm,)))
+    assert (decision.device, decision.quantization, decision.estimated_bytes) == ("cuda:0", "none", needed)
+    assert "the warm transformers runner on cuda:0 takes it: its 700 MiB count as free" in decision.reasons
+    # One on another GPU, or of another engine, gives nothing back here.
+    for other in (WarmRunner("transformers", "cuda:1", 700 * MIB), WarmRunner("builtin", "cuda:0", 700 * MIB)):
+        assert plan(entry, size, Host(gpus=(tight,), warm=(other,))).quantization != "none"
 
 
 def test_vllm_never_asks_for_more_than_the_free_share_of_its_gpu():

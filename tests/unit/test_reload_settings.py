@@ -30,6 +30,7 @@ APPLIES_ON_RELOAD = {
     "limits.max_json_values",
     "scheduler.keep_alive", "scheduler.queue_size", "scheduler.auto_load", "scheduler.max_loaded_models",
     "scheduler.load_timeout", "scheduler.drain_timeout", "scheduler.reap_interval",
+    "scheduler.warm_runners",
     "builtin.ppocr_det_limit_side_len", "builtin.tesseract_languages", "builtin.tesseract_psm",
     "transformers.python", "transformers.device", "transformers.quantization", "transformers.dtype",
     "transformers.attn_implementation", "transformers.max_new_tokens", "transformers.generation",

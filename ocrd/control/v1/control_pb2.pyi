@@ -74,12 +74,26 @@ class ModelInfo(_message.Message):
     description: str
     def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
+class WarmRunner(_message.Message):
+    __slots__ = ("engine", "device", "pid", "memory_bytes", "ready")
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    engine: str
+    device: str
+    pid: int
+    memory_bytes: int
+    ready: bool
+    def __init__(self, engine: _Optional[str] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., ready: _Optional[bool] = ...) -> None: ...
+
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("version", "pid", "uptime_seconds", "http_url", "grpc_addresses", "models", "config_path", "default_model")
+    __slots__ = ("version", "pid", "uptime_seconds", "http_url", "grpc_addresses", "models", "config_path", "default_model", "warm_runners")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +102,7 @@ class GetStatusResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    WARM_RUNNERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     uptime_seconds: float
@@ -96,7 +111,8 @@ class GetStatusResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     config_path: str
     default_model: str
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., http_url: _Optional[str] = ..., grpc_addresses: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., config_path: _Optional[str] = ..., default_model: _Optional[str] = ...) -> None: ...
+    warm_runners: _containers.RepeatedCompositeFieldContainer[WarmRunner]
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., http_url: _Optional[str] = ..., grpc_addresses: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., config_path: _Optional[str] = ..., default_model: _Optional[str] = ..., warm_runners: _Optional[_Iterable[_Union[WarmRunner, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("loaded_only",)
@@ -105,10 +121,12 @@ class ListModelsRequest(_message.Message):
     def __init__(self, loaded_only: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "warm_runners")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    WARM_RUNNERS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    warm_runners: _containers.RepeatedCompositeFieldContainer[WarmRunner]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., warm_runners: _Optional[_Iterable[_Union[WarmRunner, _Mapping]]] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("model", "keep_alive_seconds", "pin", "engine", "quantization")
