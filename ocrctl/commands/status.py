@@ -66,7 +66,7 @@ def _ps_row(model: pb.ModelInfo) -> list[str]:
         model.engine,
         render.state(model.state),
         model.device or "-",
-        str(model.pid) if model.pid else "-",
+        ",".join(str(pid) for pid in model.replica_pids) or (str(model.pid) if model.pid else "-"),
         render.size(model.memory_bytes),
         f"{model.in_flight}/{model.queued}",
         "pinned" if model.pinned else render.duration(model.keep_alive_seconds),

@@ -398,11 +398,11 @@ class ModelSettings(_Section):
         None, pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="Device for this model, as transformers.device (wins over it; also for vLLM).")
     revision: str | None = Field(None, description="Branch, tag or commit to load; default main.")
-    max_concurrent_requests: int | None = Field(
-        None, ge=1,
-        description="Requests served at once by this model's runner (wins over the engine's: 1 for "
-        "builtin and transformers runners, vllm.max_concurrent_requests for vLLM, 64 for upstreams).",
-    )
+    max_concurrent_requests: int | None = Field(None, ge=1, description="Requests served at once by "
+        "each runner of this model (wins over the engine's: 1 for builtin and transformers runners, "
+        "vllm.max_concurrent_requests for vLLM, 64 for upstreams).")
+    replicas: int | None = Field(None, ge=1, le=64, description="Runner processes of this model, requests "
+        "to the least busy (builtin and transformers; default: builtin one per two cores, else 1).")
     vllm_args: VllmArgs = Field(
         default_factory=list,
         description="Extra arguments of this model's vLLM server, after the catalog's and vllm.args "

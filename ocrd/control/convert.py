@@ -74,6 +74,7 @@ def model_info(slot: SlotInfo) -> pb.ModelInfo:
         state=state_to_pb(slot.state),
         device=slot.device,
         pid=slot.pid or 0,
+        replica_pids=list(slot.replica_pids),
         memory_bytes=max(0, slot.memory_bytes),
         pinned=slot.pinned,
         # The proto promises 0 for a pinned model: it never unloads for idleness.

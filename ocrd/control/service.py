@@ -139,7 +139,9 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     ) -> pb.GetGpuResponse:
         snapshot = await self._gpu.snapshot_async()  # NVML blocks: off the event loop
         # Runner processes by pid; container runners' pids (their host pids) are issue 5's.
-        models = {slot.pid: slot.id for slot in self._scheduler.models() if slot.pid}
+        models = {pid: slot.id for slot in self._scheduler.models() for pid in slot.replica_pids}
+        # Warm runners are ocrd's too (a warm one's CUDA context shows in NVML).
+        models |= {warm.pid: f"(warm {warm.engine} runner)" for warm in self._scheduler.warm_runners()}
         return convert.gpu(snapshot, models)
 
     async def ListCache(

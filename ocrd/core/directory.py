@@ -12,6 +12,7 @@ nothing here holds state beyond the settings.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -154,8 +155,8 @@ class ModelDirectory:
 
     # --- runner specs ---------------------------------------------------------------------------
 
-    def runner_spec(self, model: ModelWishes, decision: Decision) -> RunnerSpec:
-        """How to start the runner the planner decided on."""
+    def runner_spec(self, model: ModelWishes, decision: Decision, replicas: int = 1) -> RunnerSpec:
+        """How to start the runner the planner decided on (one of ``replicas`` of the model)."""
         specs: dict[str, Callable[[ModelWishes, Decision], RunnerSpec]] = {
             "builtin": self._builtin_spec, "transformers": self._transformers_spec,
             "vllm": self._vllm_decided_spec, "upstream": self._upstream_spec,
@@ -163,7 +164,12 @@ class ModelDirectory:
         build = specs.get(decision.engine)
         if build is None:
             raise EngineUnavailable(f"ocrd has no {decision.engine} engine")
-        return build(model, decision)
+        spec = build(model, decision)
+        if replicas > 1 and spec.engine == "builtin" and spec.options.get("backend") == "ppocr":
+            # Replicas share the cores: each gets its part instead of all of them.
+            cores = max(1, (os.cpu_count() or 1) // replicas)
+            spec = dataclasses.replace(spec, options={**spec.options, "threads": cores})
+        return spec
 
     def _builtin_spec(self, model: ModelWishes, decision: Decision) -> RunnerSpec:
         return RunnerSpec(model=model.entry, engine="builtin",

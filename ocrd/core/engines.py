@@ -18,6 +18,7 @@ read it too), and knows runners only by the daemon's builders it is handed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -78,6 +79,19 @@ class EngineKind:
     hf_cache: bool = False
     # An extra this host may lack: its availability is probed (``ocrd.planning.availability``).
     optional: bool = False
+    # Runner processes per model unless [models.X] replicas says (0: the engine has no replicas:
+    # a vLLM server batches and spreads over its GPUs itself; an upstream is one server).
+    replicas: Callable[[Settings], int] = lambda settings: 1
+
+
+def _one_per_two_cores(settings: Settings) -> int:
+    # A builtin runner answers one request at a time with onnxruntime's threads; two cores per
+    # replica keep each one fed without the replicas fighting over cores.
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def _no_replicas(settings: Settings) -> int:
+    return 0
 
 
 def _one_at_a_time(settings: Settings) -> int:
@@ -94,13 +108,14 @@ def _vllm_restarts(settings: Settings) -> RestartPolicy:
 
 
 ENGINES: dict[str, EngineKind] = {kind.name: kind for kind in (
-    EngineKind("builtin", "builtin", runner="process", concurrency=_one_at_a_time, restarts=_never),
+    EngineKind("builtin", "builtin", runner="process", concurrency=_one_at_a_time, restarts=_never,
+               replicas=_one_per_two_cores),
     EngineKind("transformers", "transformers", runner="process", concurrency=_one_at_a_time, restarts=_never,
                uses_gpu=True, quantizes=True, hf_cache=True, optional=True),
     EngineKind("vllm", "vLLM", runner="vllm", concurrency=lambda s: s.vllm.max_concurrent_requests,
-               restarts=_vllm_restarts, uses_gpu=True, hf_cache=True, optional=True),
+               restarts=_vllm_restarts, uses_gpu=True, hf_cache=True, optional=True, replicas=_no_replicas),
     EngineKind("upstream", "upstream", runner="upstream", concurrency=lambda s: UPSTREAM_CONCURRENCY,
-               restarts=_never, selectable=False, runs_here=False),
+               restarts=_never, selectable=False, runs_here=False, replicas=_no_replicas),
 )}
 
 # The engines a user names, in the table's order.
@@ -160,3 +175,10 @@ def runner_factory(builders: Mapping[str, Callable[[RunnerSpec], Runner]]) -> Ru
         return builders[engine_kind(spec.engine).runner](spec)
 
     return build
+
+
+def replica_count(engine: str, wished: int | None, settings: Settings) -> int:
+    """Runner processes for a model of ``engine``: ``wished`` ([models.X] replicas), else the
+    engine's default; always 1 for an engine without replicas (vLLM, upstreams)."""
+    default = engine_kind(engine).replicas(settings)
+    return 1 if default == 0 else (wished or default)

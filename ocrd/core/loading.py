@@ -21,7 +21,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 
-from ocrd.core.engines import engine_kind
+from ocrd.core.engines import engine_kind, replica_count
 from ocrd.core.slot_table import SlotTable, stop_quietly
 from ocrd.core.slots import Slot, SlotInfo
 from ocrd.core.wishes import LoadWish, check_engine, check_quantization
@@ -29,6 +29,7 @@ from ocrd.errors import Conflict, ModelLoadFailed, OcrdError, ShuttingDown
 from ocrd.events import Event, ModelState
 from ocrd.planning.planner import Decision, summary
 from ocrd.runners.base import LoadProgress, Runner
+from ocrd.runners.replicas import ReplicaSet
 
 log = logging.getLogger("ocrd.core.scheduler")
 
@@ -116,7 +117,7 @@ class Loading(SlotTable):
                     message: str = "") -> asyncio.Future[None]:
         slot.state = ModelState.LOADING
         slot.error = ""
-        slot.decision = None  # planned afresh in _make_room
+        slot.decision, slot.replica_decisions = None, ()  # planned afresh in _make_room
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Failed loads are reported through their waiters; don't let asyncio log them again.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -131,8 +132,10 @@ class Loading(SlotTable):
         runner: Runner | None = adopted
         try:
             if runner is None:
-                decision = await self._make_room(slot)
-                runner = self._factory(self._models.runner_spec(slot.wishes, decision))
+                decisions = await self._make_room(slot)
+                runners = [self._factory(self._models.runner_spec(slot.wishes, d, len(decisions)))
+                           for d in decisions]
+                runner = runners[0] if len(runners) == 1 else ReplicaSet(runners)
             self._starting[slot.entry.id] = runner
             starting = runner.start(progress=functools.partial(self._on_progress, slot),
                                     on_exit=functools.partial(self._on_runner_exit, slot, runner))
@@ -165,18 +168,21 @@ class Loading(SlotTable):
         future.set_result(None)
         slot.signal.notify()
 
-    async def _make_room(self, slot: Slot) -> Decision:
-        """The decision to load ``slot`` with, after ``ocrd.core.placement`` evicted what it needs
-        evicted; recorded on the slot before the room lock goes, so that the next load plans
-        with this one counted."""
+    async def _make_room(self, slot: Slot) -> tuple[Decision, ...]:
+        """The decisions to load ``slot``'s replicas with (one for most models), after
+        ``ocrd.core.placement`` evicted what the first needs evicted; recorded on the slot before
+        the room lock goes, so that the next load plans with these counted."""
         async with self._room:
             decision = await self._placement.make_room(slot)
-            slot.decision = decision
+            count = replica_count(decision.engine, slot.wishes.replicas, self._settings)
+            decisions = await self._placement.replica_decisions(slot, decision, count)
+            slot.decision, slot.replica_decisions = decision, decisions
             slot.engine = decision.engine
-            self._configure(slot)  # the engine decides how many requests run at once
+            self._configure(slot)  # the engine and the replicas decide how many requests run at once
             slot.holds_room = True
-            log.info("%s: %s", slot.entry.id, "; ".join(decision.reasons))
-            return decision
+            replicas = f" ({len(decisions)} replicas)" if len(decisions) > 1 else ""
+            log.info("%s%s: %s", slot.entry.id, replicas, "; ".join(decision.reasons))
+            return decisions
 
     def _fail_load(self, slot: Slot, future: asyncio.Future[None], error: OcrdError) -> None:
         slot.state = ModelState.FAILED

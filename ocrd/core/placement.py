@@ -17,6 +17,8 @@ own bookkeeping, so two loads never plan against the same free memory.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ocrd.config.settings import Settings
@@ -28,10 +30,12 @@ from ocrd.errors import CapacityExhausted, EngineUnavailable, InsufficientMemory
 from ocrd.events import ModelState
 from ocrd.planning.gpu import GpuProbe, unavailable
 from ocrd.planning.host_view import host_view
-from ocrd.planning.planner import Decision, gib, plan
+from ocrd.planning.planner import Decision, LoadedModel, gib, plan
 from ocrd.runners.base import WarmRunnerInfo
 
 Unload = Callable[[Slot, str], Awaitable[None]]
+
+log = logging.getLogger("ocrd.core.scheduler")
 
 
 class Placement:
@@ -45,8 +49,10 @@ class Placement:
         self._unload = unload
         self._warm_runners = warm_runners
 
-    async def plan(self, slot: Slot, wishes: ModelWishes | None = None) -> Decision:
-        """The planner's decision for ``slot`` now, with its wishes unless others are given.
+    async def plan(self, slot: Slot, wishes: ModelWishes | None = None,
+                   placed: Sequence[Decision] = ()) -> Decision:
+        """The planner's decision for ``slot`` now, with its wishes unless others are given;
+        ``placed``: replicas of it already planned, whose memory counts as promised.
         Blocking work (NVML, safetensors headers) runs in worker threads."""
         model = wishes or slot.wishes
         if any(engine_kind(engine).uses_gpu for engine in model.entry.engines):
@@ -56,7 +62,29 @@ class Placement:
             snapshot, size = unavailable("not needed by the builtin engine"), None
         host = host_view(self._settings(), snapshot, self._slots.values(), slot, self._models.availability,
                          self._warm_runners())
+        if placed:
+            host = dataclasses.replace(host, loaded=host.loaded + tuple(
+                LoadedModel(slot.entry.id, d.device, 0, evictable=False, promised_bytes=d.estimated_bytes)
+                for d in placed))
         return plan(model.entry, size, host, model.preference())
+
+    async def replica_decisions(self, slot: Slot, first: Decision, count: int) -> tuple[Decision, ...]:
+        """Where each of ``count`` replicas goes, ``first`` being the first's. On the CPU all go
+        where it goes (RAM is not planned, as for one runner); on GPUs each is planned with the
+        ones before it counted, so that they spread over the GPUs with room. Replicas that do not
+        fit with the first's engine and quantization on a GPU are left out, with a warning."""
+        if count <= 1 or not first.device.startswith("cuda"):
+            return (first,) * max(1, count)
+        decisions = [first]
+        while len(decisions) < count:
+            planned = await self.plan(slot, placed=decisions)
+            same = (planned.engine, planned.quantization) == (first.engine, first.quantization)
+            if not (planned.fits and same and planned.device.startswith("cuda")):
+                log.warning("%s: %d of %d replicas fit on the GPUs (%s)", slot.entry.id, len(decisions),
+                            count, planned.reasons[0] if planned.reasons else "no room")
+                break
+            decisions.append(planned)
+        return tuple(decisions)
 
     async def make_room(self, slot: Slot) -> Decision:
         """The decision to load ``slot`` with, after evicting what it needs evicted: idle models

@@ -20,7 +20,7 @@ from typing import Any
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config.settings import Settings
 from ocrd.core.directory import ModelDirectory
-from ocrd.core.engines import engine_kind
+from ocrd.core.engines import engine_kind, replica_count
 from ocrd.core.placement import Placement
 from ocrd.core.restarts import RestartBackoff
 from ocrd.core.slots import Slot, SlotInfo, drain
@@ -75,13 +75,15 @@ class SlotTable:
 
     def _info(self, slot: Slot) -> SlotInfo:
         runner = slot.runner
+        replicas = runner.replicas() if runner is not None else ()
         return SlotInfo(
             id=slot.entry.id,
             aliases=slot.entry.aliases,
             description=slot.entry.description,
             engine=slot.engine,
             state=slot.state,
-            device=runner.spec.device if runner else "",
+            # Replicas on several GPUs: each of their devices, in order.
+            device=",".join(dict.fromkeys(r.spec.device for r in replicas)) if runner else "",
             pid=runner.pid if runner else None,
             memory_bytes=runner.memory_bytes if runner else 0,
             pinned=slot.pinned,
@@ -92,6 +94,7 @@ class SlotTable:
             last_used=slot.last_used_wall,
             loaded_at=slot.loaded_at_wall if slot.state == ModelState.READY else None,
             error=slot.error,
+            replica_pids=tuple(pid for r in replicas if (pid := r.pid)),
         )
 
     def _slot(self, name: str) -> Slot:
@@ -125,7 +128,9 @@ class SlotTable:
         concurrency = wishes.max_concurrent_requests
         if concurrency is None:  # the engine's (ocrd.core.engines)
             concurrency = engine_kind(slot.engine).concurrency(self._settings)
-        slot.turns.set_limit(concurrency)
+        # Each replica serves that many: those of the load under way (or done), else as planned.
+        replicas = len(slot.replica_decisions) or replica_count(slot.engine, wishes.replicas, self._settings)
+        slot.turns.set_limit(concurrency * replicas)
 
     # --- unloading a slot ----------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class SlotInfo:
     last_used: float | None  # wall-clock seconds since the epoch
     loaded_at: float | None
     error: str
+    replica_pids: tuple[int, ...] = ()  # every runner process of the model ([models.X] replicas)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class Slot:
     load: LoadWish = NO_LOAD_WISH
     # The planner's decision the current (or last) load was made with: engine, device, memory.
     decision: Decision | None = None
+    # One per replica (the first is ``decision``): where each runner of the model goes.
+    replica_decisions: tuple[Decision, ...] = ()
     # Counted against max_loaded_models from the moment a load begins until the runner is gone.
     holds_room: bool = False
     load_future: asyncio.Future[None] | None = None

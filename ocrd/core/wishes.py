@@ -88,6 +88,7 @@ class ModelWishes:
     pinned: bool = False
     queue_size: int = 0
     max_concurrent_requests: int | None = None  # None: the engine's (``EngineKind.concurrency``)
+    replicas: int | None = None  # [models.X] replicas; None: the engine's (``EngineKind.replicas``)
     dtype: str = "auto"  # transformers.dtype
     max_new_tokens: int = 4096  # transformers.max_new_tokens
 
@@ -150,6 +151,7 @@ def resolve_wishes(entry: CatalogEntry, settings: Settings, load: LoadWish = NO_
         pinned=load.pin or per_model.pinned,
         queue_size=_first(per_model.queue_size, scheduler.queue_size),
         max_concurrent_requests=per_model.max_concurrent_requests,
+        replicas=per_model.replicas,
         dtype=transformers.dtype, max_new_tokens=transformers.max_new_tokens,
     )
 

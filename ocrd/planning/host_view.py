@@ -29,9 +29,10 @@ def host_view(settings: Settings, snapshot: GpuSnapshot, slots: Iterable[Slot], 
     ``availability`` answers which engines this host can run (``ModelDirectory.availability``)."""
     gpus, why = allowed_gpus(snapshot, settings.gpu.devices)
     used = {(f"cuda:{d.index}", p.pid): p.used_bytes for d in snapshot.devices for p in d.processes}
-    loaded = [_loaded(slot, used) for slot in slots
+    loaded = [model for slot in slots
               if slot is not planning and slot.decision is not None
-              and slot.state in (ModelState.READY, ModelState.LOADING)]
+              and slot.state in (ModelState.READY, ModelState.LOADING)
+              for model in _loaded(slot, used)]
     return Host(
         gpus=gpus, no_gpu_reason=why,
         transformers=availability("transformers"),
@@ -44,18 +45,21 @@ def host_view(settings: Settings, snapshot: GpuSnapshot, slots: Iterable[Slot], 
     )
 
 
-def _loaded(slot: Slot, used: dict[tuple[str, int], int]) -> LoadedModel:
+def _loaded(slot: Slot, used: dict[tuple[str, int], int]) -> list[LoadedModel]:
+    """One entry per runner process of the model (``[models.X] replicas``), on its device."""
     decision = slot.decision
     assert decision is not None
-    runner = slot.runner
-    measured = 0
-    if runner is not None and runner.pid:
-        measured = used.get((decision.device, runner.pid), runner.memory_bytes)
     loading = slot.state == ModelState.LOADING
-    return LoadedModel(
-        model=slot.entry.id, device=decision.device, memory_bytes=measured,
-        evictable=not loading and is_idle(slot) and not slot.pinned,
-        last_used=slot.last_used or 0.0,
-        # A load in progress holds little yet: count what it was planned for.
-        promised_bytes=max(0, decision.estimated_bytes - measured) if loading else 0,
-    )
+    evictable = not loading and is_idle(slot) and not slot.pinned
+    if slot.runner is None or loading:
+        # A load in progress holds little yet: count what each replica was planned for.
+        return [LoadedModel(model=slot.entry.id, device=planned.device, memory_bytes=0, evictable=False,
+                            last_used=slot.last_used or 0.0, promised_bytes=planned.estimated_bytes)
+                for planned in (slot.replica_decisions or (decision,))]
+    models = []
+    for replica in slot.runner.replicas():
+        device = replica.spec.device if replica.spec.device.startswith("cuda") else decision.device
+        measured = used.get((device, replica.pid), replica.memory_bytes) if replica.pid else 0
+        models.append(LoadedModel(model=slot.entry.id, device=device, memory_bytes=measured,
+                                  evictable=evictable, last_used=slot.last_used or 0.0))
+    return models

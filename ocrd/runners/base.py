@@ -16,7 +16,7 @@ to say too: ``request_body``, ``describe``, ``failure_hint``, ``timeout_note`` a
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,10 @@ class Runner(abc.ABC):
     @property
     def model_id(self) -> str:
         return self.spec.model.id
+
+    def replicas(self) -> Sequence[Runner]:
+        """The runner processes behind it: itself, or a ``ReplicaSet``'s live replicas."""
+        return (self,)
 
     @property
     def engine(self) -> str:

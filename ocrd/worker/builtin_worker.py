@@ -12,7 +12,9 @@ Semantics, as the OpenAI API sees them:
   (finish_reason "length"); ``stop`` cuts it before the first occurrence of any stop string
   (finish_reason "stop"). temperature, top_p and seed are ignored: OCR is deterministic.
 
-Options (``--options`` JSON): ``{"backend": "ppocr", "det_limit_side_len": 960}`` or
+Options (``--options`` JSON): ``{"backend": "ppocr", "det_limit_side_len": 960, "threads": 0}``
+(threads: onnxruntime's per inference; 0 its default, all cores; the daemon sets it for
+replicas, so that they share the cores instead of fighting over them) or
 ``{"backend": "tesseract", "tesseract_cmd": "tesseract", "languages": "eng+rus", "psm": 3}``.
 """
 
@@ -39,7 +41,7 @@ from ocrd.worker.ocr_backends import PpocrBackend, TesseractBackend
 log = logging.getLogger("ocrd.worker.builtin")
 
 _KNOWN_OPTIONS = {
-    "ppocr": {"backend", "det_limit_side_len"},
+    "ppocr": {"backend", "det_limit_side_len", "threads"},
     "tesseract": {"backend", "tesseract_cmd", "languages", "psm"},
 }
 _WORD = re.compile(r"\S+")
@@ -141,7 +143,10 @@ def create_engine(model_id: str, options: dict[str, Any]) -> BuiltinEngine:
         side = _option(options, "det_limit_side_len", int, 960)
         if side <= 0:
             raise EngineOptionsError("builtin option 'det_limit_side_len' must be positive")
-        backend: OcrBackend = PpocrBackend(side)
+        threads = _option(options, "threads", int, 0)
+        if threads < 0:
+            raise EngineOptionsError("builtin option 'threads' must be 0 (all cores) or more")
+        backend: OcrBackend = PpocrBackend(side, threads)
     else:
         languages = _option(options, "languages", str, "eng")
         if not all(languages.split("+")):

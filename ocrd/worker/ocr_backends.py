@@ -63,8 +63,9 @@ def group_lines(boxes: Sequence[TextBox]) -> list[str]:
 class PpocrBackend:
     """rapidocr's bundled PP-OCR det/cls/rec ONNX models: offline, CPU, Latin/CJK (no Cyrillic)."""
 
-    def __init__(self, det_limit_side_len: int):
+    def __init__(self, det_limit_side_len: int, threads: int = 0):
         self.det_limit_side_len = det_limit_side_len
+        self.threads = threads  # onnxruntime's intra-op threads; 0: its default (all cores)
         self._ocr: Any = None  # a rapidocr.RapidOCR once loaded (rapidocr has no type hints)
 
     def load(self, progress: ProgressFn) -> None:
@@ -77,7 +78,10 @@ class PpocrBackend:
             ) from exc
         progress("loading detection and recognition models", 0.4, "bundled PP-OCR det/cls/rec ONNX models")
         # "max" caps the longest side; rapidocr's default ("min") upscales small pages, 2-4x slower.
-        ocr = RapidOCR(params={"Det.limit_type": "max", "Det.limit_side_len": self.det_limit_side_len})
+        params: dict[str, Any] = {"Det.limit_type": "max", "Det.limit_side_len": self.det_limit_side_len}
+        if self.threads:
+            params["EngineConfig.onnxruntime.intra_op_num_threads"] = self.threads
+        ocr = RapidOCR(params=params)
         # rapidocr builds its ONNX sessions lazily on first use; build them now so that a broken
         # model fails the load and the first request does not pay for it. (rapidocr is pinned.)
         for loader in ("_load_det_model", "_load_cls_model", "_load_rec_model"):

@@ -191,3 +191,23 @@ async def test_an_engine_this_host_lacks_is_refused_with_the_planners_reason(mak
     with pytest.raises(EngineUnavailable, match="vllm not used: the vllm package is not installed for "):
         await scheduler.load("a", engine="vllm")
     assert factory.made(A) == []
+
+
+async def test_replicas_spread_over_the_gpus_with_room_each_planned_with_the_others_counted(make):
+    scheduler, factory = make(card(UUID_0, 16), card(UUID_1, 16), models={A: {"replicas": 2}})
+    info = await scheduler.load("a")
+    first, second = factory.made(A)
+    assert {first.spec.device, second.spec.device} == {"cuda:0", "cuda:1"}
+    assert {first.spec.env["CUDA_VISIBLE_DEVICES"], second.spec.env["CUDA_VISIBLE_DEVICES"]} == {UUID_0, UUID_1}
+    assert info.replica_pids == (first.fake_pid, second.fake_pid) and info.pid == first.fake_pid
+    assert info.memory_bytes == 2 * RUNNER_MEMORY
+    assert set(info.device.split(",")) == {"cuda:0", "cuda:1"}
+    # Both count against their GPU: a third model (bf16, ~9.4 GiB) no longer fits unquantized.
+    explained = await scheduler.explain("b")
+    assert explained.quantization != "none"
+
+
+async def test_replicas_that_do_not_fit_on_a_gpu_are_left_out_and_the_model_still_loads(make):
+    scheduler, factory = make(card(UUID_0, 12), models={A: {"replicas": 3}})  # room for one
+    info = await scheduler.load("a")
+    assert len(factory.made(A)) == 1 and len(info.replica_pids) == 1

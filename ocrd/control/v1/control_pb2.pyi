@@ -39,7 +39,7 @@ CHECK_STATUS_FAIL: CheckStatus
 CHECK_STATUS_SKIPPED: CheckStatus
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "aliases", "engine", "state", "device", "pid", "memory_bytes", "pinned", "keep_alive_seconds", "in_flight", "queued", "queue_capacity", "last_used", "loaded_at", "error", "description")
+    __slots__ = ("id", "aliases", "engine", "state", "device", "pid", "memory_bytes", "pinned", "keep_alive_seconds", "in_flight", "queued", "queue_capacity", "last_used", "loaded_at", "error", "description", "replica_pids")
     ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class ModelInfo(_message.Message):
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_PIDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     engine: str
@@ -72,7 +73,8 @@ class ModelInfo(_message.Message):
     loaded_at: _timestamp_pb2.Timestamp
     error: str
     description: str
-    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    replica_pids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., description: _Optional[str] = ..., replica_pids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WarmRunner(_message.Message):
     __slots__ = ("engine", "device", "pid", "memory_bytes", "ready")
