@@ -18,9 +18,12 @@ with the direct round next to it:
 
     apt-get install nginx-light            # the yardstick
     .venv/bin/pip install -e '.[bench]'    # aiohttp, httptools for the stub
-    .venv/bin/python bench/proxy.py [--rounds 5] [--seconds 3] [--requests 200]
+    .venv/bin/python bench/proxy.py [--rounds 5] [--seconds 3] [--requests 200] [--baseline REV]
 
-Record the printed table in docs/benchmarks.md with the machine it ran on.
+``--baseline REV`` adds a fourth target, ocrd as committed at REV (``git archive``, run with the
+same venv), to the same interleaved rounds: a change's effect measured side by side rather than
+against a figure from another day. Record the printed table in docs/benchmarks.md with the
+machine it ran on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -43,6 +47,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from PIL import Image
@@ -256,7 +261,7 @@ def paired(results: dict[str, list[Round]], name: str, figure: Callable[[Round, 
                              for mine, direct in zip(results[name], results["direct"], strict=True))
 
 
-def start_services(workdir: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], RunningDaemon, int, int]:
+def start_services(workdir: Path, baseline: str | None = None) -> Services:
     stub_port, nginx_port = free_port(), free_port()
     stub = subprocess.Popen([sys.executable, "-c", STUB, str(stub_port), MODEL, str(CHUNKS)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -267,10 +272,57 @@ def start_services(workdir: Path) -> tuple[subprocess.Popen[bytes], subprocess.P
     nginx = subprocess.Popen([nginx_bin, "-c", str(conf), "-p", str(workdir)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(nginx_port)
-    daemon = RunningDaemon({"upstreams": [{"model": MODEL, "url": f"http://127.0.0.1:{stub_port}/v1"}],
-                            "scheduler": {"queue_size": 256}})
-    assert daemon.ocrctl("load", MODEL).returncode == 0, "the upstream did not load"
-    return stub, nginx, daemon, stub_port, nginx_port
+    config = {"upstreams": [{"model": MODEL, "url": f"http://127.0.0.1:{stub_port}/v1"}],
+              "scheduler": {"queue_size": 256}}
+    services = Services(stub, nginx, {}, stub_port, nginx_port)
+    try:
+        services.daemons["ocrd"] = RunningDaemon(config)
+        if baseline is not None:
+            tree = checkout(baseline, workdir / "baseline")
+            # The revision's own test helper: it writes the configuration that revision reads.
+            old = load_module(tree / "tests" / "support" / "daemon.py", "bench_baseline_daemon")
+            services.daemons[f"ocrd {baseline}"] = old.RunningDaemon(config, env={"PYTHONPATH": str(tree)})
+        for daemon in services.daemons.values():
+            assert daemon.ocrctl("load", MODEL).returncode == 0, "the upstream did not load"
+    except BaseException:
+        services.stop()
+        raise
+    return services
+
+
+@dataclass
+class Services:
+    stub: subprocess.Popen[bytes]
+    nginx: subprocess.Popen[bytes]
+    daemons: dict[str, RunningDaemon]  # by target name: "ocrd", and "ocrd REV" with --baseline
+    stub_port: int
+    nginx_port: int
+
+    def stop(self) -> None:
+        for daemon in self.daemons.values():
+            daemon.stop()
+            daemon.close()
+        for process in (self.nginx, self.stub):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def checkout(revision: str, into: Path) -> Path:
+    """The files of ``revision`` in ``into`` (``git archive``: the working tree is left alone)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def load_module(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> int:
@@ -278,41 +330,39 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=200, help="per 1-client round")
     parser.add_argument("--seconds", type=float, default=3.0, help="per 32-client round")
+    parser.add_argument("--baseline", metavar="REV", help="also measure ocrd as committed at REV")
     args = parser.parse_args()
     if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
         raise SystemExit("bench/proxy.py: nginx is the yardstick: apt-get install nginx-light")
     with tempfile.TemporaryDirectory(prefix="ocrd-bench-proxy-") as tmp:
-        workdir = Path(tmp)
-        stub, nginx, daemon, stub_port, nginx_port = start_services(workdir)
+        services = start_services(Path(tmp), args.baseline)
         try:
-            nginx_pids = [nginx.pid, *[int(p) for p in subprocess.run(
-                ["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()]]
-            for pid in (stub.pid, *nginx_pids, daemon.pid):
+            nginx_pids = [services.nginx.pid, *[int(p) for p in subprocess.run(
+                ["pgrep", "-P", str(services.nginx.pid)], capture_output=True, text=True).stdout.split()]]
+            daemons = services.daemons
+            for pid in (services.stub.pid, *nginx_pids, *(d.pid for d in daemons.values())):
                 pin(pid, SERVER_CORE)
             os.sched_setaffinity(0, {CLIENT_CORE} if (os.cpu_count() or 1) > 1 else {0})
-            targets = [Target("direct", f"http://127.0.0.1:{stub_port}", []),
-                       Target("nginx", f"http://127.0.0.1:{nginx_port}", nginx_pids),
-                       Target("ocrd", daemon.base_url, [daemon.pid])]
+            targets = [Target("direct", f"http://127.0.0.1:{services.stub_port}", []),
+                       Target("nginx", f"http://127.0.0.1:{services.nginx_port}", nginx_pids),
+                       *(Target(name, d.base_url, [d.pid]) for name, d in reversed(daemons.items()))]
             table = measure(targets, args)
         finally:
-            daemon.stop()
-            daemon.close()
-            for process in (nginx, stub):
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+            services.stop()
     print_table(table, args)
     return 0
 
 
 def measure(targets: list[Target], args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    table: dict[str, dict[str, float]] = {"nginx": {}, "ocrd": {}}
+    proxies = [target.name for target in targets if target.name != "direct"]
+    table: dict[str, dict[str, float]] = {name: {} for name in proxies}
     for stream in (False, True):
         body = request_body(stream)
         one = interleaved(targets, args.rounds, lambda t, s=stream, b=body: run_round(
             t, b, s, 1, args.requests, args.seconds))
         many = interleaved(targets, args.rounds, lambda t, s=stream, b=body: run_round(
             t, b, s, 32, args.requests, args.seconds))
-        for name in ("nginx", "ocrd"):
+        for name in proxies:
             key = "ttfc_ms" if stream else "latency_ms"
             table[name][key] = paired(one, name, lambda m, d: 1000 * (
                 statistics.median(m.latencies) - statistics.median(d.latencies)))
@@ -336,10 +386,11 @@ def print_table(table: dict[str, dict[str, float]], args: argparse.Namespace) ->
         {args.rounds} interleaved rounds; 1 client: {args.requests} requests a round; 32 clients:
         {args.seconds:g} s a round; 27 KB bodies; stub and proxies on core {SERVER_CORE}, load on core {CLIENT_CORE}
         """))
-    print("| per request | nginx | ocrd |")
-    print("|---|---|---|")
+    names = list(table)
+    print("| per request | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
     for label, key, fmt in rows:
-        print(f"| {label} | {fmt.format(table['nginx'][key])} | {fmt.format(table['ocrd'][key])} |")
+        print(f"| {label} | " + " | ".join(fmt.format(table[name][key]) for name in names) + " |")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Middlewares, outermost first: CORS (only with ``http.cors_origins``; outermost so that refusals
 carry its headers and a browser can read them), API keys (``http.api_keys``; before any body is
 read), paths with control characters refused, the body-size cap, the catch-all that turns a crash
-into the 500 envelope. Each reads its settings from ``state`` at every request, so a SIGHUP that
-changes them applies to the next request.
+into the 500 envelope, and ``ChatShortcut``, which answers ``POST /v1/chat/completions`` without
+FastAPI's router (``ocrd.http.openai.chat``). Each reads its settings from ``state`` at every
+request, so a SIGHUP that changes them applies to the next request.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ocrd.http.auth import ApiKeyAuth
 from ocrd.http.errors import install_error_handlers
 from ocrd.http.limits import BodySizeLimit, PathGuard
 from ocrd.http.openai import chat, models
+from ocrd.http.openai.chat import ChatShortcut
 from ocrd.http.openapi import install_openapi
 from ocrd.http.state import AppState
 
@@ -37,6 +39,8 @@ def build_app(state: AppState) -> FastAPI:
         redoc_url=None,
     )
     app.state.ocrd = state
+    # Innermost, inside the catch-all that install_error_handlers adds next.
+    app.add_middleware(ChatShortcut)
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(models.router)

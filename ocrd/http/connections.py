@@ -20,6 +20,12 @@ each connection (a reload applies to the next one):
 Connections closed by these rules are logged a few at a time (``ThrottledLog``) and counted in
 ``ocrd_http_connections_dropped_total``. ``log_accept_errors`` does the same for asyncio's
 "socket.accept() out of system resource".
+
+The parser underneath is httptools (llhttp, in C) by default: uvicorn's pure-Python h11 parser
+was the largest single cost of a proxied request after the image check. h11 bounds a request's
+head (16 KiB, its "incomplete event" limit) and llhttp does not, so the httptools variant adds
+that bound itself (``MAX_HEAD``), for trailers too. Both variants behave alike towards clients;
+``guarded_protocol(guard, "h11")`` gives the h11 one.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ import logging
 import resource
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ocrd.config.settings import HttpSettings
 from ocrd.log_throttle import ThrottledLog
@@ -50,6 +57,9 @@ BACKLOG = 128
 # that is what a flood of connections needs without any being reset.
 MOST_REFUSING = 2 * BACKLOG
 REFUSAL_WAIT = 1.0  # seconds a refused connection may take to send its request
+# The most bytes a request's head (request line and headers), or its trailers, may take: h11's
+# limit (uvicorn keeps h11's default), which the httptools variant enforces itself.
+MAX_HEAD = 16 * 1024
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -105,6 +115,7 @@ class ConnectionGuard:
         self._over_cap_log = ThrottledLog(log, "connections answered 503 for being over the cap")
         self._slow_log = ThrottledLog(log, "connections closed for sending a request too slowly",
                                       level=logging.INFO)
+        self._big_head_log = ThrottledLog(log, "requests refused for a head over MAX_HEAD")
 
     def over_cap(self, open_connections: int) -> bool:
         return open_connections >= connection_cap(self.settings().max_connections)
@@ -133,20 +144,33 @@ class ConnectionGuard:
                        "(http.%s_timeout)", where, "headers" if phase == _HEADERS else phase,
                        seconds, phase)
 
+    def head_too_large(self, client: Any) -> None:
+        where = f"{client[0]}:{client[1]}" if client else "a client"
+        self._big_head_log("refused the request of %s: its headers (or trailers) are over %d bytes",
+                           where, MAX_HEAD)
 
-def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
-    """uvicorn's h11 protocol class with ``guard``'s cap and deadlines (``uvicorn.Config(http=...)``)."""
-    return type("GuardedH11Protocol", (_Deadlines,), {"guard": guard})
+
+def guarded_protocol(guard: ConnectionGuard, parser: Literal["httptools", "h11"] = "httptools"
+                     ) -> type[asyncio.Protocol]:
+    """uvicorn's protocol class (httptools or h11) with ``guard``'s cap and deadlines, for
+    ``uvicorn.Config(http=...)``."""
+    base = _GuardedHttpTools if parser == "httptools" else _GuardedH11
+    return type(base.__name__.lstrip("_"), (base,), {"guard": guard})
 
 
 _HEADERS, _BODY, _IDLE = "header", "body", "idle"  # the first two name http.*_timeout
 
+# The mixin below runs on either of uvicorn's protocols; mypy checks it against the h11 one.
+if TYPE_CHECKING:
+    _UvicornProtocol = H11Protocol
+else:
+    _UvicornProtocol = object
 
-class _Deadlines(H11Protocol):
-    """uvicorn's h11 protocol with the cap at connection_made, then the header and body
-    deadlines. It only reads what uvicorn's protocols share (``cycle`` with ``more_body``,
-    ``response_started``, ``response_complete``; ``flow.read_paused``; ``connections``), so the
-    httptools protocol could take H11Protocol's place as the base."""
+
+class _Deadlines(_UvicornProtocol):
+    """The cap at connection_made, then the header and body deadlines, over either of uvicorn's
+    protocols. It only reads what they share (``cycle`` with ``more_body``, ``response_started``,
+    ``response_complete``; ``flow.read_paused``; ``connections``)."""
 
     guard: ConnectionGuard
 
@@ -221,6 +245,88 @@ class _Deadlines(H11Protocol):
                 408, "Request Timeout", f"the request's {what} did not arrive in time "
                 f"(http.{phase}_timeout)", "timeout"))
         self.transport.close()
+
+
+class _GuardedH11(_Deadlines, H11Protocol):
+    """h11 bounds the head itself: over 16 KiB unfinished, it answers 400 and closes."""
+
+    guard: ConnectionGuard
+
+
+class _GuardedHttpTools(_Deadlines, HttpToolsProtocol):  # type: ignore[misc]  # mypy sees _Deadlines as an H11Protocol
+    """httptools under the deadlines, with the bound on heads that h11 has and llhttp has not:
+    httptools gathers a header in memory until its line ends, so one endless header (or
+    trailer) would grow until the deadline, at whatever rate the client sends. A head still
+    unfinished past ``MAX_HEAD`` bytes is answered as h11 answers it (400, "Invalid HTTP request
+    received.", close); so are trailers past ``MAX_HEAD`` (chunk framing counts with them, up to
+    as many bytes as the body has: a client of 1-byte chunks is turned away too).
+
+    Heads are counted from the parser's callbacks (the request line and every whole header) and,
+    for a head that goes on over several reads, by the whole of each later read: every byte of a
+    read that leaves the head unfinished is head. Only the unfinished header of the read in which
+    the head began goes uncounted, which bounds it by the size of one read."""
+
+    guard: ConnectionGuard
+    _in_message = False  # between the parser's message begin and message complete
+    _in_head = False  # ... and before its headers complete
+    _head = 0  # bytes of the head so far
+    _body = 0  # body bytes of the message (after its headers)
+    _extra = 0  # other bytes after its headers: chunk framing, trailers
+
+    def on_message_begin(self) -> None:
+        self._in_message = self._in_head = True
+        self._head = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._head += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head += len(name) + len(value) + 4  # "name: value\r\n"
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._body = self._extra = 0
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        super().on_message_complete()
+
+    def data_received(self, data: bytes) -> None:
+        head_before = self._head if self._in_head else None
+        after_head = self._in_message and not self._in_head
+        body_before = self._body
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self._in_head:
+            if head_before is not None:  # the whole read was head
+                self._head = head_before + len(data)
+            if self._head <= MAX_HEAD:
+                return
+            # The cycle is an earlier request's: its answer, if still due, must come first.
+            answer = cycle is None or cycle.response_complete
+        elif after_head and self._in_message:  # the whole read belongs to this message's rest
+            self._extra += len(data) - (self._body - body_before)
+            if self._extra <= MAX_HEAD + self._body:
+                return
+            answer = not cycle.response_started  # the cycle is this request's
+        else:
+            return
+        self._stop()
+        self.guard.head_too_large(self.client)  # a few lines, not one per attempt
+        if answer:
+            self.send_400_response("Invalid HTTP request received.")  # as h11's protocol answers
+        else:
+            self.transport.close()
 
 
 class _Refusal(asyncio.Protocol):

@@ -26,7 +26,7 @@ logger = logging.getLogger("ocrd.http")
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers and the catch-all; call before the app serves its first request."""
-    app.add_exception_handler(OcrdError, _ocrd_error)
+    app.add_exception_handler(OcrdError, ocrd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_middleware(CatchAllErrors)
@@ -39,7 +39,8 @@ def error_response(error: OcrdError) -> JSONResponse:
     )
 
 
-async def _ocrd_error(request: Request, exc: Exception) -> JSONResponse:
+async def ocrd_error(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to an ``OcrdError``: its response, and a warning in the log for a 5xx."""
     assert isinstance(exc, OcrdError)
     if exc.http_status >= 500:
         logger.warning(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pybase64
 from PIL import Image
 
 from ocrd.config.settings import LimitsSettings
@@ -191,7 +192,7 @@ def decode_data_url(ref: ImageRef, max_bytes: int) -> bytes:
     if len(payload) // 4 * 3 - 2 > max_bytes:
         raise _too_many_bytes(ref, max_bytes)
     try:
-        data = base64.b64decode(payload, validate=True)
+        data = strict_b64decode(payload)
     except (binascii.Error, ValueError):
         raise InvalidRequest(
             f"image {ref.number} is not valid base64; use the standard alphabet with '=' padding "
@@ -201,6 +202,18 @@ def decode_data_url(ref: ImageRef, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise _too_many_bytes(ref, max_bytes)
     return data
+
+
+def strict_b64decode(payload: str) -> bytes:
+    """``base64.b64decode(payload, validate=True)``, the same bytes and the same refusals, most
+    of the time by pybase64 (SIMD: 3 us for a 27 KB image where the standard library takes
+    80 us). pybase64 refuses a little more (padding after a complete quantum, as in ``AAAA=``,
+    which the standard library takes), never less and never other bytes, so what it refuses is
+    decoded again by the standard library, whose answer stands."""
+    try:
+        return pybase64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return base64.b64decode(payload, validate=True)
 
 
 def _too_many_bytes(ref: ImageRef, max_bytes: int) -> PayloadTooLarge:

@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ocrd.errors import InvalidRequest, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -54,6 +56,43 @@ def parse_json_body(body: bytes, limits: JsonLimits = JsonLimits()) -> dict[str,
     if not body.strip():
         raise InvalidRequest("request body is empty; send a JSON object")
     refuse_too_many_values(body, limits)
+    value = _parsed_quickly(body, limits)
+    if value is not None:
+        return value
+    value = _parsed_exactly(body)
+    if not isinstance(value, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    _refuse_deep(value, limits.max_depth)
+    _refuse_non_finite(value)
+    return value
+
+
+# Integers past these orjson turns into floats; ``json`` keeps them exact.
+_EXACT_INTS = 2.0**63
+
+
+def _parsed_quickly(body: bytes, limits: JsonLimits) -> dict[str, Any] | None:
+    """The body parsed by orjson (in C, in a third of ``json``'s time and with no UTF-8 decode
+    first) when it is a JSON object ocrd takes; None for everything else, which ``json`` then
+    parses again so that every refusal is worded as ocrd always worded it. orjson refuses what
+    is not strict JSON (NaN, Infinity, numbers too large for a double, lone surrogates, a BOM,
+    invalid UTF-8, nesting past 1,024), so none of that reaches here; it reads integers past 64
+    bits as floats, so a body with a float that large is left to ``json`` too, which keeps them
+    exact."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or _has_float_beyond(value, _EXACT_INTS):
+        return None
+    try:
+        _refuse_deep(value, limits.max_depth)
+    except InvalidRequest:
+        return None
+    return value
+
+
+def _parsed_exactly(body: bytes) -> Any:
     try:
         # Strictly UTF-8 (RFC 8259): json.loads(bytes) would also take UTF-16/32 and let
         # surrogates through ("surrogatepass"), which a runner then fails to encode.
@@ -64,22 +103,33 @@ def parse_json_body(body: bytes, limits: JsonLimits = JsonLimits()) -> dict[str,
             "encoded as UTF-8"
         ) from None
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:  # JSONDecodeError, and ints past sys.get_int_max_str_digits()
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidRequest("request body is not valid JSON (nested too deeply)") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    _refuse_deep(value, limits.max_depth)
-    _refuse_non_finite(value)
-    return value
+
+
+def _has_float_beyond(root: Any, limit: float) -> bool:
+    """Whether a float of magnitude ``limit`` or more is anywhere in ``root`` (iteratively: the
+    depth is only checked after this)."""
+    pending = [root]
+    while pending:
+        value = pending.pop()
+        for item in value.values() if isinstance(value, dict) else value:
+            if isinstance(item, float):
+                if not -limit < item < limit:
+                    return True
+            elif isinstance(item, (dict, list)):
+                pending.append(item)
+    return False
 
 
 # --- counting values on the bytes ---------------------------------------------------------------
 
 _WHITESPACE = b" \t\r\n"
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b"[]{},")))
+_NOT_COUNTED = bytes(sorted(set(range(256)) - set(b",[{")))
 _OPENING = frozenset(b"[{")
 _CLOSING = frozenset(b"]}")
 _COMMA = ord(",")
@@ -94,7 +144,8 @@ def refuse_too_many_values(body: bytes, limits: JsonLimits) -> None:
     # Every item but the first of a container follows a comma and every container opens with a
     # bracket, so these bound the number of values from above: most bodies (an image is one long
     # string without commas) are done here.
-    bound = body.count(b",") + body.count(b"[") + body.count(b"{")
+    # (One pass that keeps only those three bytes costs a third of counting each.)
+    bound = len(body.translate(None, _NOT_COUNTED))
     if bound <= min(limits.max_items, limits.max_values):
         return
     outside, too_many_strings = _outside_strings(body, limits)

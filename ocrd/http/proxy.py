@@ -18,12 +18,14 @@ runner (or vLLM) learns to stop generating.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
+import orjson
 
 from ocrd.errors import OcrdError, UpstreamError, UpstreamTimeout
 from ocrd.openai_types import DONE, sse_event
@@ -37,15 +39,31 @@ _DONE_LINE = DONE.decode().strip()  # "data: [DONE]", the event as the relay rea
 _SSE_FIELDS = ("data:", "event:", "id:", "retry:", ":")
 
 
+class Completion(dict[str, Any]):
+    """A runner's whole completion: the object, for whoever reads it, and the bytes it came as,
+    which the route sends on as they are instead of encoding the object again."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, payload: dict[str, Any], raw: bytes):
+        super().__init__(payload)
+        self.raw = raw
+
+
 async def complete(runner: Runner, body: dict[str, Any]) -> dict[str, Any]:
-    """A non-streaming request: the runner's completion; its error raised as an ``OcrdError``."""
+    """A non-streaming request: the runner's completion (a ``Completion`` where its bytes are
+    strict JSON); its error raised as an ``OcrdError``."""
     try:
-        response = await runner.client().post(CHAT_PATH, json=runner.request_body(body))
+        response = await runner.client().post(CHAT_PATH, content=encode_body(runner.request_body(body)),
+                                              headers=_JSON)
     except httpx.HTTPError as exc:
         raise _transport_error(runner, exc) from None
-    payload = _json_or_none(response.content)
+    content = response.content
+    strict = _strict_json_or_none(content)
+    payload = strict if strict is not None else _json_or_none(content)
     if response.status_code == 200 and isinstance(payload, dict) and isinstance(payload.get("choices"), list):
-        return payload
+        # Bytes that only Python's json takes (NaN, say) are encoded again, as they always were.
+        return Completion(payload, content) if strict is not None else payload
     if _is_openai_error(payload) and response.status_code >= 400:
         raise _PassThrough(payload, response.status_code)
     raise UpstreamError(_unexpected(runner, response))
@@ -54,7 +72,8 @@ async def complete(runner: Runner, body: dict[str, Any]) -> dict[str, Any]:
 async def open_stream(runner: Runner, body: dict[str, Any]) -> httpx.Response:
     """Starts a streaming request; errors before the first event become ordinary HTTP errors."""
     client = runner.client()
-    request = client.build_request("POST", CHAT_PATH, json=runner.request_body(body))
+    request = client.build_request("POST", CHAT_PATH, content=encode_body(runner.request_body(body)),
+                                   headers=_JSON)
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
@@ -73,8 +92,102 @@ async def open_stream(runner: Runner, body: dict[str, Any]) -> httpx.Response:
     raise UpstreamError(_unexpected(runner, response))
 
 
+_JSON = {"content-type": "application/json"}
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The request body's bytes, as httpx's ``json=`` made them (UTF-8, compact; the same
+    values) but by orjson, in a fiftieth of the time: the image's base64 is most of a request and
+    ``json`` escapes it character by character. What orjson cannot encode (integers past 64 bits,
+    which a request may carry in a field ocrd forwards unread) is encoded by ``json``."""
+    try:
+        return orjson.dumps(body)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 async def relay_events(runner: Runner, response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """Relays server-sent events whole; ends with an error event if the runner fails mid-way."""
+    """Relays server-sent events whole; ends with an error event if the runner fails mid-way.
+
+    What one read from the runner brings is handed on as one piece: all the whole events in it
+    (a burst of tokens is one write to the client rather than one per token; a token that comes
+    alone still goes at once). Lines end as the SSE grammar says (CRLF, LF or CR), bytes are
+    read as UTF-8, as httpx would read them; a stream in another charset goes line by line
+    through httpx's decoder (``_relay_decoded``)."""
+    charset = response.charset_encoding
+    if charset is not None and _codec_name(charset) != "utf-8":
+        async for piece in _relay_decoded(runner, response):
+            yield piece
+        return
+    event: list[bytes] = []
+    done = False
+    pending = b""  # the start of a line whose end has not come yet
+    skip_lf = False  # the last read ended in CR: a LF first in the next one ends no line
+    try:
+        async for chunk in response.aiter_bytes():
+            if skip_lf and chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+            skip_lf = chunk.endswith(b"\r")
+            data = pending + chunk
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            lines = data.split(b"\n")
+            pending = lines.pop()
+            whole: list[bytes] = []
+            for line in lines:
+                if line:
+                    if not line.startswith(_SSE_FIELD_BYTES):
+                        if whole:  # the events before the bad line go first, as they came
+                            yield _as_utf8(b"".join(whole))
+                        raise _not_events(runner, line)
+                    event.append(line)
+                    continue
+                if not event:
+                    continue
+                if event == [_DONE_LINE_BYTES]:
+                    done = True
+                whole.append(b"\n".join(event) + b"\n\n")
+                event = []
+            if whole:
+                yield _as_utf8(b"".join(whole))
+        if pending and not pending.startswith(_SSE_FIELD_BYTES):  # a last line without its end
+            raise _not_events(runner, pending)
+        if not done:
+            raise UpstreamError(f"{runner.describe()} ended the stream early ({runner.failure_hint()})")
+    except (httpx.HTTPError, OcrdError) as exc:
+        error = exc if isinstance(exc, OcrdError) else _transport_error(runner, exc)
+        log.warning("stream from %s failed: %s", runner.model_id, error.message)
+        yield sse_event(error.to_openai())
+        yield DONE
+    finally:
+        await response.aclose()
+
+
+_SSE_FIELD_BYTES = tuple(field.encode() for field in _SSE_FIELDS)
+_DONE_LINE_BYTES = _DONE_LINE.encode()
+
+
+def _as_utf8(data: bytes) -> bytes:
+    """``data`` as httpx's UTF-8 decoder and ``str.encode`` made it: invalid bytes replaced."""
+    return data if data.isascii() else data.decode("utf-8", "replace").encode()
+
+
+def _not_events(runner: Runner, line: bytes) -> UpstreamError:
+    shown = line.decode("utf-8", "replace")[:40]
+    return UpstreamError(f"{runner.describe()} sent a stream that is not server-sent events (a "
+                         f"line starts {shown!r})")
+
+
+def _codec_name(charset: str) -> str | None:
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return None  # httpx falls back to UTF-8 too
+
+
+async def _relay_decoded(runner: Runner, response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """``relay_events`` for a stream whose content type names a charset other than UTF-8: its
+    lines as httpx decodes them, an event at a time."""
     event: list[str] = []
     done = False
     try:
@@ -134,6 +247,13 @@ def _is_event_stream(response: httpx.Response) -> bool:
 
 def _text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _strict_json_or_none(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _json_or_none(content: bytes) -> Any:

@@ -16,8 +16,10 @@ vLLM is available through the docker launcher: the directory is given a Docker e
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from ocrd.catalog.presets import parse_presets
 from ocrd.config.settings import Settings
 from ocrd.core.directory import ModelDirectory
 from ocrd.core.scheduler import Scheduler
-from ocrd.errors import InvalidRequest
+from ocrd.errors import InvalidRequest, OcrdError
 from ocrd.http.openai.chat_service import ChatService
 from ocrd.http.openai.protocol import parse_chat_request
 from ocrd.metrics import Metrics
@@ -154,3 +156,36 @@ async def test_an_unknown_preset_is_refused_before_the_model_is_loaded(serve):
     with pytest.raises(InvalidRequest, match="has no preset 'poetry'"):
         await service.create(raw, parse_chat_request(raw), still_connected)
     assert runners == []
+
+
+async def test_a_runners_refusal_leaves_no_reference_cycle_holding_the_request(serve, monkeypatch):
+    # The runner's error comes back through unless_disconnected's task; raised as it was, it
+    # formed a cycle (error, traceback, frame, task) that kept the request's frames, and a body
+    # of tens of MB with them, until a full garbage collection: memory grew request by request.
+    def refusing_client(self: RecordingRunner) -> httpx.AsyncClient:
+        def answer(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(400, json={"error": {"message": "no", "type": "invalid_request_error",
+                                                      "param": None, "code": None}})
+
+        return httpx.AsyncClient(base_url="http://fake-runner", transport=httpx.MockTransport(answer))
+
+    monkeypatch.setattr(RecordingRunner, "client", refusing_client)
+    service, _, _ = serve(("vllm", "transformers"), gpus=[], vllm_device="cuda")
+
+    class Body(dict):  # the request, as the frames on the way hold it; weakly referenced
+        pass
+
+    raw = Body(model=MODEL, messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url(render_text_image(["hello"]))}}]}])
+    chat = parse_chat_request(dict(raw))
+    held = weakref.ref(raw)
+    gc.collect()
+    gc.disable()
+    try:
+        with pytest.raises(OcrdError) as caught:
+            await service.create(raw, chat, still_connected)
+        assert caught.value.http_status == 400
+        del raw, caught
+        assert held() is None, gc.get_referrers(held())
+    finally:
+        gc.enable()

@@ -22,6 +22,7 @@ from typing import Any
 from ocrd.catalog.catalog import split_model_preset
 from ocrd.config.settings import Settings
 from ocrd.core.scheduler import Scheduler
+from ocrd.errors import OcrdError
 from ocrd.http import proxy
 from ocrd.http.images import forward_payload, prepare_images
 from ocrd.http.openai.presets import PresetPlan, preset_plan, requested_preset
@@ -95,6 +96,12 @@ class ChatService:
             if not stream:
                 try:
                     return await unless_disconnected(proxy.complete(runner, body), is_disconnected)
+                except OcrdError as exc:
+                    # Raised again from the task's result, in a frame that holds the task, which
+                    # holds the error: a cycle (error, traceback, frame, task) that would keep the
+                    # request, body and all, until the garbage collector's next full pass. Its
+                    # traceback (the runner's answer, not a crash) is not worth that.
+                    raise exc.with_traceback(None) from None
                 finally:
                     await lease.aclose()
             events = proxy.relay_events(runner, await proxy.open_stream(runner, body))
