@@ -267,6 +267,8 @@ class _GuardedHttpTools(_Deadlines, HttpToolsProtocol):  # type: ignore[misc]  #
     the head began goes uncounted, which bounds it by the size of one read."""
 
     guard: ConnectionGuard
+    _deferred_400: str | None = None  # a malformed request's answer, due after earlier ones
+    _read_whole: Any = None  # the last cycle whose request was read to its end
     _in_message = False  # between the parser's message begin and message complete
     _in_head = False  # ... and before its headers complete
     _head = 0  # bytes of the head so far
@@ -297,14 +299,35 @@ class _GuardedHttpTools(_Deadlines, HttpToolsProtocol):  # type: ignore[misc]  #
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._read_whole = self.cycle
         super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a malformed request, but never ahead of the answers still due to
+        the requests before it on the connection (llhttp parses all that a read brings, so a
+        request followed by garbage meets the garbage before the request is answered; uvicorn
+        would write the 400 first and close, and the request's own answer would be lost). h11
+        parses a request only once the one before is answered: this is its order."""
+        cycle = self.cycle
+        if cycle is not None and cycle is self._read_whole and not cycle.response_complete:
+            self._deferred_400 = msg
+            self.flow.pause_reading()  # nothing after the garbage is of use
+            return
+        super().send_400_response(msg)
+
+    def on_response_complete(self) -> None:
+        if self._deferred_400 is None or self.pipeline or self.transport.is_closing():
+            super().on_response_complete()  # next: a request read before the garbage, if any
+            return
+        self.server_state.total_requests += 1  # as uvicorn counts an answered request
+        super().send_400_response(self._deferred_400)
 
     def data_received(self, data: bytes) -> None:
         head_before = self._head if self._in_head else None
         after_head = self._in_message and not self._in_head
         body_before = self._body
         super().data_received(data)
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._deferred_400 is not None:
             return
         cycle = self.cycle
         if self._in_head:
@@ -324,7 +347,7 @@ class _GuardedHttpTools(_Deadlines, HttpToolsProtocol):  # type: ignore[misc]  #
         self._stop()
         self.guard.head_too_large(self.client)  # a few lines, not one per attempt
         if answer:
-            self.send_400_response("Invalid HTTP request received.")  # as h11's protocol answers
+            super().send_400_response("Invalid HTTP request received.")  # as h11's protocol answers
         else:
             self.transport.close()
 

@@ -8,9 +8,11 @@ final newline: ``/v1/models/ppocr%0A`` would be routed, and answered, as ``/v1/m
 request, so a SIGHUP that changes it applies to the next request.
 
 A declared ``Content-Length`` over the limit is answered 413 at once, before a byte of the body is
-read. A body without one (chunked) is counted as the app reads it; once over, the app's next read
-raises and whatever the app then answers is replaced by the 413. Responses pass through message by
-message, so streaming responses stay streaming.
+read; one within it needs nothing more (the HTTP parser delivers exactly that many bytes, and
+refuses a malformed or conflicting length before the app sees the request), so the request goes
+on unwrapped. A body without one (chunked) is counted as the app reads it; once over, the app's
+next read raises and whatever the app then answers is replaced by the 413. Responses pass
+through message by message, so streaming responses stay streaming.
 """
 
 from __future__ import annotations
@@ -56,8 +58,11 @@ class BodySizeLimit:
             return
         limit = self.max_bytes()  # one limit for the whole request, even across a reload
         declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await _reject(limit, scope, receive, send)
+        if declared is not None:
+            if declared > limit:
+                await _reject(limit, scope, receive, send)
+            else:  # the server hands on no more body than declared: nothing to count
+                await self.app(scope, receive, send)
             return
         await self._counted(limit, scope, receive, send)
 

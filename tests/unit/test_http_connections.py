@@ -255,6 +255,24 @@ async def test_a_pipelined_head_past_the_bound_never_answers_before_the_earlier_
     gate.set()
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+async def test_garbage_after_a_request_is_answered_400_after_the_requests_own_answer(parser):
+    # llhttp reads the garbage in the same read as the request, before the app has answered it;
+    # the 400 waits for that answer, as with h11, instead of going first and losing it.
+    protocol, transport = connection(parser)
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 2\r\n\r\n{}"
+                           b"\x00\x01 not a request\r\n\r\n")
+    for _ in range(1000):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.001)
+    answer = bytes(transport.written)
+    first, _, rest = answer.partition(b'{"size": 2}')
+    assert first.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert rest.startswith(b"HTTP/1.1 400 ") and b"Invalid HTTP request received." in rest  # h11: chunked
+    assert transport.closed
+
+
 async def test_refused_heads_are_logged_a_few_at_a_time(caplog):
     caplog.set_level(logging.WARNING, logger="ocrd.http")
     guard = ConnectionGuard(HttpSettings)

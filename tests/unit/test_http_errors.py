@@ -341,3 +341,23 @@ async def test_uvicorn_serves_the_500_envelope():
     async with serving(app) as port, httpx.AsyncClient(trust_env=False) as client:
         response = await client.get(f"http://127.0.0.1:{port}/boom")
     assert envelope(response, 500)["message"] == GENERIC_INTERNAL_MESSAGE
+
+
+async def test_a_body_past_its_declared_length_reaches_the_app_only_up_to_that_length():
+    # BodySizeLimit counts nothing when the length is declared within the limit: the server hands
+    # on exactly the declared bytes; what follows them is the next request.
+    app, _ = build_app()
+    async with serving(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"POST /size HTTP/1.1\r\nHost: ocrd\r\nContent-Length: 10\r\n\r\n0123456789"
+                         b"POST /size HTTP/1.1\r\nHost: ocrd\r\nContent-Length: 5\r\n\r\n12345")
+            sizes = []
+            for _ in range(2):
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HANG_GUARD_S)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:")))
+                sizes.append(json.loads(await asyncio.wait_for(reader.readexactly(length), HANG_GUARD_S)))
+        finally:
+            writer.close()
+    assert sizes == [{"size": 10}, {"size": 5}]
