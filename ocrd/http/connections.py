@@ -187,10 +187,9 @@ class _Deadlines(_UvicornProtocol):
         self._start(_HEADERS, self.guard.settings().header_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase == _IDLE and (self.cycle is None or self.cycle.response_complete):
-            # The first byte of the next request on a kept-alive connection.
-            self._start(_HEADERS, self.guard.settings().header_timeout)
-        self._received = True
+        # The first bytes of the next request on a kept-alive connection start its header
+        # deadline, unless they hold all its headers (most do): then no timer is needed.
+        starting = self._phase == _IDLE and (self.cycle is None or self.cycle.response_complete)
         super().data_received(data)
         cycle = self.cycle
         if cycle is not None and cycle is not self._request:  # headers complete
@@ -199,11 +198,14 @@ class _Deadlines(_UvicornProtocol):
                 self._start(_BODY, self.guard.settings().body_timeout)
             else:
                 self._stop()
+        elif starting:
+            self._start(_HEADERS, self.guard.settings().header_timeout)
         elif self._phase == _BODY and cycle is not None:
             if cycle.more_body:
                 self._deadline += len(data) / self.guard.settings().body_min_rate
             else:
                 self._stop()
+        self._received = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop()
