@@ -121,18 +121,22 @@ async def relay_events(runner: Runner, response: httpx.Response) -> AsyncGenerat
         return
     event: list[bytes] = []
     done = False
-    pending = b""  # the start of a line whose end has not come yet
+    pending: list[bytes] = []  # the start of a line whose end has not come yet (joined once)
     skip_lf = False  # the last read ended in CR: a LF first in the next one ends no line
     try:
         async for chunk in response.aiter_bytes():
             if skip_lf and chunk.startswith(b"\n"):
                 chunk = chunk[1:]
             skip_lf = chunk.endswith(b"\r")
-            data = pending + chunk
+            if b"\n" not in chunk and b"\r" not in chunk:
+                pending.append(chunk)
+                continue
+            data = b"".join((*pending, chunk)) if pending else chunk
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             lines = data.split(b"\n")
-            pending = lines.pop()
+            tail = lines.pop()
+            pending = [tail] if tail else []
             whole: list[bytes] = []
             for line in lines:
                 if line:
@@ -150,8 +154,9 @@ async def relay_events(runner: Runner, response: httpx.Response) -> AsyncGenerat
                 event = []
             if whole:
                 yield _as_utf8(b"".join(whole))
-        if pending and not pending.startswith(_SSE_FIELD_BYTES):  # a last line without its end
-            raise _not_events(runner, pending)
+        last = b"".join(pending)  # a last line without its end
+        if last and not last.startswith(_SSE_FIELD_BYTES):
+            raise _not_events(runner, last)
         if not done:
             raise UpstreamError(f"{runner.describe()} ended the stream early ({runner.failure_hint()})")
     except (httpx.HTTPError, OcrdError) as exc:
