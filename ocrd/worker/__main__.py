@@ -311,4 +311,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Tearing down an interpreter that holds torch and transformers takes a second or more (module
+    # clean-up, collecting the model's objects), and an unload or a model swap would wait for it.
+    # Nothing of the runner's is left by now: its socket is removed, its answers are sent, its
+    # events and log lines were flushed as they were written. Flush once more and leave.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
