@@ -12,12 +12,21 @@ cache), the same prompt (one image and a line of text), greedy, exactly N new to
   thread, no stopping criteria). Timed: image decoding, processor and generate.
 * through ocrd: ``ocrd serve`` with that cache, the OpenAI endpoint with ``max_tokens=N``
   (``transformers.generation.min_new_tokens`` keeps random weights from stopping early): HTTP,
-  base64 upload, validation, proxy, runner process, streamer thread, JSON back.
+  base64 upload, validation, proxy, runner process, streamer, JSON back.
 
-The two are measured alternately request by request after one warm-up each, so that whatever else
-the machine does weighs on both alike. Both run with ``--threads`` torch threads (default 1).
+The two are measured alternately request by request after one warm-up each (each round starting
+with the next of them), so that whatever else the machine does weighs on both alike. Both run
+with ``--threads`` torch threads (default 1). Reported: tokens/s of each from the summed times and
+their ratio; the median over rounds of each round's direct/ocrd time ratio (steadier on a shared
+machine, where a few slowed rounds move the sums); and the CPU time per request of each (this
+process for direct, the daemon and its runners through ocrd), which other load on the machine
+moves less.
 
-    .venv/bin/python bench/transformers_overhead.py [--kind qwen2_vl] [--tokens 16,128] [--repeats 8]
+``--baseline REV`` adds ocrd as committed at REV (``git archive``, same venv; its daemon and
+runners import that tree) to the same rounds: a change measured side by side with what it
+replaced, not against a figure from another day.
+
+    .venv/bin/python bench/transformers_overhead.py [--kind qwen2_vl] [--tokens 16,128] [--repeats 8] [--baseline REV]
 
 Numbers depend on the machine; only the ratios are meant to travel. Record results in
 docs/benchmarks.md with the machine they came from.
@@ -26,19 +35,27 @@ docs/benchmarks.md with the machine they came from.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import importlib.util
 import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TEXT = "Read the text in this image."
+WARM_RUNNER_SETTLE_S = 5.0
 
 
 def request_body(model: str, tokens: int) -> dict:
@@ -100,25 +117,97 @@ def through_ocrd(http, body: dict) -> tuple[int, float]:
     return response.json()["usage"]["completion_tokens"], seconds
 
 
-def measure(direct: Direct, http, model: str, tokens: int, repeats: int) -> dict:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes ``pids`` have used so far (/proc, clock ticks)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    """A running ``ocrd serve`` to measure: its HTTP client, the processes whose CPU it costs, and
+    its config file."""
+
+    http: Any
+    pids: list[int]
+    config_path: Path
+
+
+def measure(direct: Direct, targets: dict[str, Target], model: str, tokens: int, repeats: int) -> dict:
     body = request_body(model, tokens)
-    direct.run(body), through_ocrd(http, body)  # warm-up (and the runner's first request)
-    times: dict[str, list[float]] = {"direct": [], "ocrd": []}
-    for _ in range(repeats):
-        for name, call in (("direct", direct.run), ("ocrd", lambda b: through_ocrd(http, b))):
+    direct.run(body)  # warm-up
+    for target in targets.values():
+        through_ocrd(target.http, body)  # warm-up (and the runner's first request of this length)
+    calls: dict[str, Callable[[dict], tuple[int, float]]] = {"direct": direct.run}
+    # CPU time, besides wall time: what the work costs, whoever else wants the cores meanwhile.
+    # Direct: this process; through ocrd: the daemon and its runners (not the HTTP client here).
+    clocks: dict[str, Callable[[], float]] = {"direct": time.process_time}
+    for name, target in targets.items():
+        calls[name] = functools.partial(lambda t, b: through_ocrd(t.http, b), target)
+        clocks[name] = functools.partial(cpu_seconds, target.pids)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu = dict.fromkeys(calls, 0.0)
+    names = list(calls)
+    for round_number in range(repeats):
+        # Each round starts with the next one: no target always follows the same other.
+        turn = round_number % len(names)
+        for name in names[turn:] + names[:turn]:
+            call = calls[name]
+            cpu_before = clocks[name]()
             count, seconds = call(body)
+            cpu[name] += clocks[name]() - cpu_before
             if count != tokens:
                 raise SystemExit(f"{name}: {count} tokens generated, expected {tokens}")
             times[name].append(seconds)
     direct_rate = tokens * repeats / sum(times["direct"])
-    ocrd_rate = tokens * repeats / sum(times["ocrd"])
-    return {
-        "tokens": tokens,
-        "direct_tokens_per_s": round(direct_rate, 1),
-        "ocrd_tokens_per_s": round(ocrd_rate, 1),
-        "ratio_ocrd_over_direct": round(ocrd_rate / direct_rate, 3),
-        "median_request_s": {name: round(statistics.median(values), 4) for name, values in times.items()},
-    }
+    result: dict[str, Any] = {"tokens": tokens, "direct_tokens_per_s": round(direct_rate, 1)}
+    for name in targets:
+        rate = tokens * repeats / sum(times[name])
+        # Each round's requests ran back to back: the median of their ratios shrugs off the
+        # rounds that something else on the machine slowed down, which the sums do not.
+        paired = statistics.median(d / o for d, o in zip(times["direct"], times[name], strict=True))
+        result[name] = {
+            "tokens_per_s": round(rate, 1),
+            "ratio_over_direct": round(rate / direct_rate, 3),
+            "ratio_median_of_pairs": round(paired, 3),
+            "ratio_cpu_direct_over_this": round(cpu["direct"] / cpu[name], 3) if cpu[name] else None,
+        }
+    result["cpu_ms_per_request"] = {name: round(1000 * value / repeats, 2) for name, value in cpu.items()}
+    result["median_request_s"] = {name: round(statistics.median(values), 4) for name, values in times.items()}
+    return result
+
+
+def checkout(revision: str, into: Path) -> Path:
+    """The files of ``revision`` in ``into`` (``git archive``: the working tree is left alone)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def load_module(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def start_target(stack: contextlib.ExitStack, config: dict, env: dict[str, str], model: str,
+                 tree: Path = REPO, helper_name: str = "bench_daemon") -> Target:
+    """``ocrd serve`` of the repository at ``tree`` with the model loaded. The tree's own test
+    helper starts it: the daemon runs in that tree, and so do its runners (``python -m
+    ocrd.worker`` imports from its working directory first, before any PYTHONPATH)."""
+    helper = load_module(tree / "tests" / "support" / "daemon.py", helper_name)
+    daemon = stack.enter_context(helper.running_daemon(config, env=env))
+    http = stack.enter_context(daemon.http())
+    through_ocrd(http, request_body(model, 1))  # loads the model: its runner exists from here on
+    return Target(http, [daemon.pid, *daemon.runner_pids()], daemon.config_path)
 
 
 def main() -> None:
@@ -127,25 +216,32 @@ def main() -> None:
     parser.add_argument("--tokens", default="16,128", help="new tokens per request, comma-separated")
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, here and in the runner")
+    parser.add_argument("--baseline", metavar="REV", help="also measure ocrd as committed at REV")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported, here and in ocrd
 
-    from tests.support.daemon import running_daemon
     from tests.support.tiny_models import build_tiny_model
 
-    with tempfile.TemporaryDirectory(prefix="ocrd-bench-hub-") as hub:
+    env = {"OMP_NUM_THREADS": str(args.threads)}
+    with tempfile.TemporaryDirectory(prefix="ocrd-bench-hub-") as hub, contextlib.ExitStack() as stack:
         model = build_tiny_model(args.kind, Path(hub) / "hub")
         config = {"cache": {"hub_dir": Path(hub) / "hub"},
                   "transformers": {"generation": {"min_new_tokens": 1_000_000}}}
-        with running_daemon(config, env={"OMP_NUM_THREADS": str(args.threads)}) as daemon:
-            direct = Direct(daemon.config_path, model.repo_id)
-            with daemon.http() as http:
-                results = [measure(direct, http, model.repo_id, int(n), args.repeats)
-                           for n in args.tokens.split(",")]
+        targets = {"ocrd": start_target(stack, config, env, model.repo_id)}
+        if args.baseline:
+            # The daemon, and the runners it starts, import ocrd from that tree.
+            tree = checkout(args.baseline, Path(hub) / "baseline")
+            targets[f"ocrd {args.baseline}"] = start_target(stack, config, {**env, "PYTHONPATH": str(tree)},
+                                                           model.repo_id, tree, "bench_baseline_daemon")
+        direct = Direct(targets["ocrd"].config_path, model.repo_id)
+        # After a load the daemon starts its next warm runner (torch imported): let that finish
+        # before the rounds, or it weighs on the first of them.
+        time.sleep(WARM_RUNNER_SETTLE_S)
+        results = [measure(direct, targets, model.repo_id, int(n), args.repeats) for n in args.tokens.split(",")]
     import torch
 
     print(json.dumps({"model": f"tiny {args.kind} ({model.repo_id})", "results": results,
-                      "repeats": args.repeats, "threads": args.threads,
+                      "repeats": args.repeats, "threads": args.threads, "baseline": args.baseline,
                       "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}, indent=2))
 
 

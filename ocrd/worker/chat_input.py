@@ -15,6 +15,7 @@ import binascii
 import io
 import json
 
+import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ocrd.errors import InvalidRequest, PayloadTooLarge
@@ -84,18 +85,32 @@ def decode_image(url: str, param: str) -> Image.Image:
     if not comma or not header.endswith(";base64"):
         raise _bad_image(param, "expected a base64 data URL like data:image/png;base64,...")
     try:
-        raw = base64.b64decode("".join(payload.split()), validate=True)
+        raw = _b64decode(payload)
     except (binascii.Error, ValueError):
         raise _bad_image(param, "the data URL is not valid base64") from None
     try:
-        with Image.open(io.BytesIO(raw)) as opened:
-            opened.load()
-            return _to_rgb(ImageOps.exif_transpose(opened))
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+        # In place, and no RGB copy of an RGB image: on a page scan (A4 at 300 dpi) the two copies
+        # the plain calls make took longer than decoding the pixels did.
+        ImageOps.exif_transpose(image, in_place=True)
+        return _to_rgb(image)
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(f"{param}: {exc}", param=param) from None
     except Exception as exc:  # Pillow raises many kinds on corrupt input; all mean "bad image"
         detail = "unknown format" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise _bad_image(param, f"not a decodable image (PNG, JPEG, WebP, TIFF, ...): {detail}") from None
+
+
+def _b64decode(payload: str) -> bytes:
+    """``payload``'s bytes, whitespace ignored (line-wrapped base64 from clients that talk to the
+    runner directly). pybase64 first (SIMD: ~4 ms less per megabyte than the standard library);
+    it refuses whitespace, and a little more that the standard library takes (padding after a
+    complete quantum), never other bytes, so what it refuses the standard library decides."""
+    try:
+        return pybase64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return base64.b64decode("".join(payload.split()), validate=True)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -104,4 +119,4 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, "white")
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")

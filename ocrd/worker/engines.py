@@ -53,10 +53,11 @@ class GenerationParams:
 
 
 class Generation(abc.ABC):
-    """One completion: iterate it for text pieces; afterwards the result fields are set.
+    """One completion: iterate it (or ``run`` it) for text pieces; afterwards the result fields
+    are set.
 
-    Iteration is blocking (the server calls ``next`` in a worker thread). The concatenated
-    pieces are the whole completion, whether the client streams or not.
+    Both are blocking (the server runs them in a worker thread). The concatenated pieces are the
+    whole completion, whether the client streams or not.
     """
 
     finish_reason: str = "stop"  # "stop" or "length"
@@ -65,6 +66,14 @@ class Generation(abc.ABC):
 
     @abc.abstractmethod
     def __iter__(self) -> Iterator[str]: ...
+
+    def run(self, emit: Callable[[str], None]) -> None:
+        """The whole generation in the calling thread, each piece handed to ``emit`` as it comes
+        (the same pieces iteration yields). The server calls this, not ``__iter__``: an engine that
+        produces its pieces in a thread of its own (transformers' ``generate``) would otherwise
+        cost a hand-over between threads per piece, and a thread per request."""
+        for piece in self:
+            emit(piece)
 
     def cancel(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
         """The client went away: stop working soon. Called from the event loop's thread while

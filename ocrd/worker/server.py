@@ -4,11 +4,12 @@ Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (plai
 ``GET /v1/ocrd/info`` (what the engine loaded, e.g. layer classes after quantization).
 Nothing here knows about OCR or transformers.
 
-Generation is blocking, so it runs in worker threads (``asyncio.to_thread``) and the event loop
-stays free for ``/health`` while a long request runs. One request generates at a time: an
-asyncio lock queues requests, and a thread lock around every step guarantees that a request
-whose client went away (its coroutine cancelled while its thread still runs) cannot overlap the
-next one.
+Generation is blocking, so each one runs in one worker thread (``asyncio.to_thread`` around
+``Generation.run``) and the event loop stays free for ``/health`` while a long request runs; a
+streamed one's pieces come back to the loop as the thread makes them. One request generates at a
+time: an asyncio lock queues requests, and a thread lock around every generation guarantees that
+a request whose client went away (its coroutine cancelled while its thread still runs) cannot
+overlap the next one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,26 +73,46 @@ class Generator:
 
     async def text(self, generation: Generation) -> str:
         async with self._queue:
+            parts: list[str] = []
             try:
-                return await asyncio.to_thread(self._collect, generation)
+                await asyncio.to_thread(self._run, generation, parts.append)
             except asyncio.CancelledError:
                 # The client went away: the thread runs on, so tell the engine to stop.
                 generation.cancel()
                 raise
+            return "".join(parts)
 
     async def pieces(self, generation: Generation) -> AsyncIterator[str]:
+        """The pieces as the engine makes them. The generating thread hands each one straight to
+        the event loop (one wake-up per piece, and the engine never waits for this consumer)."""
         async with self._queue:
-            iterator = iter(generation)
-            while (piece := await asyncio.to_thread(self._next, iterator)) is not None:
-                yield piece
+            loop = asyncio.get_running_loop()
+            pieces: asyncio.Queue[str | None] = asyncio.Queue()
 
-    def _collect(self, generation: Generation) -> str:
-        with self._step_lock:
-            return "".join(generation)
+            def emit(piece: str) -> None:
+                loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-    def _next(self, iterator: Iterator[str]) -> str | None:
+            producer = asyncio.ensure_future(asyncio.to_thread(self._run, generation, emit))
+            # Runs after every piece the thread emitted (the loop runs callbacks in order).
+            producer.add_done_callback(lambda _: pieces.put_nowait(None))
+            try:
+                while (piece := await pieces.get()) is not None:
+                    yield piece
+                await producer  # the engine's error, if any
+            finally:
+                # Left early (the client went away; the caller cancels the generation): an error
+                # the abandoned thread may still raise is nobody's to report.
+                producer.add_done_callback(_retrieve)
+
+    def _run(self, generation: Generation, emit: Callable[[str], None]) -> None:
+        # A cancelled request's thread runs on until its engine notices: the next one waits here.
         with self._step_lock:
-            return next(iterator, None)
+            generation.run(emit)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # marks it retrieved: no "exception was never retrieved" in the log
 
 
 async def _stream(generator: Generator, generation: Generation, meta: Completion, include_usage: bool):

@@ -10,10 +10,16 @@ and one processor call tokenizes that text with the images. A processor without 
 the request's text is not part of the prompt.
 A tokenizer-only model gets the text of the conversation and refuses images.
 
-Generation runs in a thread of its own (``model.generate`` is blocking); a
-``TextIteratorStreamer`` hands its text to the iterator the runner's server reads, so streamed
-and non-streamed responses are the same pieces. A lock per model makes generations strictly
-sequential even when a cancelled one is still winding down.
+Generation runs in the thread that calls ``run`` (the server's worker thread): ``generate``'s
+streamer (``PieceStreamer``) decodes each new token, cuts the text at stop strings and hands the
+pieces to the caller's ``emit`` there and then, so streamed and non-streamed responses are the
+same pieces. No thread of its own and no queue between generate and the text: with
+transformers' TextIteratorStreamer, a thread per request and another thread woken for every
+token (to decode and scan what the streamer queued) cost the runner about 0.15 ms of CPU per
+token, a tenth of a token of the tiny model of bench/transformers_overhead.py; now it is about
+0.02 ms. ``__iter__`` (the ``Generation`` interface, the warm-up) runs ``run`` in a thread and
+hands the pieces over a queue. A lock per model makes generations strictly sequential even when
+a cancelled one is still winding down.
 
 Stopping (``ocrd.worker.transformers_stopping``): generation stops on the token that completes a
 stop string in the *generated* text (transformers' own ``stop_strings`` also match across the
@@ -27,10 +33,12 @@ included), completion tokens = tokens generated, EOS included (as OpenAI and vLL
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +190,7 @@ def sampling(runtime: Runtime, params: GenerationParams) -> dict[str, Any]:
 
 
 class TransformersGeneration(Generation):
-    """One completion; iterating it runs ``generate`` in a thread and yields text pieces."""
+    """One completion; ``run`` calls ``generate`` and hands the text pieces to ``emit``."""
 
     def __init__(self, runtime: Runtime, chat: ChatInput, params: GenerationParams):
         self.runtime = runtime
@@ -193,49 +201,47 @@ class TransformersGeneration(Generation):
         self._cancelled = threading.Event()  # generate() stops at the next token once set
         self._client_gone = False
         self._generated: Any = None  # the new token ids, once generate returned
-        self._error: BaseException | None = None
         self._stop_matched = False  # a stop string ended generate()
 
     def cancel(self) -> None:
         self._client_gone = True
         self._cancelled.set()
 
-    def __iter__(self) -> Iterator[str]:
+    def run(self, emit: Callable[[str], None]) -> None:
         inputs = prepare_inputs(self.runtime, self.chat, self.params.processor_kwargs)
         self.prompt_tokens = int(inputs["input_ids"].shape[-1])
-        streamer = self._streamer()
-        worker = threading.Thread(target=self._generate, args=(inputs, streamer), name="generate", daemon=True)
-        worker.start()
         scanner = StopScanner(self.stops)
+        skip = self.params.skip_special_tokens
+        streamer = PieceStreamer(
+            self.runtime.tokenizer, scanner, emit, self._cancelled.set,
+            skip_special_tokens=self.runtime.skip_special_tokens if skip is None else skip,
+        )
+        self._generate(inputs, streamer)
+        streamer.end()  # generate() ends its streamer itself; this covers a generation never begun
+        self._account(scanner.stopped)
+
+    def __iter__(self) -> Iterator[str]:
+        pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        worker = threading.Thread(target=self._run_into, args=(pieces,), name="generate", daemon=True)
+        worker.start()
         finished = False
         try:
-            for piece in streamer:
-                text = scanner.feed(piece)
-                if text:
-                    yield text
-                if scanner.stopped:  # generate may not have seen it (decoding differs): stop it too
-                    self._cancelled.set()
-                    break
-            tail = scanner.flush()
-            if tail:
-                yield tail
+            while (piece := pieces.get()) is not _END:
+                if isinstance(piece, _Failed):
+                    raise piece.error
+                yield piece
             finished = True
         finally:
             if not finished:  # the consumer went away mid-stream: free the model for the next request
                 self.cancel()
         worker.join()
-        if self._error is not None:
-            raise self._error
-        self._account(scanner.stopped)
 
-    def _streamer(self) -> Any:
-        from transformers import TextIteratorStreamer
-
-        skip = self.params.skip_special_tokens
-        return TextIteratorStreamer(
-            self.runtime.tokenizer, skip_prompt=True,
-            skip_special_tokens=self.runtime.skip_special_tokens if skip is None else skip,
-        )
+    def _run_into(self, pieces: queue.SimpleQueue[Any]) -> None:
+        try:
+            self.run(pieces.put)
+        except BaseException as exc:  # handed to the iterating thread
+            pieces.put(_Failed(exc))
+        pieces.put(_END)
 
     def _generate(self, inputs: Any, streamer: Any) -> None:
         import torch
@@ -249,7 +255,7 @@ class TransformersGeneration(Generation):
         try:
             with self.runtime.lock:  # strictly one generate() at a time, cancelled ones included
                 if self._cancelled.is_set():
-                    raise _Cancelled()
+                    return  # the client went away before its turn came: nothing to generate
                 if self.params.seed is not None:
                     torch.manual_seed(self.params.seed)
                 with torch.inference_mode():
@@ -257,11 +263,9 @@ class TransformersGeneration(Generation):
                                                          stopping_criteria=criteria)
             self._generated = _new_tokens(output, inputs["input_ids"])
             self._stop_matched = any(getattr(c, "matched", False) for c in criteria)
-        except BaseException as exc:  # handed to the iterating thread; the streamer must end
-            self._error = None if isinstance(exc, _Cancelled) else exc
-            streamer.end()
-        tokens = 0 if self._generated is None else int(self._generated.shape[-1])
-        self.runtime.recent.append({"completion_tokens": tokens, "cancelled": self._client_gone})
+        finally:
+            tokens = 0 if self._generated is None else int(self._generated.shape[-1])
+            self.runtime.recent.append({"completion_tokens": tokens, "cancelled": self._client_gone})
 
     def _account(self, stopped_in_text: bool) -> None:
         generated = self._generated
@@ -278,8 +282,88 @@ class TransformersGeneration(Generation):
         return int(generated[-1]) in eos_ids
 
 
-class _Cancelled(Exception):
-    """Raised inside the generate thread when the request was cancelled before it started."""
+_END = object()  # the last item __iter__'s queue carries
+_WINDOW = 16  # tokens a PieceStreamer decodes at most, besides the one kept as context
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """What ``run`` raised, handed from the generating thread to the iterating one."""
+
+    error: BaseException
+
+
+class PieceStreamer:
+    """A streamer for ``generate`` that turns each new token into text in the generating thread.
+
+    Decoding is incremental: the tokens since the window's start are decoded, and what that text
+    adds to the text already emitted from the same window is the new piece; a text that ends in an
+    incomplete character (U+FFFD) waits for the next token. Every ``_WINDOW`` tokens the window
+    moves up to the last token, which stays as context for the next one (a SentencePiece word's
+    leading space, a character split over byte tokens), as transformers' TextStreamer keeps one
+    at a newline. So the work per token is one decode of at most ``_WINDOW`` + 1 tokens, where
+    TextStreamer decodes every token since the last newline (quadratic in the length of a line)
+    and then runs its text heuristics. The pieces join up to what ``tokenizer.decode`` makes of
+    all the generated tokens.
+
+    The text is cut before the first stop string by ``scanner``, and each non-empty piece goes to
+    ``emit``. Once the scanner sees a stop string, ``stop_generation`` is called: the stopping
+    criteria may not have seen it (their decoding of a window of tokens can differ), and the
+    text is the authority.
+    """
+
+    def __init__(self, tokenizer: Any, scanner: StopScanner, emit: Callable[[str], None],
+                 stop_generation: Callable[[], None], skip_special_tokens: bool):
+        self.scanner, self.emit, self.stop_generation = scanner, emit, stop_generation
+        self._decode = functools.partial(tokenizer.decode, skip_special_tokens=skip_special_tokens)
+        self._tokens: list[int] = []  # the generated tokens
+        self._window = 0  # decoding starts at this token
+        self._emitted = 0  # characters of the window's text already emitted
+        self._prompt = True  # generate() puts the prompt first: it is not part of the text
+        self.ended = False
+
+    def put(self, value: Any) -> None:
+        if value.dim() > 1 and value.shape[0] > 1:
+            raise ValueError("the runner streams one sequence at a time")
+        if self._prompt:
+            self._prompt = False
+            return
+        if self.scanner.stopped:  # the text is complete: decoding more tokens is wasted
+            return
+        tokens = self._tokens
+        tokens += value.reshape(-1).tolist()
+        text = self._decode(tokens[self._window:])
+        if len(text) <= self._emitted or text.endswith("\ufffd"):
+            return  # no text yet (a skipped special token, half a character)
+        piece = text[self._emitted:]
+        if len(tokens) - self._window > _WINDOW:  # all is emitted: the next window starts here
+            self._window = len(tokens) - 1
+            self._emitted = len(self._decode(tokens[self._window:]))
+        else:
+            self._emitted = len(text)
+        self._text(piece)
+
+    def end(self) -> None:
+        """What is left: tokens that added no text yet (an incomplete character at the very end)."""
+        if self.ended:
+            return
+        self.ended = True
+        rest = ""
+        if self._tokens and not self.scanner.stopped:
+            rest = self._decode(self._tokens[self._window:])[self._emitted:]
+        self._text(rest, last=True)
+
+    def _text(self, text: str, last: bool = False) -> None:
+        scanner = self.scanner
+        if scanner.stopped:
+            return
+        piece = scanner.feed(text)
+        if scanner.stopped:
+            self.stop_generation()
+        elif last:
+            piece += scanner.flush()
+        if piece:
+            self.emit(piece)
 
 
 def _new_tokens(output: Any, input_ids: Any) -> Any:

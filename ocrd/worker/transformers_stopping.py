@@ -14,6 +14,7 @@ Two sides, because each alone is wrong somewhere:
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -59,29 +60,52 @@ class StopScanner:
 
 def stopping_criteria(cancelled: threading.Event, tokenizer: Any, stops: tuple[str, ...], prompt_length: int) -> Any:
     """The StoppingCriteriaList for one generation: cancel, then stop strings if any."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers import StoppingCriteriaList
+
+    cancel, stop_strings = _criteria_classes()
+    criteria = [cancel(cancelled)] + ([stop_strings(tokenizer, stops, prompt_length)] if stops else [])
+    return StoppingCriteriaList(criteria)
+
+
+@functools.cache
+def _criteria_classes() -> tuple[type, type]:
+    """The criteria classes, made once: they subclass transformers', which loads lazily."""
+    import torch
+    from transformers import StoppingCriteria
 
     class Cancel(StoppingCriteria):
-        """Stops every sequence once ``cancelled`` is set (the client went away)."""
+        """Stops every sequence once ``cancelled`` is set (the client went away).
+
+        Asked once per token: it hands back the same two answer tensors instead of making one
+        per step (generate() only reads them)."""
+
+        def __init__(self, cancelled: threading.Event) -> None:
+            self.cancelled = cancelled
+            self.answers: dict[tuple[int, Any], list[Any]] = {}  # (batch, device) -> [no, yes]
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return _all(input_ids, cancelled.is_set())
+            key = (input_ids.shape[0], input_ids.device)
+            answers = self.answers.get(key)
+            if answers is None:
+                answers = self.answers[key] = [
+                    torch.full((key[0],), value, dtype=torch.bool, device=key[1]) for value in (False, True)]
+            return answers[self.cancelled.is_set()]
 
     class StopStrings(StoppingCriteria):
         """Stops once the generated tokens' text contains a stop string; remembers that it did."""
 
-        def __init__(self) -> None:
+        def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_length: int) -> None:
+            self.tokenizer, self.stops, self.prompt_length = tokenizer, stops, prompt_length
             self.matched = False
             self.window = max(len(s) for s in stops) + _WINDOW_MARGIN
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            tail = input_ids[0, max(prompt_length, input_ids.shape[-1] - self.window):].tolist()
-            texts = {tokenizer.decode(tail, skip_special_tokens=skip) for skip in (False, True)}
-            self.matched = self.matched or any(s in text for s in stops for text in texts)
+            tail = input_ids[0, max(self.prompt_length, input_ids.shape[-1] - self.window):].tolist()
+            texts = {self.tokenizer.decode(tail, skip_special_tokens=skip) for skip in (False, True)}
+            self.matched = self.matched or any(s in text for s in self.stops for text in texts)
             return _all(input_ids, self.matched)
 
-    criteria = [Cancel()] + ([StopStrings()] if stops else [])
-    return StoppingCriteriaList(criteria)
+    return Cancel, StopStrings
 
 
 def _all(input_ids: Any, value: bool) -> Any:

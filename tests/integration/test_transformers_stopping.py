@@ -100,3 +100,58 @@ def test_cancel_stops_every_step_after_it(tokenizer):
     assert not bool(criteria(ids, None)[0])
     cancelled.set()
     assert bool(criteria(ids, None)[0])
+
+
+# --- the streamer: token ids to text pieces, in the generating thread ------------------------------
+
+
+def _stream(tokenizer, ids: list[int], stops: tuple[str, ...] = (), skip: bool = True) -> tuple[list[str], int]:
+    """The pieces a PieceStreamer emits for ``ids`` fed one by one after a prompt, as generate()
+    feeds them, and how often it asked generation to stop."""
+    import torch
+
+    from ocrd.worker.transformers_generate import PieceStreamer
+
+    pieces: list[str] = []
+    stop_calls: list[None] = []
+    streamer = PieceStreamer(tokenizer, StopScanner(stops), pieces.append, lambda: stop_calls.append(None),
+                             skip_special_tokens=skip)
+    streamer.put(torch.tensor([[5, 6, 7]]))  # the prompt: not part of the text
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    return pieces, len(stop_calls)
+
+
+def test_streamed_pieces_join_up_to_the_decoded_text(tokenizer):
+    # Characters outside the tokenizer's corpus are several byte tokens each: a piece never ends
+    # in half a character, and nothing is lost or doubled where they join.
+    text = "Grüße aus 東京 — naïve café, 50 €.\nNext line"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split())  # some characters really are split over tokens
+    pieces, stop_calls = _stream(tokenizer, ids)
+    assert "".join(pieces) == tokenizer.decode(ids) == text
+    assert all("\ufffd" not in piece for piece in pieces)
+    assert len(pieces) > 1 and stop_calls == 0
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_random_tokens_special_ones_included_decode_the_same_piece_by_piece(tokenizer, skip):
+    import random
+
+    rng = random.Random(7)
+    for _ in range(20):
+        ids = [rng.randrange(len(tokenizer)) for _ in range(rng.randrange(1, 60))]
+        pieces, _ = _stream(tokenizer, ids, skip=skip)
+        assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=skip)
+
+
+def test_the_streamer_cuts_at_a_stop_string_and_stops_generation_once(tokenizer):
+    ids = tokenizer("The quick brown fox jumps", add_special_tokens=False)["input_ids"]
+    pieces, stop_calls = _stream(tokenizer, ids, stops=("brown",))
+    assert "".join(pieces) == "The quick "
+    assert stop_calls == 1
+
+
+def test_a_generation_that_never_began_streams_nothing(tokenizer):
+    assert _stream(tokenizer, []) == ([], 0)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import pytest
+from PIL import Image
 
 from ocrd.errors import InvalidRequest
 from ocrd.worker.builtin_worker import apply_limits, count_words, create_engine, split_lines
-from ocrd.worker.chat_input import chat_input, generation_params, parse_request
+from ocrd.worker.chat_input import chat_input, decode_image, generation_params, parse_request
 from ocrd.worker.engines import EngineOptionsError
 from ocrd.worker.ocr_backends import TextBox, debian_package, group_lines
 from tests.support.render import data_url, render_text_image
@@ -89,3 +92,37 @@ def test_builtin_options_are_checked_before_loading():
     with pytest.raises(EngineOptionsError, match="languages"):
         create_engine("m", {"backend": "tesseract", "languages": "eng+"})
     assert debian_package("chi_sim") == "tesseract-ocr-chi-sim"
+
+
+def _encoded(image: Image.Image, fmt: str, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def test_runner_images_come_upright_and_rgb_whatever_they_were():
+    # EXIF orientation 6: the camera was turned; the stored 40x20 pixels show a 20x40 picture.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    wide = Image.new("RGB", (40, 20), "red")
+    turned = decode_image(data_url(_encoded(wide, "JPEG", exif=exif), "image/jpeg"), "p")
+    assert turned.size == (20, 40) and turned.mode == "RGB"
+    # Transparent areas become white, grey and palette images RGB, an RGB image stays as it is.
+    clear = decode_image(data_url(_encoded(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), "PNG")), "p")
+    assert clear.mode == "RGB" and clear.getpixel((3, 3)) == (255, 255, 255)
+    for mode, colour in (("L", 90), ("P", 3), ("RGB", (1, 2, 3))):
+        image = decode_image(data_url(_encoded(Image.new(mode, (8, 8), colour), "PNG")), "p")
+        assert image.mode == "RGB" and image.size == (8, 8)
+    assert image.getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_runner_base64_may_be_line_wrapped_but_must_be_base64():
+    png = _encoded(Image.new("RGB", (8, 8), "blue"), "PNG")
+    url = data_url(png)
+    header, payload = url.split(",", 1)
+    wrapped = header + "," + "\n".join(payload[i:i + 16] for i in range(0, len(payload), 16))
+    assert decode_image(wrapped, "p").getpixel((0, 0)) == (0, 0, 255)
+    with pytest.raises(InvalidRequest, match="not valid base64"):
+        decode_image(header + ",%%%" + payload, "p")
+    with pytest.raises(InvalidRequest, match="not a decodable image"):
+        decode_image(header + "," + base64.b64encode(png[:40]).decode(), "p")
