@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
-from huggingface_hub import HfApi, ResolvedRevision, constants, snapshot_download
+from huggingface_hub import constants
 
 from ocrd.cache.hub_errors import Download, DownloadStopped, hub_error, offline_error
 from ocrd.cache.inventory import discard_download, find_snapshot, point_ref, repo_folder
@@ -223,6 +223,8 @@ class _Job:
 def _download(job: _Job) -> Path:
     """The blocking part, in the job's thread: resolve, download by commit, then move the ref."""
     download = job.download
+    from huggingface_hub import HfApi  # when a download starts: not on the daemon's start-up path
+
     info = HfApi(endpoint=download.endpoint).model_info(
         download.repo_id, revision=download.revision, files_metadata=True)
     plan = _plan(info, download)
@@ -234,6 +236,8 @@ def _download(job: _Job) -> Path:
     if job.stop.is_set():
         raise DownloadStopped()
     try:
+        from huggingface_hub import ResolvedRevision, snapshot_download
+
         path = snapshot_download(
             download.repo_id,
             # Already resolved: snapshot_download asks for this commit and leaves refs alone.

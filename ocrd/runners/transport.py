@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import httpx
+
+if TYPE_CHECKING:
+    import aiohttp
 
 CHUNK_SIZE = 64 * 1024
 
@@ -36,6 +38,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp  # on first use: 0.1 s of the daemon's start-up otherwise
             connector: aiohttp.BaseConnector = (
                 aiohttp.UnixConnector(path=self._uds, limit=self._limit) if self._uds
                 else aiohttp.TCPConnector(limit=self._limit, use_dns_cache=True))
@@ -48,6 +51,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
+        import aiohttp  # see _client
+
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.get("connect"),
                                         sock_read=timeouts.get("read"))
         await request.aread()
@@ -89,6 +94,8 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 @contextlib.contextmanager
 def _as_httpx_errors(request: httpx.Request, *, connecting: bool) -> Iterator[None]:
+    import aiohttp  # imported by the time a request runs (see _client)
+
     try:
         yield
     except aiohttp.ClientConnectorError as exc:
