@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import importlib.util
 import io
 import json
 import os
@@ -47,7 +46,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from PIL import Image
@@ -55,6 +53,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.baseline import checkout, load_module
 from tests.support.daemon import RunningDaemon
 
 MODEL = "bench/stub"
@@ -305,24 +304,6 @@ class Services:
         for process in (self.nginx, self.stub):
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
-
-
-def checkout(revision: str, into: Path) -> Path:
-    """The files of ``revision`` in ``into`` (``git archive``: the working tree is left alone)."""
-    into.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
-def load_module(path: Path, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> int:

@@ -37,12 +37,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib.util
 import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +51,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.baseline import checkout, load_module
 
 TEXT = "Read the text in this image."
 WARM_RUNNER_SETTLE_S = 5.0
@@ -178,24 +178,6 @@ def measure(direct: Direct, targets: dict[str, Target], model: str, tokens: int,
     result["cpu_ms_per_request"] = {name: round(1000 * value / repeats, 2) for name, value in cpu.items()}
     result["median_request_s"] = {name: round(statistics.median(values), 4) for name, values in times.items()}
     return result
-
-
-def checkout(revision: str, into: Path) -> Path:
-    """The files of ``revision`` in ``into`` (``git archive``: the working tree is left alone)."""
-    into.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
-def load_module(path: Path, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def start_target(stack: contextlib.ExitStack, config: dict, env: dict[str, str], model: str,
