@@ -8,6 +8,7 @@ traceback, a terminal, Ctrl-C, dropped privileges) runs ``python -m ocrctl`` as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -243,11 +244,18 @@ async def test_events_prints_one_line_per_event_until_ctrl_c(control, scheduler)
     first = await _ping_until_a_line_arrives(scheduler, process)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  daemon.ping  -  -  are you there", first)
     await scheduler.load(PPOCR)
-    lines = []
-    while not lines or "model.ready" not in lines[-1]:
-        line = (await process.stdout.readline()).decode().rstrip("\n")
-        if "daemon.ping" not in line:  # pings sent before ocrctl printed the first one
-            lines.append(line)
+    lines: list[str] = []
+    # Hang guard: a model.ready that never comes fails the test with what came instead.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(60):
+            while not lines or "model.ready" not in lines[-1]:
+                line = (await process.stdout.readline()).decode().rstrip("\n")
+                if "daemon.ping" not in line:  # pings sent before ocrctl printed the first one
+                    lines.append(line)
+    if not lines or "model.ready" not in lines[-1]:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"no model.ready from ocrctl events within 60 s; it printed: {lines}")
     process.send_signal(signal.SIGINT)
     rest, err = await process.communicate()
     assert process.returncode == 0 and b"Traceback" not in err
