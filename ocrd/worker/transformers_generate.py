@@ -68,9 +68,11 @@ class Runtime:
     processor_kwargs: dict[str, Any] = field(default_factory=dict)
     api: str = "chat"  # the catalog's: "got_ocr2" builds its own prompt whatever the template says
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # The last generations' token counts and whether their client went away: /v1/ocrd/info shows
-    # them, so tests can see that a cancelled generation really stopped.
+    # The last generations' token counts and whether their client went away, and how many have
+    # ended in all: /v1/ocrd/info shows them, so tests can see that a cancelled generation really
+    # stopped (a generation ends after its client's request did: the count says when it has).
     recent: deque = field(default_factory=lambda: deque(maxlen=8))
+    generations: int = 0
 
     @property
     def tokenizer(self) -> Any:
@@ -266,6 +268,7 @@ class TransformersGeneration(Generation):
         finally:
             tokens = 0 if self._generated is None else int(self._generated.shape[-1])
             self.runtime.recent.append({"completion_tokens": tokens, "cancelled": self._client_gone})
+            self.runtime.generations += 1
 
     def _account(self, stopped_in_text: bool) -> None:
         generated = self._generated

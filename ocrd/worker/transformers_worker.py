@@ -202,8 +202,10 @@ class TransformersEngine(Engine):
         return TransformersGeneration(self.runtime, chat, params)
 
     def info(self) -> dict[str, Any]:
-        recent = list(self.runtime.recent) if self.runtime is not None else []
-        return {**self.details, "recent_generations": recent}
+        runtime = self.runtime
+        recent = list(runtime.recent) if runtime is not None else []
+        ended = runtime.generations if runtime is not None else 0
+        return {**self.details, "recent_generations": recent, "generations": ended}
 
     def memory_bytes(self) -> int | None:
         from ocrd.worker.transformers_load import cuda_memory_bytes

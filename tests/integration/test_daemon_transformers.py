@@ -253,12 +253,16 @@ def test_a_non_streaming_client_that_hangs_up_stops_its_generation(client, daemo
 
     long = 2000
     pid = daemon.ps()[QWEN]["pid"]
+    ended = runner_info(pid)["generations"]
     body = {"model": QWEN, "messages": messages(), "max_tokens": long, "temperature": 0}
     # The read timeout makes httpx hang up mid-request, as an impatient client would.
     impatient = httpx.Timeout(60, read=1.0)
     with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=daemon.base_url, timeout=impatient) as raw:
         raw.post("/v1/chat/completions", json=body)
     wait_until(lambda: daemon.ps()[QWEN]["in_flight"] == 0, timeout=60, message="in_flight back to 0")
+    # The daemon returns the lease when it hangs up on the runner; the runner's generation ends a
+    # token later, in its own thread.
+    wait_until(lambda: runner_info(pid)["generations"] > ended, timeout=60, message="the generation ended")
     recent = runner_info(pid)["recent_generations"]
     assert recent[-1]["cancelled"] and recent[-1]["completion_tokens"] < long, recent
     reply = chat(client, QWEN, max_tokens=3)
