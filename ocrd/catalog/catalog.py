@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from ocrd.catalog.documents import DocumentFacts, document_facts
 from ocrd.catalog.facts import TransformersFacts, VllmFacts, transformers_facts, vllm_facts
 from ocrd.catalog.inferred import inferred_transformers_facts
 from ocrd.catalog.presets import (
@@ -66,6 +67,8 @@ class CatalogEntry:
     seed_memory_gb: dict[str, float] = field(default_factory=dict)
     # True for a cached model the catalog does not list (facts inferred from its config.json).
     inferred: bool = False
+    # How it reads whole pages ([model.document]); None: the default preset at documents.default_dpi.
+    document: DocumentFacts | None = None
 
     @property
     def default_engine(self) -> str:
@@ -273,6 +276,7 @@ def _parse_entry(model_id: str, raw: dict[str, Any], unsupported_defaults: dict[
         vision_params_billion=raw.pop("vision_params_billion", None),
         unsupported=_unsupported(model_id, engines, raw.pop("unsupported", {}), unsupported_defaults),
         seed_memory_gb=dict(raw.pop("seed_memory_gb", {})),
+        document=document_facts(model_id, raw.pop("document", None)),
     )
     if raw:
         raise ValueError(f"unknown catalog keys for {model_id}: {sorted(raw)}")
@@ -311,5 +315,8 @@ def _check_entry(entry: CatalogEntry) -> None:
         raise ValueError(f"{where}: vision_params_billion must be positive and below params_billion")
     if entry.bf16_bytes is not None and not (isinstance(entry.bf16_bytes, int) and entry.bf16_bytes > 0):
         raise ValueError(f"{where}: bf16_bytes must be a positive integer")
+    if entry.document is not None and entry.document.preset is not None:
+        if entry.document.preset not in entry.presets:
+            raise ValueError(f"{where}: [model.document] preset {entry.document.preset!r} is not one of its presets")
     if not set(entry.seed_memory_gb) <= set(SEED_MEMORY_KEYS):
         raise ValueError(f"{where}: seed_memory_gb keys must be among {list(SEED_MEMORY_KEYS)}")

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ocrd.catalog.documents import OUTPUT_FORMATS
 from ocrd.errors import InvalidRequest
 
 TEXT_PLACEHOLDER = "{text}"
@@ -75,6 +76,8 @@ class Preset:
     system: str | None = None
     # What the user's text must be, for presets whose prompt has "{text}".
     text_hint: str = ""
+    # The answer's format for documents (one of ocrd.catalog.documents.OUTPUT_FORMATS).
+    format: str = "text"
 
     @property
     def takes_text(self) -> bool:
@@ -127,11 +130,14 @@ def _parse_preset(where: str, name: str, table: dict[str, Any], defaults: Mappin
         processor_kwargs=dict(table.pop("processor_kwargs", {})),
         system=table.pop("system", defaults.get("system")),
         text_hint=table.pop("text_hint", ""),
+        format=table.pop("format", "text"),
     )
     if table:
         raise ValueError(f"{where}: unknown keys {sorted(table)}")
     if preset.takes_text and not preset.text_hint:
         raise ValueError(f"{where}: a prompt with {TEXT_PLACEHOLDER} needs a 'text_hint'")
+    if preset.format not in OUTPUT_FORMATS:
+        raise ValueError(f"{where}: format {preset.format!r} is not one of {list(OUTPUT_FORMATS)}")
     if preset.prompt.count(TEXT_PLACEHOLDER) > 1:
         raise ValueError(f"{where}: at most one {TEXT_PLACEHOLDER} per prompt")
     return preset

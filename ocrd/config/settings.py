@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ocrd.addresses import default_runtime_dir, default_socket_path
 from ocrd.catalog.facts import check_managed_flags
+from ocrd.config.limits import DocumentsSettings, LimitsSettings
 from ocrd.config.remote import TokenSettings, check_listen_addresses
 from ocrd.config.tokens import HASH_PATTERN, Role
 from ocrd.config.units import Duration
@@ -122,34 +123,6 @@ class HttpSettings(_Section):
         if len({key.hash for key in value}) != len(value):
             raise ValueError("the same key hash is listed twice")
         return value
-
-
-class LimitsSettings(_Section):
-    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest HTTP request body.")
-    max_image_bytes: int = Field(
-        20 * 1024 * 1024, gt=0, description="Largest single image, after base64 decoding."
-    )
-    max_image_pixels: int = Field(
-        40_000_000, gt=0, description="Most pixels (width x height) one image may declare."
-    )
-    max_images_per_request: int = Field(16, gt=0, description="Most images in one request.")
-    max_json_depth: int = Field(
-        64, gt=0, le=500,
-        description="Deepest nesting of arrays and objects in a JSON request body (a chat request "
-        "needs about 6; tool schemas more).",
-    )
-    # Bytes do not bound work: 60 MB of '[{},{},...]' is 20 million objects. These are checked on
-    # the raw bytes before anything is parsed (ocrd.http.json_body).
-    max_json_items: int = Field(
-        10_000, gt=0,
-        description="Most items in one array or object of a JSON request body (a chat request "
-        "has a few per message).",
-    )
-    max_json_values: int = Field(
-        100_000, gt=0,
-        description="Most values in a whole JSON request body: array items and object members, "
-        "nested ones included.",
-    )
 
 
 class GrpcSettings(_Section):
@@ -435,6 +408,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    documents: DocumentsSettings = Field(default_factory=DocumentsSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     builtin: BuiltinSettings = Field(default_factory=BuiltinSettings)
     transformers: TransformersSettings = Field(default_factory=TransformersSettings)

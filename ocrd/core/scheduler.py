@@ -77,6 +77,11 @@ class Scheduler(Loading):
     def resolve(self, name: str) -> CatalogEntry:
         return self._models.resolve(name)
 
+    def turns(self, name: str) -> int:
+        """How many requests ``name`` serves at once (concurrency x replicas), as configured now;
+        a request that sends many at once (a document's pages) sends no more than that."""
+        return self._slot(name).turns.limit
+
     def models(self) -> list[SlotInfo]:
         """Every model this host can serve, in catalog order, whatever its state."""
         return [self._info(self._slot_for(entry)) for entry in self._models.available()]

@@ -21,7 +21,7 @@ from ocrd.http import admin
 from ocrd.http.auth import ApiKeyAuth
 from ocrd.http.errors import install_error_handlers
 from ocrd.http.limits import BodySizeLimit, PathGuard
-from ocrd.http.openai import chat, models
+from ocrd.http.openai import chat, models, ocr
 from ocrd.http.openai.chat import ChatShortcut
 from ocrd.http.openapi import install_openapi
 from ocrd.http.state import AppState
@@ -44,6 +44,7 @@ def build_app(state: AppState) -> FastAPI:
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(models.router)
+    app.include_router(ocr.router)
     app.include_router(admin.router)
     install_openapi(app)
     # Starlette runs the middleware added last first.

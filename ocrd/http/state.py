@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ocrd.config.settings import Settings
 from ocrd.core.scheduler import Scheduler
+from ocrd.documents.service import DocumentService
 from ocrd.http.openai.chat_service import ChatService
 from ocrd.http.request_work import RequestWork
 from ocrd.metrics import Metrics
@@ -23,8 +24,10 @@ class AppState:
     started_at: float = field(default_factory=time.time)
     # Set when shutdown begins: /health answers 503 so load balancers stop sending traffic.
     stopping: bool = False
-    # What POST /v1/chat/completions calls (made here, once, from the fields above).
+    # What POST /v1/chat/completions and POST /v1/ocr call (made here, once, from the fields above).
     chat: ChatService = field(init=False)
+    documents: DocumentService = field(init=False)
 
     def __post_init__(self) -> None:
         self.chat = ChatService(self.scheduler, lambda: self.settings, self.metrics)
+        self.documents = DocumentService(self.scheduler.resolve, self.scheduler.turns, lambda: self.settings)

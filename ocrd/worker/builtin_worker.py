@@ -37,6 +37,7 @@ from ocrd.worker.engines import (
     ProgressFn,
 )
 from ocrd.worker.ocr_backends import PpocrBackend, TesseractBackend
+from ocrd.worker.ocr_lines import OcrLine, blocks_document
 
 log = logging.getLogger("ocrd.worker.builtin")
 
@@ -52,6 +53,8 @@ class OcrBackend(Protocol):
     def load(self, progress: ProgressFn) -> None: ...
 
     def recognise(self, image: Image.Image) -> list[str]: ...
+
+    def recognise_lines(self, image: Image.Image) -> list[OcrLine]: ...
 
 
 def count_words(text: str) -> int:
@@ -108,6 +111,34 @@ class BuiltinGeneration(Generation):
         return any(s and s in text for s in self._params.stop)
 
 
+class BlocksGeneration(Generation):
+    """The ``blocks`` output (``ocrd.worker.ocr_lines``): one JSON document for one image, whole
+    lines only. ``max_tokens`` (words) drops the lines after the limit, so the JSON stays whole."""
+
+    def __init__(self, backend: OcrBackend, chat: ChatInput, params: GenerationParams):
+        if len(chat.images) != 1:
+            raise InvalidRequest(f"the blocks output reads exactly one image; the request has "
+                                 f"{len(chat.images)}", param="messages")
+        if params.stop:
+            raise InvalidRequest("stop strings do not apply to the blocks output (whole lines as "
+                                 "JSON); leave stop out", param="stop")
+        self._backend = backend
+        self._image = chat.images[0]
+        self._max_words = params.max_tokens
+        self.prompt_tokens = sum(count_words(text) for text in chat.all_text)
+
+    def __iter__(self) -> Iterator[str]:
+        lines = self._backend.recognise_lines(self._image)
+        words = 0
+        for kept, line in enumerate(lines):
+            if self._max_words is not None and words + len(line.words) > self._max_words:
+                lines, self.finish_reason = lines[:kept], "length"
+                break
+            words += len(line.words)
+        self.completion_tokens = words
+        yield blocks_document(lines, self._image.width, self._image.height)
+
+
 class BuiltinEngine(Engine):
     def __init__(self, model_id: str, backend: OcrBackend):
         super().__init__(model_id)
@@ -121,6 +152,14 @@ class BuiltinEngine(Engine):
             raise InvalidRequest(
                 "the last user message has no image; OCR needs at least one image_url part", param="messages"
             )
+        output = params.processor_kwargs.get("output", "text")
+        unknown = set(params.processor_kwargs) - {"output"}
+        if unknown or output not in ("text", "blocks"):
+            raise InvalidRequest(
+                f"the builtin engine takes only ocrd.processor_kwargs {{\"output\": \"text\" | "
+                f"\"blocks\"}}; got {dict(params.processor_kwargs)!r}", param="ocrd.processor_kwargs")
+        if output == "blocks":
+            return BlocksGeneration(self.backend, chat, params)
         return BuiltinGeneration(self.backend, chat, params)
 
 

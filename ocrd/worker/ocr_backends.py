@@ -12,13 +12,13 @@ import logging
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from ocrd.errors import ModelLoadFailed, OcrdError
 from ocrd.worker.engines import ProgressFn
+from ocrd.worker.ocr_lines import OcrLine, TextBox, tesseract_lines
 
 log = logging.getLogger("ocrd.worker.ocr")
 
@@ -35,16 +35,14 @@ def warmup_image() -> Image.Image:
     return image
 
 
-@dataclass(frozen=True)
-class TextBox:
-    text: str
-    left: float
-    top: float
-    bottom: float
-
-
 def group_lines(boxes: Sequence[TextBox]) -> list[str]:
     """Joins detected boxes into lines: a box joins the line its vertical extent mostly overlaps."""
+    joined = (" ".join(b.text.strip() for b in line) for line in line_groups(boxes))
+    return [text for text in joined if text.strip()]
+
+
+def line_groups(boxes: Sequence[TextBox]) -> list[list[TextBox]]:
+    """The boxes of each line (see ``group_lines``), lines top to bottom, boxes left to right."""
     lines: list[list[TextBox]] = []
     for box in sorted(boxes, key=lambda b: (b.top + b.bottom) / 2):
         line = lines[-1] if lines else None
@@ -56,8 +54,7 @@ def group_lines(boxes: Sequence[TextBox]) -> list[str]:
                 line.append(box)
                 continue
         lines.append([box])
-    joined = (" ".join(b.text.strip() for b in sorted(line, key=lambda b: b.left)) for line in lines)
-    return [text for text in joined if text.strip()]
+    return [sorted(line, key=lambda b: b.left) for line in lines]
 
 
 class PpocrBackend:
@@ -92,14 +89,22 @@ class PpocrBackend:
             log.warning("PP-OCR warm-up found no text in the warm-up image")
 
     def recognise(self, image: Image.Image) -> list[str]:
+        return group_lines(self._boxes(image))
+
+    def recognise_lines(self, image: Image.Image) -> list[OcrLine]:
+        # PP-OCR scores a whole box, not its words: each word carries its box's score.
+        return [OcrLine.of(line, paragraph=None) for line in line_groups(self._boxes(image))]
+
+    def _boxes(self, image: Image.Image) -> list[TextBox]:
         result = self._ocr(image)
         if result.boxes is None or result.txts is None:
             return []  # no text detected
-        boxes = [
-            TextBox(text, float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 1].max()))
-            for box, text in zip(result.boxes, result.txts, strict=True)
+        scores = result.scores if result.scores is not None else [1.0] * len(result.txts)
+        return [
+            TextBox(text, float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 1].max()),
+                    float(box[:, 0].max()), float(score))
+            for box, text, score in zip(result.boxes, result.txts, scores, strict=True)
         ]
-        return group_lines(boxes)
 
 
 def debian_package(language: str) -> str:
@@ -151,15 +156,22 @@ class TesseractBackend:
         return {line.strip() for line in lines if line.strip() and not line.startswith("List of")}
 
     def recognise(self, image: Image.Image) -> list[str]:
+        text = self._tesseract(image).replace("\f", "\n")
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def recognise_lines(self, image: Image.Image) -> list[OcrLine]:
+        """Words with their boxes and confidences (tesseract's TSV), as lines in its paragraphs."""
+        return tesseract_lines(self._tesseract(image, "tsv"))
+
+    def _tesseract(self, image: Image.Image, *config: str) -> str:
         png = io.BytesIO()
         image.save(png, format="PNG")
         # "stdin"/"stdout" are tesseract's own names for the standard streams (tesseract >= 4).
-        args = [self._binary, "stdin", "stdout", "-l", self.languages, "--psm", str(self.psm)]
+        args = [self._binary, "stdin", "stdout", "-l", self.languages, "--psm", str(self.psm), *config]
         done = self._run(args, png.getvalue(), timeout=TESSERACT_TIMEOUT_S)
         if done.returncode != 0:
             raise OcrdError(f"tesseract failed on the image: {_last_line(done.stderr)}")
-        text = done.stdout.decode("utf-8", "replace").replace("\f", "\n")
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        return done.stdout.decode("utf-8", "replace")
 
     def _run(self, args: list[str], stdin: bytes | None, timeout: float) -> subprocess.CompletedProcess:
         try:

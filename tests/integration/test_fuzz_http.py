@@ -30,7 +30,8 @@ from tests.support.daemon import running_daemon
 EXAMPLES = 40
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection]
-TAKING_A_BODY = [("/v1/chat/completions", "POST"), ("/models/load", "POST"), ("/models/unload", "POST")]
+TAKING_A_BODY = [("/v1/chat/completions", "POST"), ("/v1/ocr", "POST"), ("/models/load", "POST"),
+                 ("/models/unload", "POST")]
 OPERATIONS = [*TAKING_A_BODY, ("/v1/models/{model_id}", "GET"), ("/v1/models", "GET"),
               ("/health", "GET"), ("/metrics", "GET")]
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE

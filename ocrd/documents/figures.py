@@ -1,0 +1,50 @@
+"""Figures of a page (its ``image`` blocks) as Mistral's ``images[]``: ids ``img-N.jpeg``
+numbered across the document, boxes in page pixels, JPEG crops as data: URLs when asked.
+``image_limit`` caps them per document, ``image_min_size`` drops figures whose sides are both
+smaller."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from PIL import Image
+
+from ocrd.documents.layout import PageLayout
+
+
+class FigureCropper:
+    """One per request: keeps the count for ids and ``image_limit``."""
+
+    def __init__(self, limit: int | None, min_size: int | None, include_base64: bool):
+        self._limit = limit
+        self._min_size = min_size or 0
+        self._include = include_base64
+        self.count = 0
+
+    def figures(self, layout: PageLayout, png: bytes) -> list[dict[str, Any]]:
+        """The page's figures; blocks of figures left out are dropped from ``layout``."""
+        page: Image.Image | None = None
+        kept, figures = [], []
+        for block in layout.blocks:
+            if block.type == "image":
+                if block.box is None:
+                    continue  # a figure with no place on the page: nothing to crop or point to
+                left, top, right, bottom = block.box
+                small = right - left < self._min_size and bottom - top < self._min_size
+                if small or (self._limit is not None and self.count >= self._limit):
+                    continue
+                figure: dict[str, Any] = {"id": f"img-{self.count}.jpeg", "top_left_x": left,
+                                          "top_left_y": top, "bottom_right_x": right, "bottom_right_y": bottom,
+                                          "image_base64": None}
+                if self._include and right > left and bottom > top:
+                    page = page or Image.open(io.BytesIO(png)).convert("RGB")
+                    crop = io.BytesIO()
+                    page.crop(block.box).save(crop, format="JPEG", quality=90)
+                    figure["image_base64"] = "data:image/jpeg;base64," + base64.b64encode(crop.getvalue()).decode()
+                figures.append(figure)
+                self.count += 1
+            kept.append(block)
+        layout.blocks = kept
+        return figures

@@ -1,0 +1,159 @@
+"""``POST /v1/ocr``: Mistral's OCR API over any model ocrd serves.
+
+In order: the model, its preset for documents and that preset's output format are resolved, and
+every option checked against what the format can give (400 naming the models whose format can,
+before any work); the document is loaded (a data: URL, or a fetched URL); a PDF is opened, its
+pages selected and their sizes checked against the limits (413 before anything is rendered);
+then the pages go through the pipeline (``ocrd.documents.pipeline``): each rendered at the
+model's resolution, read through the same lease and runner path as a chat request
+(``PageReader``), its answer parsed by the format's parser, and its figures cropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from PIL import Image
+
+from ocrd.catalog import CatalogEntry
+from ocrd.catalog.catalog import split_model_preset
+from ocrd.config.settings import Settings
+from ocrd.documents.figures import FigureCropper
+from ocrd.documents.formats import FORMATS, OutputFormat
+from ocrd.documents.layout import PageOptions, page_object
+from ocrd.documents.pages import select_pages
+from ocrd.documents.pdf import RenderedPage, RenderPolicy, open_pdf
+from ocrd.documents.pipeline import pipeline
+from ocrd.documents.protocol import OcrRequest
+from ocrd.documents.source import SourceDocument, load_document
+from ocrd.errors import InvalidRequest, NotImplementedYet, PayloadTooLarge
+from ocrd.model_ids import check_model_name
+
+# (model id, preset, the page as a data: URL) -> the model's answer; None: the client went away.
+PageReader = Callable[[str, str, str], Awaitable[str | None]]
+
+
+class ClientGone(Exception):
+    """The client hung up while its document was being read."""
+
+
+class DocumentService:
+    def __init__(self, resolve: Callable[[str], CatalogEntry], turns: Callable[[str], int],
+                 settings: Callable[[], Settings]):
+        self._resolve = resolve
+        self._turns = turns
+        self._settings = settings
+
+    async def process(self, request: OcrRequest, read: PageReader) -> dict[str, Any]:
+        """Mistral's ``OCRResponse`` for ``request``; errors raised as ``OcrdError``."""
+        if not request.model:
+            raise InvalidRequest("model is required: name the model to read the document with", param="model")
+        check_model_name(request.model, allow_preset=True)
+        entry, suffix = split_model_preset(request.model, self._resolve)
+        preset = suffix or (entry.document.preset if entry.document else None) or entry.default_preset
+        if preset is None:
+            raise InvalidRequest(f"model {entry.id!r} has no preset for documents; name one as "
+                                 f"{entry.id}:PRESET", param="model")
+        output = _output_format(entry, preset)
+        _check_options(request, entry, preset, output)
+        settings = self._settings()
+        source = await load_document(request.document, settings.limits, settings.http.allow_remote_image_urls)
+        options = PageOptions(
+            include_blocks=request.include_blocks is not False, extract_header=bool(request.extract_header),
+            extract_footer=bool(request.extract_footer), include_image_base64=bool(request.include_image_base64),
+            image_limit=request.image_limit, image_min_size=request.image_min_size,
+            confidence=request.confidence_scores_granularity)
+        figures = FigureCropper(options.image_limit, options.image_min_size, options.include_image_base64)
+
+        async def read_page(page: RenderedPage) -> dict[str, Any]:
+            url = source.url or _data_url(page.png)
+            answer = await read(entry.id, preset, url)
+            if answer is None:
+                raise ClientGone
+            layout = output.parse(answer, page.width, page.height)
+            images = figures.figures(layout, page.png)
+            dimensions = {"dpi": page.dpi, "height": page.height, "width": page.width}
+            return page_object(page.index, layout, dimensions, options, images)
+
+        pages = await self._pages(request, entry, source, settings, read_page)
+        return {"pages": pages, "model": entry.id, "document_annotation": None,
+                "usage_info": {"pages_processed": len(pages), "doc_size_bytes": len(source.data)}}
+
+    async def _pages(self, request: OcrRequest, entry: CatalogEntry, source: SourceDocument,
+                     settings: Settings, read_page: Callable[[RenderedPage], Awaitable[dict[str, Any]]]
+                     ) -> list[dict[str, Any]]:
+        limits, documents = settings.limits, settings.documents
+        if not source.is_pdf:
+            select_pages(request.pages, 1)  # an image is page 0; anything else is a 400
+            return [await read_page(_image_page(source.data))]
+        pdf = await open_pdf(source.data)
+        try:
+            wanted = select_pages(request.pages, pdf.page_count)
+            if len(wanted) > limits.max_pages_per_request:
+                raise PayloadTooLarge(
+                    f"the request asks for {len(wanted)} pages; at most {limits.max_pages_per_request} "
+                    "are read per request (limits.max_pages_per_request): select fewer with pages",
+                    param="pages")
+            facts = entry.document
+            policy = RenderPolicy(dpi=facts.dpi, longest_side=facts.longest_side, max_side=facts.max_side) \
+                if facts is not None and (facts.dpi or facts.longest_side) else RenderPolicy(dpi=documents.default_dpi)
+            await pdf.check_sizes(wanted, policy, limits.max_page_pixels)
+
+            async def work(index: int) -> dict[str, Any]:
+                return await read_page(await pdf.render(index, policy))
+
+            concurrency = max(1, min(documents.pages_in_flight, self._turns(entry.id)))
+            return [page async for _, page in pipeline(wanted, work, concurrency, documents.page_attempts)]
+        finally:
+            await pdf.close()
+
+
+def _image_page(data: bytes) -> RenderedPage:
+    """An image document as its one page (checked in full, like any image, when it is read)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            dpi = image.info.get("dpi", (72, 72))[0]
+    except Exception:  # Pillow raises many kinds on bytes it cannot read
+        raise InvalidRequest("the document is neither a PDF nor an image ocrd reads (PNG, JPEG, WebP, "
+                             "TIFF, BMP, GIF)", param="document") from None
+    return RenderedPage(0, data, width, height, round(float(dpi)) or 72)
+
+
+def _data_url(image: bytes) -> str:
+    # The MIME type is a label the image check does not trust anyway (it reads the bytes).
+    return "data:image/png;base64," + base64.b64encode(image).decode()
+
+
+def _output_format(entry: CatalogEntry, preset: str) -> OutputFormat:
+    name = entry.preset(preset).format
+    output = FORMATS.get(name)
+    if output is None:
+        usable = [n for n, p in entry.presets.items() if p.format in FORMATS]
+        raise NotImplementedYet(
+            f"ocrd cannot read {entry.id}'s {name!r} output (preset {preset!r}) into pages yet"
+            + (f"; presets it can read: {', '.join(usable)}" if usable else ""), param="model")
+    return output
+
+
+def _check_options(request: OcrRequest, entry: CatalogEntry, preset: str, output: OutputFormat) -> None:
+    """A 400 for every option the model's output cannot honour, naming the formats that can."""
+    what = f"model {entry.id!r} (preset {preset!r}, {output.name} output)"
+    if request.confidence_scores_granularity and not output.confidence:
+        raise InvalidRequest(f"{what} gives no confidence scores; the builtin models (builtin/ppocr, "
+                             "builtin/tesseract) do", param="confidence_scores_granularity")
+    if (request.extract_header or request.extract_footer) and not output.header_footer:
+        raise InvalidRequest(f"{what} does not mark page headers and footers; layout models do "
+                             "(dots.ocr:layout, deepseek-ocr)", param="extract_header" if request.extract_header
+                             else "extract_footer")
+    if request.table_format is not None:
+        raise InvalidRequest("table_format is not supported yet: tables stay in the markdown as the "
+                                "model wrote them (HTML for dots.ocr, olmOCR and DeepSeek-OCR); leave it out",
+                                param="table_format")
+    for name in ("document_annotation_format", "bbox_annotation_format", "document_annotation_prompt"):
+        if getattr(request, name) is not None:
+            raise InvalidRequest(f"{name} (structured extraction) is not supported yet; leave it out",
+                                    param=name)

@@ -1,0 +1,205 @@
+"""``POST /v1/ocr`` for real: a real ``ocrd serve`` with its builtin engines (PP-OCR, tesseract),
+PDFs written by the tests (fpdf2 text pages, image-only scans), driven by Mistral's own
+``mistralai`` client, whose models parse every answer. Text is scored against what was rendered;
+blocks' boxes are checked against where the PDF placed each line.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import httpx
+import pytest
+from mistralai.client import Mistral
+from mistralai.client.models import OCRResponse
+
+from tests.support.daemon import assert_openai_error, running_daemon
+from tests.support.documents import PAGES, encrypted_pdf, huge_page_pdf, scanned_pdf, text_pdf
+from tests.support.render import char_accuracy, data_url, render_text_image
+
+PPOCR, TESSERACT = "builtin/ppocr", "builtin/tesseract"
+# Where tests/support/documents.text_pdf puts line n of a page (points): x, baseline y.
+LINE_X_PT, FIRST_BASELINE_PT, LINE_STEP_PT = 72, 96, 16 * 2.2
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with running_daemon({"builtin": {"tesseract_languages": "eng"}}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def mistral(daemon):
+    with Mistral(api_key="unused", server_url=daemon.base_url, timeout_ms=600_000) as client:
+        yield client
+
+
+def pdf_document(data: bytes) -> dict:
+    return {"type": "document_url", "document_url": data_url(data, "application/pdf")}
+
+
+def text_of(page) -> str:
+    return "\n".join(line.strip() for line in page.markdown.splitlines() if line.strip())
+
+
+@pytest.fixture(scope="module")
+def ppocr_text_pdf(mistral) -> OCRResponse:
+    return mistral.ocr.process(model=PPOCR, document=pdf_document(text_pdf()))
+
+
+def test_a_text_pdf_through_ppocr_gives_each_page_its_text(ppocr_text_pdf):
+    response = ppocr_text_pdf
+    assert response.model == PPOCR
+    assert [page.index for page in response.pages] == [0, 1, 2]
+    assert response.usage_info.pages_processed == 3
+    assert response.usage_info.doc_size_bytes == len(text_pdf())
+    for page, lines in zip(response.pages, PAGES, strict=True):
+        assert char_accuracy("\n".join(lines), text_of(page)) >= 0.9, page.markdown
+        # Rendered at the catalog's 200 dpi for PP-OCR: A4 in pixels.
+        assert (page.dimensions.dpi, page.dimensions.width, page.dimensions.height) == (200, 1654, 2339)
+
+
+def test_blocks_are_typed_paragraphs_whose_boxes_hold_the_rendered_lines(ppocr_text_pdf):
+    scale = 200 / 72
+    for page, lines in zip(ppocr_text_pdf.pages, PAGES, strict=True):
+        blocks = page.blocks
+        assert blocks and all(block.type == "text" for block in blocks), blocks
+        for number in range(len(lines)):
+            # A point on the line's text: just right of where it starts, a little above the baseline.
+            x = (LINE_X_PT + 20) * scale
+            y = (FIRST_BASELINE_PT + number * LINE_STEP_PT - 5) * scale
+            holders = [b for b in blocks
+                       if b.top_left_x <= x <= b.bottom_right_x and b.top_left_y <= y <= b.bottom_right_y]
+            assert len(holders) == 1, (number, x, y, blocks)
+        # The page's markdown is its blocks' text, in order.
+        assert page.markdown == "\n\n".join(block.content for block in blocks)
+
+
+def test_pages_selects_pages_by_list_or_ranges(mistral):
+    document = pdf_document(text_pdf())
+    by_string = mistral.ocr.process(model=PPOCR, document=document, pages="2,0-0")
+    by_list = mistral.ocr.process(model=TESSERACT, document=document, pages=[1])
+    assert [page.index for page in by_string.pages] == [0, 2]
+    assert char_accuracy("\n".join(PAGES[2]), text_of(by_string.pages[1])) >= 0.9
+    assert [page.index for page in by_list.pages] == [1]
+    assert char_accuracy("\n".join(PAGES[1]), text_of(by_list.pages[0])) >= 0.9
+    assert by_list.pages[0].dimensions.dpi == 300  # tesseract's catalog resolution
+
+
+def test_a_scanned_pdf_through_tesseract_with_word_confidences(mistral):
+    response = mistral.ocr.process(model=TESSERACT, document=pdf_document(scanned_pdf()),
+                                   confidence_scores_granularity="word")
+    assert len(response.pages) == len(PAGES)
+    for page, lines in zip(response.pages, PAGES, strict=True):
+        assert char_accuracy("\n".join(lines), text_of(page)) >= 0.9, page.markdown
+        scores = page.confidence_scores
+        words = scores.word_confidence_scores
+        assert len(words) == sum(len(line.split()) for line in lines)
+        for word in words:
+            assert page.markdown[word.start_index:].startswith(word.text)
+            assert 0 <= word.confidence <= 1
+        assert scores.minimum_page_confidence_score == pytest.approx(min(w.confidence for w in words), abs=1e-4)
+        assert scores.minimum_page_confidence_score <= scores.average_page_confidence_score <= 1
+
+
+def test_block_confidences_and_an_image_document(mistral):
+    png = render_text_image(PAGES[0])
+    response = mistral.ocr.process(model=PPOCR, document={"type": "image_url", "image_url": data_url(png)},
+                                   confidence_scores_granularity="block")
+    (page,) = response.pages
+    assert page.index == 0 and char_accuracy("\n".join(PAGES[0]), text_of(page)) >= 0.9
+    for block in page.blocks:
+        scores = block.confidence_scores
+        assert 0 < scores.minimum_content_confidence_score <= scores.average_content_confidence_score <= 1
+
+
+def test_the_blocks_preset_answers_chat_with_its_lines_as_json(daemon):
+    with daemon.openai_client() as client:
+        reply = client.chat.completions.create(model="ppocr:blocks", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(render_text_image(["Blocks in chat"]))}}]}])
+    import json
+
+    lines = json.loads(reply.choices[0].message.content)["lines"]
+    assert [line["text"] for line in lines] == ["Blocks in chat"]
+    assert len(lines[0]["box"]) == 4 and 0 < lines[0]["confidence"] <= 1
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def post_ocr(daemon, body: dict) -> httpx.Response:
+    with daemon.http(timeout=120) as http:
+        return http.post("/v1/ocr", json=body)
+
+
+@pytest.mark.parametrize(("document", "status", "words"), [
+    (pdf_document(encrypted_pdf()), 400, "encrypted with a password"),
+    (pdf_document(text_pdf()[:2000]), 400, "corrupt or truncated"),
+    (pdf_document(b"%PDF-1.7\n" + b"\x00" * 500), 400, "corrupt or truncated"),
+    ({"type": "document_url", "document_url": data_url(b"plain text, no document", "text/plain")}, 400,
+     "neither a PDF nor an image"),
+    (pdf_document(huge_page_pdf()), 413, "limits.max_page_pixels"),
+    ({"type": "document_url", "document_url": "file:///etc/passwd"}, 400, "data: URL"),
+    ({"type": "document_url", "document_url": "https://example.com/a.pdf"}, 400, "allow_remote_image_urls"),
+    ({"type": "file", "file_id": "file-abc"}, 400, "/v1/files"),
+])
+def test_bad_documents_get_one_clear_sentence(daemon, document, status, words):
+    response = post_ocr(daemon, {"model": PPOCR, "document": document})
+    assert_openai_error(response, status)
+    assert words in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("fields", "status", "words"), [
+    ({"pages": "0,7"}, 400, "the document has 3 pages"),
+    ({"pages": "2-1"}, 400, "ends before it starts"),
+    ({"pages": "one"}, 400, "page numbers and ranges"),
+    ({"extract_header": True}, 400, "dots.ocr:layout"),
+    ({"table_format": "html"}, 400, "table_format"),
+    ({"document_annotation_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, 400,
+     "structured extraction"),
+    ({"colour": "blue"}, 400, "colour"),
+    ({"model": "ppocr:nonesuch"}, 400, "blocks"),
+    ({"model": "nonesuch/model"}, 404, "does not exist"),
+])
+def test_options_a_model_cannot_honour_are_refused_before_any_work(daemon, fields, status, words):
+    body = {"model": PPOCR, "document": pdf_document(text_pdf()), **fields}
+    response = post_ocr(daemon, body)
+    assert_openai_error(response, status)
+    assert words in response.json()["error"]["message"], response.json()
+
+
+def test_the_mistral_client_sees_an_error_as_an_error(mistral):
+    from mistralai.client import errors
+
+    with pytest.raises(errors.SDKError) as caught:
+        mistral.ocr.process(model=PPOCR, document=pdf_document(encrypted_pdf()))
+    assert caught.value.status_code == 400 and "encrypted" in caught.value.body
+
+
+def test_hostile_documents_leave_the_daemon_and_its_runner_serving(daemon, mistral):
+    pid = daemon.ps()[PPOCR]["pid"]
+    bodies = [{"model": PPOCR, "document": pdf_document(data)}
+              for data in (encrypted_pdf(), text_pdf()[:3000], huge_page_pdf(), b"%PDF-" + bytes(range(256)) * 50)]
+    results: list[int] = []
+
+    def send(body: dict) -> None:
+        results.append(post_ocr(daemon, body).status_code)
+
+    threads = [threading.Thread(target=send, args=(body,)) for body in bodies * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == len(threads) and all(400 <= status < 500 for status in results), results
+    assert daemon.ps()[PPOCR]["pid"] == pid
+    page = mistral.ocr.process(model=PPOCR, document=pdf_document(text_pdf()), pages=[0]).pages[0]
+    assert char_accuracy("\n".join(PAGES[0]), text_of(page)) >= 0.9
+
+
+def test_data_url_documents_must_be_base64(daemon):
+    document = {"type": "document_url", "document_url": "data:application/pdf;base64," +
+                base64.b64encode(text_pdf()).decode()[:-3] + "!!!"}
+    response = post_ocr(daemon, {"model": PPOCR, "document": document})
+    assert_openai_error(response, 400)
+    assert "base64" in response.json()["error"]["message"]

@@ -1,0 +1,136 @@
+"""The output parsers of ``ocrd.documents.formats`` on answers in each format as its authors
+document it, and ``page_object`` building Mistral's page from what they give."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ocrd.catalog.catalog import default_entries
+from ocrd.catalog.documents import OUTPUT_FORMATS
+from ocrd.documents.formats import FORMATS, dots
+from ocrd.documents.layout import PageOptions, page_object
+from ocrd.errors import UpstreamError
+
+# dots.ocr's prompt_layout_all_en answer for a 1000 x 1400 page, in the resized image's pixels.
+DOTS_ANSWER = json.dumps([
+    {"bbox": [50, 20, 950, 60], "category": "Page-header", "text": "ACME Corp. annual report"},
+    {"bbox": [50, 100, 950, 160], "category": "Title", "text": "# Results"},
+    {"bbox": [50, 180, 950, 400], "category": "Text", "text": "Revenue grew by **eleven** percent."},
+    {"bbox": [50, 420, 500, 700], "category": "Picture"},
+    {"bbox": [50, 720, 950, 780], "category": "Formula", "text": "E = mc^2"},
+    {"bbox": [50, 800, 950, 1000], "category": "Table", "text": "<table><tr><td>1</td></tr></table>"},
+    {"bbox": [50, 1340, 950, 1380], "category": "Page-footer", "text": "Page 1"},
+])
+
+DEEPSEEK_ANSWER = (
+    "<|ref|>title<|/ref|><|det|>[[100, 50, 900, 90]]<|/det|>\n# Results\n\n"
+    "<|ref|>text<|/ref|><|det|>[[100, 120, 900, 300]]<|/det|>\nRevenue grew.\n\n"
+    "<|ref|>image<|/ref|><|det|>[[100, 320, 500, 600]]<|/det|>\n\n"
+    "<|ref|>footer<|/ref|><|det|>[[100, 950, 900, 990]]<|/det|>\nPage 1"
+)
+
+OLMOCR_ANSWER = """---
+primary_language: en
+is_rotation_valid: True
+rotation_correction: 0
+is_table: False
+is_diagram: False
+---
+# Results
+
+Revenue grew by eleven percent."""
+
+
+def test_every_format_a_preset_names_is_known_and_most_have_a_parser():
+    assert set(FORMATS) <= set(OUTPUT_FORMATS)
+    named = {preset.format for entry in default_entries() for preset in entry.presets.values()}
+    assert named <= set(OUTPUT_FORMATS)
+    for entry in default_entries():  # the preset /v1/ocr uses by default can be read
+        preset = (entry.document.preset if entry.document else None) or entry.default_preset
+        if entry.document is not None:
+            assert entry.presets[preset].format in FORMATS, entry.id
+
+
+def test_dots_layout_scales_boxes_back_to_the_page_and_types_the_blocks():
+    # 1000 x 1400 is seen as 1008 x 1400 (multiples of 28): x scales by 1000/1008.
+    assert dots.smart_resize(1400, 1000) == (1400, 1008)
+    layout = FORMATS["dots-layout"].parse(DOTS_ANSWER, 1000, 1400)
+    assert [b.type for b in layout.blocks] == ["header", "title", "text", "image", "equation", "table", "footer"]
+    assert layout.blocks[2].box == (50, 180, 942, 400)
+    assert layout.blocks[3].content == ""  # a picture has no text
+    assert layout.blocks[4].content == "$$\nE = mc^2\n$$"
+
+
+def test_dots_layout_refuses_output_that_is_not_its_json():
+    with pytest.raises(UpstreamError, match="not JSON"):
+        FORMATS["dots-layout"].parse('[{"bbox": [1, 2', 100, 100)
+    with pytest.raises(UpstreamError, match="list of"):
+        FORMATS["dots-layout"].parse('[{"category": "Text"}]', 100, 100)
+
+
+def test_deepseek_grounding_boxes_on_the_999_grid_become_page_pixels():
+    layout = FORMATS["deepseek-grounding"].parse(DEEPSEEK_ANSWER, 999 * 2, 999)
+    assert [b.type for b in layout.blocks] == ["title", "text", "image", "footer"]
+    assert layout.blocks[0].box == (200, 50, 1800, 90)
+    assert layout.blocks[1].content == "Revenue grew."
+    plain = FORMATS["deepseek-grounding"].parse("just markdown, no tags", 10, 10)
+    assert not plain.has_boxes and plain.blocks[0].content == "just markdown, no tags"
+
+
+def test_olmocr_front_matter_is_read_and_left_out_of_the_markdown():
+    layout = FORMATS["olmocr"].parse(OLMOCR_ANSWER, 100, 100)
+    assert layout.facts == {"primary_language": "en", "is_rotation_valid": True, "rotation_correction": 0,
+                            "is_table": False, "is_diagram": False}
+    assert layout.blocks[0].content == "# Results\n\nRevenue grew by eleven percent."
+
+
+def test_ocrd_blocks_groups_numbered_and_unnumbered_lines_into_paragraphs():
+    def line(text, box, paragraph=None):
+        return {"text": text, "box": box, "confidence": 0.9, "paragraph": paragraph,
+                "words": [{"text": w, "confidence": 0.9} for w in text.split()]}
+
+    # PP-OCR: no numbers; two close lines make a paragraph, a line far below starts another.
+    ppocr = {"width": 500, "height": 500, "lines": [
+        line("first line", [10, 10, 300, 40]), line("second line", [10, 50, 280, 80]),
+        line("far below", [10, 300, 200, 330])]}
+    layout = FORMATS["ocrd-blocks"].parse(json.dumps(ppocr), 500, 500)
+    assert [(b.content, b.box) for b in layout.blocks] == [
+        ("first line\nsecond line", (10, 10, 300, 80)), ("far below", (10, 300, 200, 330))]
+    # tesseract: its own paragraph numbers decide, whatever the geometry.
+    tess = {"width": 500, "height": 500, "lines": [
+        line("a", [10, 10, 30, 40], 0), line("b", [10, 50, 30, 80], 1), line("c", [10, 90, 30, 120], 1)]}
+    assert [b.content for b in FORMATS["ocrd-blocks"].parse(json.dumps(tess), 500, 500).blocks] == ["a", "b\nc"]
+    with pytest.raises(UpstreamError):
+        FORMATS["ocrd-blocks"].parse('{"lines": [{"text": "x"}]}', 10, 10)
+
+
+def test_page_object_moves_header_and_footer_out_of_the_markdown_when_asked():
+    layout = FORMATS["dots-layout"].parse(DOTS_ANSWER, 1000, 1400)
+    images = [{"id": "img-0.jpeg", "top_left_x": 50, "top_left_y": 420, "bottom_right_x": 496,
+               "bottom_right_y": 700, "image_base64": None}]
+    dims = {"dpi": 200, "width": 1000, "height": 1400}
+    kept = page_object(0, layout, dims, PageOptions(), images)
+    assert kept["markdown"].startswith("ACME Corp. annual report\n\n# Results")
+    assert "![img-0.jpeg](img-0.jpeg)" in kept["markdown"] and kept["header"] is None
+    moved = page_object(0, layout, dims, PageOptions(extract_header=True, extract_footer=True), images)
+    assert moved["markdown"].startswith("# Results") and not moved["markdown"].endswith("Page 1")
+    assert (moved["header"], moved["footer"]) == ("ACME Corp. annual report", "Page 1")
+    assert [b["type"] for b in moved["blocks"]][:2] == ["header", "title"]  # blocks keep every block
+    assert moved["blocks"][3]["image_id"] == "img-0.jpeg"
+
+
+def test_word_scores_point_into_the_markdown():
+    answer = json.dumps({"width": 100, "height": 100, "lines": [
+        {"text": "alpha beta", "box": [0, 0, 50, 10], "confidence": 0.5, "paragraph": 0,
+         "words": [{"text": "alpha", "confidence": 0.5}, {"text": "beta", "confidence": 0.75}]},
+        {"text": "gamma", "box": [0, 50, 50, 60], "confidence": 1.0, "paragraph": 1,
+         "words": [{"text": "gamma", "confidence": 1.0}]}]})
+    layout = FORMATS["ocrd-blocks"].parse(answer, 100, 100)
+    page = page_object(0, layout, {"dpi": 72, "width": 100, "height": 100}, PageOptions(confidence="word"), [])
+    assert page["markdown"] == "alpha beta\n\ngamma"
+    words = page["confidence_scores"]["word_confidence_scores"]
+    assert [(w["text"], w["start_index"]) for w in words] == [("alpha", 0), ("beta", 6), ("gamma", 12)]
+    assert page["confidence_scores"]["average_page_confidence_score"] == 0.75
+    assert page["confidence_scores"]["minimum_page_confidence_score"] == 0.5
