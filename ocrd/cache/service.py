@@ -100,12 +100,14 @@ class CacheService:
             await self._scheduler.unload(repo_id)
         return await self._delete(hub_dir, repo_id, revision, dry_run=dry_run)
 
-    @staticmethod
-    async def _delete(hub_dir: Path, repo_id: str, revision: str, *, dry_run: bool) -> CacheDeletion:
+    async def _delete(self, hub_dir: Path, repo_id: str, revision: str, *, dry_run: bool) -> CacheDeletion:
         try:
             return await asyncio.to_thread(delete_cached, hub_dir, repo_id, revision or None, dry_run=dry_run)
         except LookupError as exc:
             raise ModelNotFound(str(exc)) from exc
+        finally:
+            if not dry_run:  # deleted, or partly: what the directory read of the cache is stale
+                self._scheduler.directory.cache_changed()
 
     async def verify(self, name: str, revision: str = "") -> CacheVerification:
         repo_id = self.repo_id(name)
@@ -125,8 +127,13 @@ class CacheService:
             self.hub_dir, repo_id, revision or self.pinned_revision(repo_id) or "main",
             events=self._scheduler.events,
         )
-        async for step in steps:
-            yield step
+        try:
+            async for step in steps:
+                if step.done:  # the model is servable from here: seen as soon as the client hears
+                    self._scheduler.directory.cache_changed()
+                yield step
+        finally:
+            self._scheduler.directory.cache_changed()
 
     def pinned_revision(self, repo_id: str) -> str | None:
         """The revision to fetch when none is asked for: the configuration's ``[models.X]``

@@ -7,7 +7,9 @@ resolves what the settings ask of a model once (``wishes``: ``ocrd.core.wishes``
 wishes knows what the planner needs (size facts) and turns a planner ``Decision`` into the
 ``RunnerSpec`` a runner starts from. Which engines this host can run is asked of the injected
 Docker status (the daemon's ``DockerStatusCache``; tests pass their own). The scheduler asks it;
-nothing here holds state beyond the settings.
+what it reads of the cache it keeps (``ocrd.cache.snapshot_index``: checked with a few stats at
+each look, dropped whenever ocrd changes the cache: ``cache_changed``); nothing else here holds
+state beyond the settings.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ocrd.cache.inventory import Snapshot, find_snapshot, resolve_hub_dir
+from ocrd.cache.inventory import Snapshot, resolve_hub_dir
+from ocrd.cache.snapshot_index import SnapshotIndex
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.config.settings import Settings
 from ocrd.config.upstreams import upstream_entries, upstream_options
@@ -38,17 +41,31 @@ log = logging.getLogger("ocrd.core.directory")
 
 class ModelDirectory:
     def __init__(self, catalog: Catalog, settings: Settings, *,
-                 docker_status: DockerStatusProbe | None = None):
+                 docker_status: DockerStatusProbe | None = None, snapshots: SnapshotIndex | None = None):
         self.catalog = catalog
         self.settings = settings
         # Docker's status, for vLLM's availability: the daemon's cache; else one of its own.
         self._docker_status = docker_status or DockerStatusCache().get
         self._upstreams = _by_name(upstream_entries(settings.upstreams, catalog))
+        # Names the catalog knows: any other is looked for in the cache without the catalog's
+        # ModelNotFound (which lists the models it can serve) being built first.
+        self._catalog_names = frozenset(name for entry in catalog.entries() for name in (entry.id, *entry.aliases))
+        self._snapshots = snapshots or SnapshotIndex()  # tests: one that settles sooner
+        # Entries inferred for cached models the catalog does not know, with the snapshot each
+        # was inferred from: the same snapshot gives the same entry.
+        self._inferred_entries: dict[str, tuple[Snapshot, CatalogEntry | None]] = {}
 
     def apply_settings(self, settings: Settings) -> None:
         self.settings = settings
         # SIGHUP: added upstreams are served and removed ones forgotten from now on.
         self._upstreams = _by_name(upstream_entries(settings.upstreams, self.catalog))
+        self.cache_changed()  # the cache itself may be another one now
+
+    def cache_changed(self) -> None:
+        """ocrd changed the Hugging Face cache (a pull, a deletion, a runner's download): what
+        was read of it is read again."""
+        self._snapshots.invalidate()
+        self._inferred_entries.clear()
 
     @property
     def hub_dir(self) -> Path:
@@ -77,13 +94,9 @@ class ModelDirectory:
         """The entry for an id or alias, or an error saying what to do to serve it."""
         if name in self._upstreams:
             return self._upstreams[name]
-        try:
-            entry = self.catalog.resolve(name)
-        except ModelNotFound:
-            inferred = self._inferred(name)
-            if inferred is None:
-                raise
-            entry = inferred
+        inferred = None if name in self._catalog_names else self._inferred(name)
+        # Known to the catalog, or known nowhere: the catalog's answer (its error says what exists).
+        entry = inferred or self.catalog.resolve(name)
         problem = self._servable(entry)
         if problem is not None:
             raise problem
@@ -122,7 +135,7 @@ class ModelDirectory:
 
     def snapshot(self, model: ModelWishes) -> Snapshot | None:
         """The cached revision to load: the config's, else the catalog's pin, else main."""
-        return find_snapshot(self.hub_dir, model.id, model.revision)
+        return self._snapshots.find(self.hub_dir, model.id, model.revision)
 
     # --- cached models the catalog does not know ---------------------------------------------------
 
@@ -139,10 +152,15 @@ class ModelDirectory:
     def _inferred(self, repo_id: str) -> CatalogEntry | None:
         if repo_id.count("/") != 1:
             return None
-        snapshot = find_snapshot(self.hub_dir, repo_id)
+        snapshot = self._snapshots.find(self.hub_dir, repo_id)
         if snapshot is None:
             return None
-        return self.catalog.inferred_entry(repo_id, snapshot.config())
+        known = self._inferred_entries.get(repo_id)
+        if known is not None and known[0] == snapshot:
+            return known[1]
+        entry = self.catalog.inferred_entry(repo_id, snapshot.config())
+        self._inferred_entries[repo_id] = (snapshot, entry)
+        return entry
 
     # --- what the planner needs -------------------------------------------------------------------
 

@@ -161,6 +161,8 @@ class Loading(SlotTable):
         slot.loaded_at_wall = self._wall()
         slot.last_used = self._clock()  # keep-alive counts from the load
         self._restarts.ready(slot.entry.id)
+        if engine_kind(slot.engine).hf_cache:
+            self._models.cache_changed()  # its runner may have downloaded what the cache lacked
         memory = f", {runner.memory_bytes / 2**20:.0f} MiB" if runner.memory_bytes else ""
         plan = f"; {summary(slot.decision)}" if slot.decision is not None else ""
         how = "adopted" if adopted else "ready"

@@ -15,12 +15,14 @@ from huggingface_hub import scan_cache_dir
 
 from ocrd.config.settings import Settings
 from ocrd.control.v1 import control_pb2 as pb
+from ocrd.errors import ModelNotFound
 from tests.support.control import PPOCR, settings_for
 from tests.support.fake_hub import tiny_safetensors
 from tests.support.tiny_models import publish_snapshot, repo_folder
 
 OTHER = "ocrd-test/tiny-ocr"
 WHOLE = "ocrd-test/whole"
+VLM = "ocrd-test/tiny-vlm"
 WHOLE_FILES = {"config.json": b'{"model_type": "llava"}', "model.safetensors": tiny_safetensors(500)}
 
 
@@ -119,6 +121,18 @@ async def test_delete_of_a_loaded_model_is_refused_and_force_unloads_it_first(st
     assert result.freed_bytes >= 3000
     assert cached(hub_dir) == {OTHER}
     assert scheduler.info(PPOCR).state.name == "NOT_LOADED"
+
+
+async def test_a_deleted_model_is_no_longer_served_nor_a_pulled_back_one_refused(stub, hub_dir, scheduler):
+    vlm = {"config.json": b'{"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]}',
+           "model.safetensors": tiny_safetensors(100)}
+    publish(hub_dir, VLM, vlm)
+    assert scheduler.resolve(VLM).id == VLM
+    await stub.DeleteCache(pb.DeleteCacheRequest(model=VLM))
+    with pytest.raises(ModelNotFound):
+        scheduler.resolve(VLM)
+    publish(hub_dir, VLM, vlm)  # written back by another program
+    assert scheduler.resolve(VLM).id == VLM
 
 
 @pytest.mark.parametrize("model", ["../x", "/etc/passwd", "a/b/c", "org/..", "x"])
