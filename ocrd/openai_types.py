@@ -136,8 +136,23 @@ class ImagePart(_Request):
     image_url: ImageURL
 
 
+class FileData(_Request):
+    file_data: str | None = None  # a data: URL: data:application/pdf;base64,...
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FilePart(_Request):
+    """OpenAI's file part: the daemon renders a PDF's pages into image parts before a runner sees
+    the request (``ocrd.documents.chat_files``)."""
+
+    type: Literal["file"]
+    file: FileData
+
+
 ContentPart = Annotated[
-    Annotated[TextPart, Tag("<text>")] | Annotated[ImagePart, Tag("<image_url>")],
+    Annotated[TextPart, Tag("<text>")] | Annotated[ImagePart, Tag("<image_url>")]
+    | Annotated[FilePart, Tag("<file>")],
     Discriminator(
         _part_kind,
         custom_error_type="content_part_type",

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from ocrd.catalog.documents import DocumentFacts
 from ocrd.errors import InvalidRequest, PayloadTooLarge
 
 # One thread for the whole process: PDFium's global state allows no other (see the module doc).
@@ -49,6 +50,13 @@ class RenderPolicy:
         if self.max_side and longest * scale > self.max_side:
             scale = self.max_side / longest
         return scale
+
+
+def policy_for(facts: DocumentFacts | None, default_dpi: int) -> RenderPolicy:
+    """The catalog's resolution for a model (``[model.document]``), else ``default_dpi``."""
+    if facts is not None and (facts.dpi or facts.longest_side):
+        return RenderPolicy(dpi=facts.dpi, longest_side=facts.longest_side, max_side=facts.max_side)
+    return RenderPolicy(dpi=default_dpi, max_side=facts.max_side if facts is not None else None)
 
 
 @dataclass(frozen=True)

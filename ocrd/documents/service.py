@@ -25,7 +25,7 @@ from ocrd.documents.figures import FigureCropper
 from ocrd.documents.formats import FORMATS, OutputFormat
 from ocrd.documents.layout import PageOptions, page_object
 from ocrd.documents.pages import select_pages
-from ocrd.documents.pdf import RenderedPage, RenderPolicy, open_pdf
+from ocrd.documents.pdf import RenderedPage, open_pdf, policy_for
 from ocrd.documents.pipeline import pipeline
 from ocrd.documents.protocol import OcrRequest
 from ocrd.documents.source import SourceDocument, load_document
@@ -97,9 +97,7 @@ class DocumentService:
                     f"the request asks for {len(wanted)} pages; at most {limits.max_pages_per_request} "
                     "are read per request (limits.max_pages_per_request): select fewer with pages",
                     param="pages")
-            facts = entry.document
-            policy = RenderPolicy(dpi=facts.dpi, longest_side=facts.longest_side, max_side=facts.max_side) \
-                if facts is not None and (facts.dpi or facts.longest_side) else RenderPolicy(dpi=documents.default_dpi)
+            policy = policy_for(entry.document, documents.default_dpi)
             await pdf.check_sizes(wanted, policy, limits.max_page_pixels)
 
             async def work(index: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ocrd.errors import InvalidRequest, PayloadTooLarge
-from ocrd.openai_types import ChatMessage, ChatRequest, ContentPart, TextPart, parse_body_as
+from ocrd.openai_types import ChatMessage, ChatRequest, ContentPart, FilePart, TextPart, parse_body_as
 from ocrd.worker.engines import ChatInput, GenerationParams
 
 
@@ -61,7 +61,10 @@ def chat_input(request: ChatRequest) -> ChatInput:
                 all_text.append(part.text)
                 if i == last_user:
                     prompt.append(part.text)
-            elif i == last_user:  # an image part (the models admit no other kind)
+            elif isinstance(part, FilePart):  # the daemon turns PDFs into pages before forwarding
+                raise InvalidRequest("runners take images only: send the PDF through ocrd, which renders "
+                                     "its pages, or as image_url parts", param=f"messages.{i}.content.{j}")
+            elif i == last_user:
                 images.append(decode_image(part.image_url.url, f"messages.{i}.content.{j}.image_url.url"))
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     return ChatInput(messages=messages, images=images, prompt="\n".join(prompt), all_text=all_text)

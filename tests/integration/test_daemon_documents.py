@@ -203,3 +203,35 @@ def test_data_url_documents_must_be_base64(daemon):
     response = post_ocr(daemon, {"model": PPOCR, "document": document})
     assert_openai_error(response, 400)
     assert "base64" in response.json()["error"]["message"]
+
+
+# --- PDFs in chat completions (OpenAI's file parts) --------------------------------------------
+
+
+def file_part(data: bytes) -> dict:
+    return {"type": "file", "file": {"file_data": data_url(data, "application/pdf"), "filename": "report.pdf"}}
+
+
+def test_a_pdf_file_part_in_chat_is_read_page_by_page(daemon):
+    with daemon.openai_client() as client:
+        reply = client.chat.completions.create(model=PPOCR, messages=[
+            {"role": "user", "content": [file_part(scanned_pdf())]}])
+    # The builtin engine answers each image (here: each page) as a block, one blank line between.
+    blocks = reply.choices[0].message.content.split("\n\n")
+    assert len(blocks) == len(PAGES)
+    for block, lines in zip(blocks, PAGES, strict=True):
+        assert char_accuracy("\n".join(lines), block) >= 0.9, block
+
+
+@pytest.mark.parametrize(("file", "status", "words"), [
+    ({"file_id": "file-abc"}, 400, "Files API"),
+    ({"file_data": data_url(render_text_image(["an image"]))}, 400, "must hold a PDF"),
+    ({"file_data": data_url(encrypted_pdf(), "application/pdf")}, 400, "encrypted"),
+    ({"file_data": data_url(text_pdf(PAGES * 6), "application/pdf")}, 413, "limits.max_images_per_request"),
+])
+def test_bad_file_parts_in_chat_are_refused(daemon, file, status, words):
+    body = {"model": PPOCR, "messages": [{"role": "user", "content": [{"type": "file", "file": file}]}]}
+    with daemon.http(timeout=120) as http:
+        response = http.post("/v1/chat/completions", json=body)
+    assert_openai_error(response, status)
+    assert words in response.json()["error"]["message"]

@@ -22,6 +22,7 @@ from typing import Any
 from ocrd.catalog.catalog import split_model_preset
 from ocrd.config.settings import Settings
 from ocrd.core.scheduler import Scheduler
+from ocrd.documents.chat_files import file_parts_as_pages, has_file_parts
 from ocrd.errors import OcrdError
 from ocrd.http import proxy
 from ocrd.http.images import forward_payload, prepare_images
@@ -29,7 +30,7 @@ from ocrd.http.openai.presets import PresetPlan, preset_plan, requested_preset
 from ocrd.http.openai.protocol import ChatCompletionRequest
 from ocrd.metrics import Metrics
 from ocrd.model_ids import check_model_name
-from ocrd.openai_types import unless_disconnected
+from ocrd.openai_types import parse_body_as, unless_disconnected
 
 
 class ChatStream:
@@ -72,6 +73,9 @@ class ChatService:
         # A malformed name: 400 before any lookup; unknown model or preset: 404/400 before image work.
         check_model_name(chat.model, allow_preset=True)
         entry, suffix = split_model_preset(chat.model, self._scheduler.resolve)
+        if has_file_parts(raw):  # PDFs: their pages become image parts (ocrd.documents.chat_files)
+            raw = await file_parts_as_pages(raw, entry, self._settings())
+            chat = parse_body_as(ChatCompletionRequest, raw)
         preset = requested_preset(raw, suffix)
         with self._metrics.observe(entry.id):
             plan = preset_plan(raw, entry, preset)

@@ -1,0 +1,76 @@
+"""PDFs in chat completions, as OpenAI's API takes them: a ``{"type": "file", "file":
+{"file_data": "data:application/pdf;base64,...", "filename": ...}}`` content part becomes one
+``image_url`` part per page, rendered at the model's resolution, in its place. The pages then
+count as images: ``limits.max_images_per_request`` bounds them, and each is checked like any
+image. ``file_id`` needs the Files API, which ocrd does not have yet (a 400 that says so)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+from ocrd.catalog import CatalogEntry
+from ocrd.config.settings import Settings
+from ocrd.documents.pdf import open_pdf, policy_for
+from ocrd.documents.protocol import DocumentUrl
+from ocrd.documents.source import load_document
+from ocrd.errors import InvalidRequest, PayloadTooLarge
+
+
+def has_file_parts(raw: dict[str, Any]) -> bool:
+    for message in raw.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "file" for p in content):
+            return True
+    return False
+
+
+async def file_parts_as_pages(raw: dict[str, Any], entry: CatalogEntry, settings: Settings) -> dict[str, Any]:
+    """``raw`` with every file part replaced by the image parts of its pages."""
+    body = copy.deepcopy(raw)
+    budget = settings.limits.max_images_per_request
+    for m, message in enumerate(body["messages"]):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        parts: list[Any] = []
+        for p, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") == "file":
+                pages = await _pages(part.get("file") or {}, f"messages.{m}.content.{p}.file", entry, settings,
+                                     budget - sum(1 for x in parts if x.get("type") == "image_url"))
+                parts += pages
+            else:
+                parts.append(part)
+        message["content"] = parts
+    return body
+
+
+async def _pages(file: dict[str, Any], param: str, entry: CatalogEntry, settings: Settings,
+                 room: int) -> list[dict[str, Any]]:
+    data_url = file.get("file_data")
+    if not isinstance(data_url, str):
+        what = "file_id needs the Files API (/v1/files), which this ocrd does not have yet" \
+            if file.get("file_id") else "a file part needs file_data"
+        raise InvalidRequest(f"{what}; send the PDF as file_data: data:application/pdf;base64,...", param=param)
+    source = await load_document(DocumentUrl(document_url=data_url), settings.limits, allow_remote=False)
+    if not source.is_pdf:
+        raise InvalidRequest("a file part must hold a PDF; send images as image_url parts", param=param)
+    pdf = await open_pdf(source.data)
+    try:
+        if pdf.page_count > room:
+            raise PayloadTooLarge(
+                f"the PDF has {pdf.page_count} pages, and each page is an image: at most "
+                f"{settings.limits.max_images_per_request} are allowed per request "
+                "(limits.max_images_per_request); send fewer pages or use /v1/ocr", param=param)
+        policy = policy_for(entry.document, settings.documents.default_dpi)
+        indexes = list(range(pdf.page_count))
+        await pdf.check_sizes(indexes, policy, settings.limits.max_page_pixels)
+        pages = []
+        for index in indexes:
+            page = await pdf.render(index, policy)
+            url = "data:image/png;base64," + base64.b64encode(page.png).decode()
+            pages.append({"type": "image_url", "image_url": {"url": url}})
+        return pages
+    finally:
+        await pdf.close()
