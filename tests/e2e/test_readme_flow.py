@@ -84,3 +84,14 @@ def test_the_readme_python_snippet_works(daemon):
                             timeout=HTTP_TIMEOUT, cwd=REPO, env=daemon_env())
     assert result.returncode == 0, result.stderr
     assert char_accuracy(expected_text("sample.png"), result.stdout) >= 0.95, result.stdout
+
+
+def test_the_readme_mistral_snippet_reads_the_example_pdf(daemon):
+    snippet = readme_block("python", "Mistral(")
+    assert 'server_url="http://127.0.0.1:8000"' in snippet
+    snippet = snippet.replace("http://127.0.0.1:8000", daemon.base_url)
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
+                            timeout=HTTP_TIMEOUT, cwd=REPO, env=daemon_env())
+    assert result.returncode == 0, result.stderr
+    # examples/sample.pdf is sample.png's text on an A4 page (scripts/make-example-images).
+    assert char_accuracy(expected_text("sample.png"), result.stdout) >= 0.95, result.stdout
