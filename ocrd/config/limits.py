@@ -55,8 +55,8 @@ class DocumentsSettings(BaseModel):
         150, ge=36, le=600, description="Resolution PDF pages are rendered at for a model whose "
         "catalog entry names none (the catalog's [model.document] facts win).")
     pages_in_flight: int = Field(
-        8, ge=1, le=256, description="Most pages of one request at the model at once; the model's "
-        "own concurrency (turns) bounds it too. Rendered pages wait for their turn one at a time.")
+        8, ge=1, le=256, description="Most pages of one request in flight at once (rendered, or at the "
+        "model); the model's own concurrency bounds it too, plus one page rendered ahead.")
     page_attempts: int = Field(
         2, ge=1, le=5, description="Tries per page: a page whose runner failed (crash, timeout, 5xx) "
         "is sent again this many times in all before the request fails naming the page.")

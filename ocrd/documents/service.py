@@ -103,7 +103,9 @@ class DocumentService:
             async def work(index: int) -> dict[str, Any]:
                 return await read_page(await pdf.render(index, policy))
 
-            concurrency = max(1, min(documents.pages_in_flight, self._turns(entry.id)))
+            # One page more than the model serves at once: the next page is rendered, encoded and
+            # checked while the model reads the current ones, and waits in its queue, ready.
+            concurrency = max(1, min(documents.pages_in_flight, self._turns(entry.id) + 1))
             return [page async for _, page in pipeline(wanted, work, concurrency, documents.page_attempts)]
         finally:
             await pdf.close()
