@@ -89,14 +89,15 @@ class Scheduler(Loading):
     # --- requests ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def acquire(self, name: str) -> AsyncIterator[Runner]:
-        """A lease on a ready runner for ``name``, loading it first when needed.
+    async def acquire(self, model: str | CatalogEntry) -> AsyncIterator[Runner]:
+        """A lease on a ready runner for ``model``, loading it first when needed: a name, or
+        the entry ``resolve`` gave for the request a moment ago (not looked up again).
 
         Requests for one model queue FIFO (bounded); a full queue raises QueueFull (HTTP 429).
         """
         if self._closing:
             raise ShuttingDown("ocrd is shutting down")
-        slot = self._slot(name)
+        slot = self._slot(model) if isinstance(model, str) else self._slot_for(model)
         self._check_queue(slot)
         slot.waiting += 1
         try:

@@ -183,6 +183,16 @@ async def test_first_acquire_auto_loads_the_model_and_leases_its_runner(make):
     assert h.kinds() == ["model.loading", "model.ready"]
 
 
+async def test_a_lease_taken_with_the_resolved_entry_is_on_the_models_one_slot(make):
+    h = make()
+    async with h.scheduler.acquire(h.scheduler.resolve("a")) as runner:
+        assert h.scheduler.info("org/model-a").in_flight == 1
+    async with h.scheduler.acquire("org/model-a") as again:
+        assert again is runner
+    assert h.scheduler.info("a").in_flight == 0
+    assert h.factory.runners == [runner]
+
+
 async def test_concurrent_acquires_during_a_load_share_one_runner_start(make):
     h = make()
     h.factory.plan("org/model-a", gated=True)

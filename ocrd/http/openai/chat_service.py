@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+from ocrd.catalog import CatalogEntry
 from ocrd.catalog.catalog import split_model_preset
 from ocrd.config.settings import Settings
 from ocrd.core.scheduler import Scheduler
@@ -82,11 +83,11 @@ class ChatService:
             settings = self._settings()
             images = await prepare_images(chat, settings.limits, settings.http.allow_remote_image_urls)
             body = {**forward_payload(chat, images), "model": entry.id}
-            return await self._forward(entry.id, body, plan, chat.stream, is_disconnected)
+            return await self._forward(entry, body, plan, chat.stream, is_disconnected)
 
     async def _forward(
         self,
-        model: str,
+        model: CatalogEntry,
         body: dict[str, Any],
         plan: PresetPlan | None,
         stream: bool,
