@@ -76,22 +76,24 @@ def test_the_readme_curl_request_works(daemon):
     assert char_accuracy(expected_text("sample.png"), text) >= 0.95, text
 
 
-def test_the_readme_python_snippet_works(daemon):
-    snippet = readme_block("python", "openai.OpenAI")
-    assert "http://127.0.0.1:8000/v1" in snippet
+def run_python_snippet(daemon, containing: str, address: str) -> str:
+    """The README's python block that contains ``containing``, run as written against ``daemon``
+    (its ``address`` replaced by the daemon's); its standard output."""
+    snippet = readme_block("python", containing)
+    assert address in snippet
     snippet = snippet.replace("http://127.0.0.1:8000", daemon.base_url)
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
                             timeout=HTTP_TIMEOUT, cwd=REPO, env=daemon_env())
     assert result.returncode == 0, result.stderr
-    assert char_accuracy(expected_text("sample.png"), result.stdout) >= 0.95, result.stdout
+    return result.stdout
+
+
+def test_the_readme_python_snippet_works(daemon):
+    output = run_python_snippet(daemon, "openai.OpenAI", "http://127.0.0.1:8000/v1")
+    assert char_accuracy(expected_text("sample.png"), output) >= 0.95, output
 
 
 def test_the_readme_mistral_snippet_reads_the_example_pdf(daemon):
-    snippet = readme_block("python", "Mistral(")
-    assert 'server_url="http://127.0.0.1:8000"' in snippet
-    snippet = snippet.replace("http://127.0.0.1:8000", daemon.base_url)
-    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
-                            timeout=HTTP_TIMEOUT, cwd=REPO, env=daemon_env())
-    assert result.returncode == 0, result.stderr
+    output = run_python_snippet(daemon, "Mistral(", 'server_url="http://127.0.0.1:8000"')
     # examples/sample.pdf is sample.png's text on an A4 page (scripts/make-example-images).
-    assert char_accuracy(expected_text("sample.png"), result.stdout) >= 0.95, result.stdout
+    assert char_accuracy(expected_text("sample.png"), output) >= 0.95, output
