@@ -69,6 +69,11 @@ class CatalogEntry:
     inferred: bool = False
     # How it reads whole pages ([model.document]); None: the default preset at documents.default_dpi.
     document: DocumentFacts | None = None
+    # The weights' licence as the model card names it ("apache-2.0", "mit", "Qwen RESEARCH LICENSE");
+    # None for a cached model the catalog does not list (ocrd never guesses one).
+    license: str | None = None
+    # What the licence restricts, in a few words, where it does ("commercial use restricted: ...").
+    license_note: str | None = None
 
     @property
     def default_engine(self) -> str:
@@ -277,6 +282,8 @@ def _parse_entry(model_id: str, raw: dict[str, Any], unsupported_defaults: dict[
         unsupported=_unsupported(model_id, engines, raw.pop("unsupported", {}), unsupported_defaults),
         seed_memory_gb=dict(raw.pop("seed_memory_gb", {})),
         document=document_facts(model_id, raw.pop("document", None)),
+        license=raw.pop("license", None),
+        license_note=raw.pop("license_note", None),
     )
     if raw:
         raise ValueError(f"unknown catalog keys for {model_id}: {sorted(raw)}")
@@ -318,5 +325,11 @@ def _check_entry(entry: CatalogEntry) -> None:
     if entry.document is not None and entry.document.preset is not None:
         if entry.document.preset not in entry.presets:
             raise ValueError(f"{where}: [model.document] preset {entry.document.preset!r} is not one of its presets")
+    for name in ("license", "license_note"):
+        value = getattr(entry, name)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise ValueError(f"{where}: {name} must be a non-empty string")
+    if entry.license_note is not None and entry.license is None:
+        raise ValueError(f"{where}: license_note without a license")
     if not set(entry.seed_memory_gb) <= set(SEED_MEMORY_KEYS):
         raise ValueError(f"{where}: seed_memory_gb keys must be among {list(SEED_MEMORY_KEYS)}")

@@ -235,6 +235,17 @@ def test_unknown_key_in_a_toml_entry_is_a_value_error() -> None:
         parse_entries(data)
 
 
+def test_license_and_its_note_are_read_and_a_note_needs_a_license() -> None:
+    [entry] = parse_entries(tomllib.loads(
+        '[[model]]\nid = "org/m"\nengines = ["builtin"]\nlicense = "openrail"\nlicense_note = "no resale"\n'))
+    assert (entry.license, entry.license_note) == ("openrail", "no resale")
+
+    with pytest.raises(ValueError, match="license_note without a license"):
+        parse_entries(tomllib.loads('[[model]]\nid = "org/m"\nengines = ["builtin"]\nlicense_note = "x"\n'))
+    with pytest.raises(ValueError, match="license must be a non-empty string"):
+        parse_entries(tomllib.loads('[[model]]\nid = "org/m"\nengines = ["builtin"]\nlicense = " "\n'))
+
+
 @pytest.mark.parametrize(
     ("entry", "complaint"),
     [

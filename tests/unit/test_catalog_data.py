@@ -39,6 +39,16 @@ CURRENT_OCR_MODELS = {
     "Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct",
     "ibm-granite/granite-docling-258M", "opendatalab/MinerU2.5-2509-1.2B",
 }
+# The leaders of olmOCR-Bench and OmniDocBench the issue names, with an alias each.
+LEADERS = {
+    "lightonai/LightOnOCR-2-1B": "lightonocr-2",
+    "tencent/HunyuanOCR": "hunyuanocr",
+    "PaddlePaddle/PaddleOCR-VL-1.5": "paddleocr-vl-1.5",
+    "zai-org/GLM-OCR": "glm-ocr",
+    "datalab-to/chandra-ocr-2": "chandra-2",
+}
+# Chat models trained to transcribe the image alone: their preset has no text at all.
+IMAGE_ONLY_CHAT = {"lightonai/LightOnOCR-2-1B"}
 # The seed's memory table, transcribed by hand from the user's original guide
 # (model-modes-guide.ru.md, which is not part of this repository).
 SEED_MEMORY = {
@@ -55,6 +65,9 @@ NAMED_PRESETS = {
     "stepfun-ai/GOT-OCR-2.0-hf": {"plain", "format"},
     "deepseek-ai/DeepSeek-OCR": {"markdown", "free"},
     "PaddlePaddle/PaddleOCR-VL": {"ocr", "table", "formula"},
+    "PaddlePaddle/PaddleOCR-VL-1.5": {"ocr", "table", "formula", "chart", "spotting", "seal"},
+    "zai-org/GLM-OCR": {"text", "table", "formula"},
+    "datalab-to/chandra-ocr-2": {"layout", "ocr"},
 }
 
 
@@ -106,6 +119,45 @@ def test_every_current_ocr_model_and_the_builtins_are_present() -> None:
     ids = {entry.id for entry in entries()}
 
     assert CURRENT_OCR_MODELS | {"builtin/ppocr", "builtin/tesseract"} <= ids
+
+
+def test_the_benchmark_leaders_are_present_with_their_alias_and_read_documents() -> None:
+    from ocrd.catalog.documents import OUTPUT_FORMATS
+
+    cat = catalog()
+    for model_id, alias in LEADERS.items():
+        entry = cat.resolve(alias)
+        assert entry.id == model_id
+        # Each says how it reads a page: a preset it has, in a format ocrd knows.
+        assert entry.document is not None and entry.document.preset in entry.presets, model_id
+        assert entry.presets[entry.document.preset].format in OUTPUT_FORMATS, model_id
+        assert entry.default_engine == "vllm", model_id
+
+
+# --- licences -----------------------------------------------------------------------------------
+
+
+def test_every_model_names_its_licence_with_a_source() -> None:
+    text = resources.files("ocrd.catalog").joinpath("models.toml").read_text("utf-8")
+    sourced = re.compile(r'(?m)^license = "[^"]+"\s+# .*(\[(card|HFt|HFd)\]|unverified)')
+
+    for entry in entries():
+        assert isinstance(entry.license, str) and entry.license.strip(), entry.id
+        assert entry.license_note is None or entry.license_note.strip(), entry.id
+    blocks = re.split(r"(?m)^\[\[model\]\]$", text)[1:]
+    assert all(sourced.search(block) for block in blocks)
+
+
+def test_restrictive_licences_carry_a_note_chandra_s_commercial_restriction_first() -> None:
+    cat = catalog()
+
+    chandra = cat.resolve("chandra-2")
+    assert "openrail" in chandra.license.lower() and "commercial" in chandra.license_note
+    assert cat.resolve("hunyuanocr").license_note
+    assert cat.resolve("qwen2.5-vl-3b").license_note
+    for entry in entries():  # the permissive licences need none
+        if entry.license in {"apache-2.0", "mit"}:
+            assert entry.license_note is None, entry.id
 
 
 def test_every_id_is_well_formed_and_every_alias_short_lower_case() -> None:
@@ -222,7 +274,7 @@ def test_every_preset_renders_with_sampling_in_range(entry: CatalogEntry, name: 
     for engine in entry.engines:
         rendered = render_preset(entry, name, user_text, engine=engine)
         # Only models whose API takes no text prompt may render an empty one.
-        if not rendered.prompt:
+        if not rendered.prompt and entry.id not in IMAGE_ONLY_CHAT:
             api = entry.transformers.api
             assert api in {"got_ocr2", "moondream"}, (entry.id, name)
             # moondream2's task is a method call; GOT-OCR2's plain OCR needs no options at all.
