@@ -191,12 +191,14 @@ def memory_bytes() -> int:
 async def serve(engine: Any, sock: socket.socket, out: EventOut, signals: Signals) -> int:
     import uvicorn
 
-    from ocrd.worker.server import create_app
+    from ocrd.worker.server import create_app, quiet_http_protocol
 
     # log_config=None: uvicorn logs through our root handler (stderr) instead of its own set-up.
-    # No graceful-shutdown timeout: on SIGTERM the request in flight is always finished.
+    # No graceful-shutdown timeout: on SIGTERM the request in flight is always finished. The app
+    # writes the access lines itself, once each response is sent.
     app = create_app(engine)
-    config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_graceful_shutdown=None)
+    config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_graceful_shutdown=None,
+                            http=quiet_http_protocol())
     server = uvicorn.Server(config)
     signals.server = server
     if signals.requested:

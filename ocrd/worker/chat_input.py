@@ -47,14 +47,34 @@ def generation_params(request: ChatRequest) -> GenerationParams:
     )
 
 
-def chat_input(request: ChatRequest) -> ChatInput:
-    """Texts and decoded images; images come from the last user message only."""
+class OpenedChat:
+    """A request's texts and its images opened (headers read, pixels not yet decoded): what
+    decoding will cost is known (``pixels``) before ``decode`` pays it."""
+
+    def __init__(self, messages: list[dict], images: list[tuple[Image.Image, str]], prompt: str,
+                 all_text: list[str]):
+        self._messages = messages
+        self._images = images  # (image, its parameter's name for errors)
+        self._prompt = prompt
+        self._all_text = all_text
+
+    @property
+    def pixels(self) -> int:
+        return sum(image.width * image.height for image, _ in self._images)
+
+    def decode(self) -> ChatInput:
+        images = [decode_opened(image, param) for image, param in self._images]
+        return ChatInput(messages=self._messages, images=images, prompt=self._prompt, all_text=self._all_text)
+
+
+def open_chat(request: ChatRequest) -> OpenedChat:
+    """Texts and opened images; images come from the last user message only."""
     last_user = max((i for i, m in enumerate(request.messages) if m.role == "user"), default=None)
     if last_user is None:
         raise InvalidRequest("the request has no message with role 'user'", param="messages")
     all_text: list[str] = []
     prompt: list[str] = []
-    images: list[Image.Image] = []
+    images: list[tuple[Image.Image, str]] = []
     for i, message in enumerate(request.messages):
         for j, part in enumerate(_parts(message)):
             if isinstance(part, TextPart):
@@ -65,9 +85,15 @@ def chat_input(request: ChatRequest) -> ChatInput:
                 raise InvalidRequest("runners take images only: send the PDF through ocrd, which renders "
                                      "its pages, or as image_url parts", param=f"messages.{i}.content.{j}")
             elif i == last_user:
-                images.append(decode_image(part.image_url.url, f"messages.{i}.content.{j}.image_url.url"))
+                param = f"messages.{i}.content.{j}.image_url.url"
+                images.append((open_image(part.image_url.url, param), param))
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
-    return ChatInput(messages=messages, images=images, prompt="\n".join(prompt), all_text=all_text)
+    return OpenedChat(messages, images, "\n".join(prompt), all_text)
+
+
+def chat_input(request: ChatRequest) -> ChatInput:
+    """Texts and decoded images; images come from the last user message only."""
+    return open_chat(request).decode()
 
 
 def _parts(message: ChatMessage) -> list[ContentPart]:
@@ -82,6 +108,11 @@ def _bad_image(param: str, problem: str) -> InvalidRequest:
 
 def decode_image(url: str, param: str) -> Image.Image:
     """An RGB image from a base64 ``data:`` URL."""
+    return decode_opened(open_image(url, param), param)
+
+
+def open_image(url: str, param: str) -> Image.Image:
+    """The image of a base64 ``data:`` URL, opened: its format and size read, not its pixels."""
     if not url.startswith("data:"):
         raise _bad_image(param, "runners only accept images as data: URLs")
     header, comma, payload = url.partition(",")
@@ -92,17 +123,29 @@ def decode_image(url: str, param: str) -> Image.Image:
     except (binascii.Error, ValueError):
         raise _bad_image(param, "the data URL is not valid base64") from None
     try:
-        image = Image.open(io.BytesIO(raw))
+        return Image.open(io.BytesIO(raw))
+    except Exception as exc:
+        raise _undecodable(exc, param) from None
+
+
+def decode_opened(image: Image.Image, param: str) -> Image.Image:
+    """The pixels of an opened image, upright and RGB."""
+    try:
         image.load()
         # In place, and no RGB copy of an RGB image: on a page scan (A4 at 300 dpi) the two copies
         # the plain calls make took longer than decoding the pixels did.
         ImageOps.exif_transpose(image, in_place=True)
         return _to_rgb(image)
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(f"{param}: {exc}", param=param) from None
-    except Exception as exc:  # Pillow raises many kinds on corrupt input; all mean "bad image"
-        detail = "unknown format" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        raise _bad_image(param, f"not a decodable image (PNG, JPEG, WebP, TIFF, ...): {detail}") from None
+    except Exception as exc:
+        raise _undecodable(exc, param) from None
+
+
+def _undecodable(exc: Exception, param: str) -> InvalidRequest | PayloadTooLarge:
+    if isinstance(exc, Image.DecompressionBombError):
+        return PayloadTooLarge(f"{param}: {exc}", param=param)
+    # Pillow raises many kinds on corrupt input; all mean "bad image"
+    detail = "unknown format" if isinstance(exc, UnidentifiedImageError) else str(exc)
+    return _bad_image(param, f"not a decodable image (PNG, JPEG, WebP, TIFF, ...): {detail}")
 
 
 def _b64decode(payload: str) -> bytes:

@@ -10,6 +10,13 @@ streamed one's pieces come back to the loop as the thread makes them. One reques
 time: an asyncio lock queues requests, and a thread lock around every generation guarantees that
 a request whose client went away (its coroutine cancelled while its thread still runs) cannot
 overlap the next one.
+
+Every request a runner serves is a chat completion, and what the runner adds to the model's own
+time is time the client waits (``bench/transformers_overhead.py``). So ``POST
+/v1/chat/completions`` is answered in front of FastAPI (``ocrd.shortcut``: no routing,
+dependency solving or middleware layers), a small request's images are decoded on the event loop
+(a thread hop costs more), and the access-log line is written once the response is sent
+(``AccessLog``; uvicorn's own, written before it, is off: ``quiet_http_protocol``).
 """
 
 from __future__ import annotations
@@ -25,13 +32,23 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from ocrd.errors import OcrdError, as_ocrd_error
-from ocrd.openai_types import DONE, sse_event, unless_disconnected
-from ocrd.worker.chat_input import chat_input, generation_params, parse_request
-from ocrd.worker.engines import Engine, Generation
+from ocrd.openai_types import DONE, ChatRequest, sse_event, unless_disconnected
+from ocrd.shortcut import PostShortcut
+from ocrd.worker.chat_input import chat_input, generation_params, open_chat, parse_request
+from ocrd.worker.engines import ChatInput, Engine, Generation
 
 log = logging.getLogger("ocrd.worker.server")
+access_log = logging.getLogger("uvicorn.access")  # the name the daemon knows its lines by
+
+CHAT_PATH = "/v1/chat/completions"
+# Decoded on the event loop up to these (request bytes; pixels of all its images, about 5 ms of
+# decoding), as the daemon does (ocrd.http.images): a thread hop costs more than that.
+INLINE_BYTES = 256 * 1024
+INLINE_PIXELS = 512 * 512
 
 
 @dataclass(frozen=True)
@@ -142,20 +159,17 @@ async def _stream(generator: Generator, generation: Generation, meta: Completion
     yield DONE
 
 
-def create_app(engine: Engine) -> FastAPI:
+def create_app(engine: Engine) -> ASGIApp:
     """The runner's app, serving the already loaded ``engine``."""
     app = FastAPI(title=f"ocrd runner: {engine.model_id}", docs_url=None, redoc_url=None, openapi_url=None)
     generator = Generator()
     started = int(time.time())
 
-    @app.exception_handler(OcrdError)
-    async def ocrd_error(_request: Request, exc: OcrdError) -> JSONResponse:
-        return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=exc.http_headers())
+    app.exception_handler(OcrdError)(_ocrd_error)
 
     @app.exception_handler(Exception)
     async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("request failed", exc_info=exc)
-        return JSONResponse(as_ocrd_error(exc).to_openai(), status_code=500)
+        return _crash_response(exc)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -170,22 +184,109 @@ def create_app(engine: Engine) -> FastAPI:
         card = {"id": engine.model_id, "object": "model", "created": started, "owned_by": "ocrd"}
         return {"object": "list", "data": [card]}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        parsed = parse_request(await request.body())
-        chat = await asyncio.to_thread(chat_input, parsed)  # image decoding is CPU work
-        generation = engine.generate(chat, generation_params(parsed))  # input errors: 400 here
-        meta = Completion(model=engine.model_id)
+    chat = Chat(engine, generator)
+
+    @app.post(CHAT_PATH)
+    async def chat_completions(request: Request) -> Response:
+        # Answered by the shortcut below first: this route makes other methods a 405.
+        return await chat.answer(request)
+
+    # Answered in front of FastAPI (ocrd.shortcut): what the route above answers, with less work.
+    return AccessLog(PostShortcut(app, CHAT_PATH, chat.answer, _ocrd_error))
+
+
+async def _ocrd_error(_request: Request, exc: OcrdError) -> JSONResponse:
+    return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=exc.http_headers())
+
+
+def _crash_response(exc: Exception) -> JSONResponse:
+    log.error("request failed", exc_info=exc)
+    return JSONResponse(as_ocrd_error(exc).to_openai(), status_code=500)
+
+
+class Chat:
+    """What ``POST /v1/chat/completions`` does: parse, decode, generate, answer."""
+
+    def __init__(self, engine: Engine, generator: Generator):
+        self.engine = engine
+        self.generator = generator
+
+    async def answer(self, request: Request) -> Response:
+        """The response to one request; an ``OcrdError`` raised for the caller to answer, any
+        other failure answered here with OpenAI's 500 (as the app's handler answers it)."""
+        try:
+            return await self._answer(request)
+        except OcrdError:
+            raise
+        except Exception as exc:
+            return _crash_response(exc)
+
+    async def _answer(self, request: Request) -> Response:
+        body = await request.body()
+        parsed = parse_request(body)
+        chat = await _read_chat(parsed, len(body))
+        generation = self.engine.generate(chat, generation_params(parsed))  # input errors: 400 here
+        meta = Completion(model=self.engine.model_id)
         if parsed.stream:
             return StreamingResponse(
-                _stream(generator, generation, meta, parsed.include_usage),
+                _stream(self.generator, generation, meta, parsed.include_usage),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        text = await unless_disconnected(generator.text(generation), request.is_disconnected)
+        text = await unless_disconnected(self.generator.text(generation), request.is_disconnected)
         if text is None:  # the client hung up; its generation was stopped
             return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
         return JSONResponse(meta.body(text, generation))
 
-    return app
 
+async def _read_chat(request: ChatRequest, size: int) -> ChatInput:
+    """The request's texts and decoded images: on the event loop when small, else in a thread
+    (image decoding is CPU work)."""
+    if size > INLINE_BYTES:
+        return await asyncio.to_thread(chat_input, request)
+    opened = open_chat(request)  # the headers only: the pixels are what takes time
+    if opened.pixels > INLINE_PIXELS:
+        return await asyncio.to_thread(opened.decode)
+    return opened.decode()
+
+
+class AccessLog:
+    """uvicorn's access-log line for every request, written once the response is sent instead
+    of before its status line (what uvicorn does): formatting and writing it is no longer time
+    the client waits. A streamed response's line comes when the stream ends."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what uvicorn answers for an app that fails before it responds
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            http_scope: Any = scope  # uvicorn's helpers are typed for its own scope type
+            access_log.info('%s - "%s %s HTTP/%s" %d', get_client_addr(http_scope), scope["method"],
+                            get_path_with_query_string(http_scope), scope["http_version"], status)
+
+
+def quiet_http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools) without its own access log, for an app that writes
+    its access lines itself (``AccessLog``): uvicorn's ``access_log=False`` would silence the
+    logger, not only uvicorn's use of it."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class QuietHttpToolsProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.access_log = False
+
+    return QuietHttpToolsProtocol

@@ -83,6 +83,16 @@ async def test_access_lines_stay_in_the_runners_log_and_reach_the_journal_at_deb
     assert record.levelno == logging.DEBUG and record.name == "ocrd.runner.builtin.test"
 
 
+async def test_each_request_gets_one_access_line(started):
+    # uvicorn's own line is off (the worker writes it once the response is sent): not two a request.
+    client = started.runner.client()
+    for number in range(3):
+        assert (await client.get(f"/health?request={number}")).status_code == 200
+    await asyncio.wait_for(_line_with(started.runner, '"GET /health?request=2 HTTP/1.1" 200'), HANG_GUARD)
+    lines = [line for line in await started.runner.logs(200) if "/health?request=" in line]
+    assert len(lines) == 3, lines
+
+
 async def _line_with(runner: ProcessRunner, text: str) -> str:
     async for line in runner.follow_logs(100):
         if text in line:

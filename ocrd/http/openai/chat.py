@@ -15,7 +15,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ocrd.errors import OcrdError
 from ocrd.http.errors import ocrd_error
 from ocrd.http.openai.chat_service import ChatStream
 from ocrd.http.openai.protocol import ChatCompletion, ChatCompletionRequest
@@ -23,6 +22,7 @@ from ocrd.http.openapi import error_responses, request_body
 from ocrd.http.proxy import CHAT_PATH, Completion
 from ocrd.http.request_work import read_request
 from ocrd.http.state import AppState
+from ocrd.shortcut import PostShortcut
 
 router = APIRouter()
 
@@ -55,28 +55,15 @@ async def _answer(request: Request) -> Response:
     return JSONResponse(answer)
 
 
-class ChatShortcut:
-    """``POST /v1/chat/completions`` answered here, before FastAPI's router: the same route
-    function and the same error handler for ``OcrdError`` (``ocrd_error``), without the
-    router's matching, its dependency solving, its exit stack and its two layers of exception
-    wrapping, which together cost a proxied request more CPU than parsing its JSON. Installed
-    as the innermost middleware (``ocrd.http.app``), so everything outside it (CORS, keys, path
-    guard, body cap, the catch-all for crashes) applies as to every other route; any other
-    method or path goes on to the router."""
+class ChatShortcut(PostShortcut):
+    """``POST /v1/chat/completions`` answered here, before FastAPI's router (``ocrd.shortcut``):
+    the same route function and the same error handler for ``OcrdError`` (``ocrd_error``).
+    Installed as the innermost middleware (``ocrd.http.app``), so everything outside it (CORS,
+    keys, path guard, body cap, the catch-all for crashes) applies as to every other route; any
+    other method or path goes on to the router."""
 
     def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        try:
-            response = await _answer(request)
-        except OcrdError as exc:
-            response = await ocrd_error(request, exc)
-        await response(scope, receive, send)
+        super().__init__(app, CHAT_PATH, _answer, ocrd_error)
 
 
 class _LeasedStream(StreamingResponse):
