@@ -22,11 +22,19 @@ def run_models(client: Client, args: argparse.Namespace) -> int:
         print_json(listing)
         return 0
     rows = [
-        [m.id, ", ".join(m.aliases) or "-", m.engine, render.state(m.state), m.description]
+        [m.id, ", ".join(m.aliases) or "-", m.engine, render.state(m.state), _license(m), m.description]
         for m in listing.models
     ]
-    print(render.table(["MODEL", "ALIASES", "ENGINE", "STATE", "DESCRIPTION"], rows))
+    print(render.table(["MODEL", "ALIASES", "ENGINE", "STATE", "LICENSE", "DESCRIPTION"], rows))
+    # A licence that restricts use is marked "*" in the table and said in full below it.
+    for m in listing.models:
+        if m.license_note:
+            print(f"* {m.id}: {m.license_note}")
     return 0
+
+
+def _license(model: pb.ModelInfo) -> str:
+    return (model.license or "-") + (" *" if model.license_note else "")
 
 
 def run_unload(client: Client, args: argparse.Namespace) -> int:

@@ -85,6 +85,8 @@ def model_info(slot: SlotInfo) -> pb.ModelInfo:
         last_used=timestamp(slot.last_used),
         loaded_at=timestamp(slot.loaded_at),
         error=slot.error,
+        license=slot.license or "",
+        license_note=slot.license_note or "",
     )
 
 

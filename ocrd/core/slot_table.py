@@ -95,6 +95,8 @@ class SlotTable:
             loaded_at=slot.loaded_at_wall if slot.state == ModelState.READY else None,
             error=slot.error,
             replica_pids=tuple(pid for r in replicas if (pid := r.pid)),
+            license=slot.entry.license,
+            license_note=slot.entry.license_note,
         )
 
     def _slot(self, name: str) -> Slot:

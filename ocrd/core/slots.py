@@ -38,6 +38,8 @@ class SlotInfo:
     loaded_at: float | None
     error: str
     replica_pids: tuple[int, ...] = ()  # every runner process of the model ([models.X] replicas)
+    license: str | None = None  # the catalog's licence of the weights; None when unknown
+    license_note: str | None = None  # what the licence restricts, where it does
 
 
 @dataclass(frozen=True)

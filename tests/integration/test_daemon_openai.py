@@ -108,6 +108,7 @@ def test_models_retrieve_accepts_an_alias_and_answers_the_canonical_model(client
     assert raw.status_code == 200
     validate("Model", raw.json())
     assert raw.json()["ocrd"]["aliases"] == ["ppocr"]
+    assert (raw.json()["ocrd"]["license"], raw.json()["ocrd"]["license_note"]) == ("apache-2.0", None)
 
 
 def test_metrics_count_requests_by_model_and_status_and_show_model_state(daemon, client):

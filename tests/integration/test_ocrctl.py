@@ -71,7 +71,13 @@ async def test_ps_shows_what_is_loaded_with_its_details(ocrctl):
 async def test_models_lists_every_model_with_aliases_and_state(ocrctl):
     result = await ocrctl("models")
     assert result.rc == 0
-    assert re.search(r"^builtin/ppocr\s+ppocr\s+builtin\s+not loaded\s+PP-OCR", result.out, re.M)
+    assert re.search(r"^builtin/ppocr\s+ppocr\s+builtin\s+not loaded\s+apache-2.0\s+PP-OCR", result.out, re.M)
+    assert result.out.splitlines()[0].split() == ["MODEL", "ALIASES", "ENGINE", "STATE", "LICENSE", "DESCRIPTION"]
+
+
+async def test_models_json_carries_the_licence(ocrctl):
+    listing = json.loads((await ocrctl("--json", "models")).out)
+    assert {m["id"]: m["license"] for m in listing["models"]}["builtin/ppocr"] == "apache-2.0"
 
 
 async def test_unload_reports_the_memory_it_freed(ocrctl):

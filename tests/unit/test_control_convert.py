@@ -15,7 +15,7 @@ def slot(**changes) -> SlotInfo:
         id="builtin/ppocr", aliases=("ppocr",), description="PP-OCR", engine="builtin",
         state=ModelState.READY, device="cpu", pid=1234, memory_bytes=150 * 2**20, pinned=False,
         keep_alive=300.0, in_flight=2, queued=3, queue_capacity=16, last_used=1_700_000_000.25,
-        loaded_at=1_699_999_000.5, error="",
+        loaded_at=1_699_999_000.5, error="", license="apache-2.0",
     )
     fields.update(changes)
     return SlotInfo(**fields)
@@ -43,6 +43,13 @@ def test_model_info_carries_every_field():
     assert (info.in_flight, info.queued, info.queue_capacity) == (2, 3, 16)
     assert info.last_used.ToNanoseconds() == 1_700_000_000_250_000_000
     assert info.loaded_at.ToNanoseconds() == 1_699_999_000_500_000_000
+    assert (info.license, info.license_note) == ("apache-2.0", "")
+
+
+def test_a_restrictive_licence_travels_with_its_note_and_an_unknown_one_is_empty():
+    info = convert.model_info(slot(license="OpenRAIL-M (modified)", license_note="commercial use restricted"))
+    assert (info.license, info.license_note) == ("OpenRAIL-M (modified)", "commercial use restricted")
+    assert convert.model_info(slot(license=None)).license == ""
 
 
 def test_a_model_that_is_not_running_has_no_pid_no_times_and_keeps_its_error():

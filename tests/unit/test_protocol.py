@@ -228,5 +228,6 @@ def test_model_list_matches_openai_schema_with_ocrd_extras():
     ).model_dump(mode="json")
     validate("ListModelsResponse", cards)
     validate("Model", cards["data"][0])
-    assert cards["data"][0]["ocrd"] == {"state": "ready", "engine": "vllm", "aliases": ["dots.ocr"]}
+    assert cards["data"][0]["ocrd"] == {"state": "ready", "engine": "vllm", "aliases": ["dots.ocr"],
+                                        "license": None, "license_note": None}
     assert cards["object"] == "list" and cards["data"][1]["object"] == "model"

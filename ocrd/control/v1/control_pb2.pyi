@@ -39,7 +39,7 @@ CHECK_STATUS_FAIL: CheckStatus
 CHECK_STATUS_SKIPPED: CheckStatus
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "aliases", "engine", "state", "device", "pid", "memory_bytes", "pinned", "keep_alive_seconds", "in_flight", "queued", "queue_capacity", "last_used", "loaded_at", "error", "description", "replica_pids")
+    __slots__ = ("id", "aliases", "engine", "state", "device", "pid", "memory_bytes", "pinned", "keep_alive_seconds", "in_flight", "queued", "queue_capacity", "last_used", "loaded_at", "error", "description", "replica_pids", "license", "license_note")
     ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,8 @@ class ModelInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     REPLICA_PIDS_FIELD_NUMBER: _ClassVar[int]
+    LICENSE_FIELD_NUMBER: _ClassVar[int]
+    LICENSE_NOTE_FIELD_NUMBER: _ClassVar[int]
     id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     engine: str
@@ -74,7 +76,9 @@ class ModelInfo(_message.Message):
     error: str
     description: str
     replica_pids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., description: _Optional[str] = ..., replica_pids: _Optional[_Iterable[int]] = ...) -> None: ...
+    license: str
+    license_note: str
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., description: _Optional[str] = ..., replica_pids: _Optional[_Iterable[int]] = ..., license: _Optional[str] = ..., license_note: _Optional[str] = ...) -> None: ...
 
 class WarmRunner(_message.Message):
     __slots__ = ("engine", "device", "pid", "memory_bytes", "ready")

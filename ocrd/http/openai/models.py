@@ -47,5 +47,8 @@ def model_card(info: SlotInfo, state: AppState) -> dict[str, Any]:
             "state": info.state.value,
             "description": info.description,
             "pinned": info.pinned,
+            # The weights' licence (and what it restricts) as the catalog records it; null unknown.
+            "license": info.license,
+            "license_note": info.license_note,
         },
     }

@@ -53,6 +53,9 @@ class OcrdModelInfo(_Response):
     state: str
     engine: str | None = None
     aliases: list[str] = Field(default_factory=list)
+    # The weights' licence as the model's card names it, and what it restricts; None when unknown.
+    license: str | None = None
+    license_note: str | None = None
 
 
 class ModelCard(_Response):
