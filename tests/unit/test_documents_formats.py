@@ -181,3 +181,33 @@ def test_ppocr_lines_are_cut_at_column_gaps():
 
     line = [TextBox("left", 0, 0, 20, 100), TextBox("column", 110, 0, 20, 200), TextBox("right", 400, 0, 20, 480)]
     assert [[b.text for b in part] for part in split_at_gaps(line)] == [["left", "column"], ["right"]]
+
+
+def test_tables_convert_both_ways_and_merged_cells_fill_their_span():
+    from ocrd.documents.tables import TableCollector, html_rows, pipe_rows
+
+    html = ('<table><tr><th>A</th><th colspan="2">B &amp; C</th></tr>'
+            '<tr><td rowspan="2">1</td><td>2</td><td>3|x</td></tr><tr><td>4</td><td>5</td></tr></table>')
+    assert html_rows(html) == [["A", "B & C", ""], ["1", "2", "3|x"], ["", "4", "5"]]
+    text = f"Intro\n\n{html}\n\nbetween\n\n| h1 | h2 |\n|---|:-:|\n| a | b |\n\nend"
+    markdown = TableCollector("markdown")
+    out, tables = markdown.extract(text)
+    assert out == "Intro\n\n[tbl-0.md](tbl-0.md)\n\nbetween\n\n[tbl-1.md](tbl-1.md)\n\nend"
+    assert pipe_rows(tables[0]["content"]) == [["A", "B & C", ""], ["1", "2", "3|x"], ["", "4", "5"]]
+    as_html = TableCollector("html")
+    _, tables = as_html.extract(text)
+    assert [t["id"] for t in tables] == ["tbl-0.html", "tbl-1.html"]
+    assert html_rows(tables[1]["content"]) == [["h1", "h2"], ["a", "b"]]
+    assert as_html.extract("| x |\n|---|\n| y |")[1][0]["id"] == "tbl-2.html"  # numbered per request
+
+
+def test_page_object_takes_tables_out_when_a_table_format_is_asked_for():
+    from ocrd.documents.tables import TableCollector, html_rows
+
+    layout = FORMATS["dots-layout"].parse(DOTS_ANSWER, 1000, 1400)
+    page = page_object(0, layout, {"dpi": 200, "width": 1000, "height": 1400}, PageOptions(), [],
+                       TableCollector("html"))
+    (table,) = page["tables"]
+    assert html_rows(table["content"]) == [["1"]] and table["format"] == "html"
+    assert "[tbl-0.html](tbl-0.html)" in page["markdown"] and "<table>" not in page["markdown"]
+    assert [b.get("table_id") for b in page["blocks"] if b["type"] == "table"] == ["tbl-0.html"]

@@ -3,7 +3,8 @@ ocr_lines``), made into Mistral's blocks.
 
 With the layout model's regions (builtin.layout), each line goes to the region that holds its
 centre (the smallest, where regions nest) and each region with text becomes a block of its type
-(CDLA's classes: a title, a table, a header, ...); figures become ``image`` blocks, and text found
+(CDLA's classes: a title, a table as HTML whose cells are the engine's runs of text, a header,
+...); figures become ``image`` blocks, and text found
 inside them stays on the page as text of its own. Lines outside every region, and all lines when
 there is no layout, are grouped into paragraphs: tesseract's own where it numbers them, else by
 geometry (PP-OCR): a line joins the paragraph above it when the gap between them is under
@@ -19,6 +20,7 @@ from typing import Any
 
 from ocrd.documents.layout import Block, Box, PageLayout, union
 from ocrd.documents.reading_order import reading_order
+from ocrd.documents.tables import rows_to_html
 from ocrd.errors import UpstreamError
 
 PARAGRAPH_GAP = 0.6
@@ -73,7 +75,24 @@ def _block(kind: str, lines: list[_Line]) -> Block:
     text = "\n".join(line.text for line in lines)
     if kind == "title":  # a markdown heading is one line
         text = "# " + " ".join(line.text for line in lines)
+    elif kind == "table":  # cells are the runs of text the engine found (cut at column gaps)
+        text = rows_to_html(_rows(lines))
     return Block(kind, text, union([line.box for line in lines]), [w for line in lines for w in line.words])
+
+
+def _rows(cells: list[_Line]) -> list[list[str]]:
+    """A table region's cells as rows: a cell joins the row its vertical extent mostly overlaps;
+    rows top to bottom, cells left to right."""
+    rows: list[list[_Line]] = []
+    for cell in sorted(cells, key=lambda c: (c.box[1] + c.box[3]) / 2):
+        if rows:
+            top, bottom = min(c.box[1] for c in rows[-1]), max(c.box[3] for c in rows[-1])
+            overlap = min(bottom, cell.box[3]) - max(top, cell.box[1])
+            if overlap >= 0.5 * min(bottom - top, cell.box[3] - cell.box[1]):
+                rows[-1].append(cell)
+                continue
+        rows.append([cell])
+    return [[c.text for c in sorted(row, key=lambda c: c.box[0])] for row in rows]
 
 
 def _holder(box: Box, regions: list[tuple[str, Box]]) -> int | None:
