@@ -211,3 +211,40 @@ def test_page_object_takes_tables_out_when_a_table_format_is_asked_for():
     assert html_rows(table["content"]) == [["1"]] and table["format"] == "html"
     assert "[tbl-0.html](tbl-0.html)" in page["markdown"] and "<table>" not in page["markdown"]
     assert [b.get("table_id") for b in page["blocks"] if b["type"] == "table"] == ["tbl-0.html"]
+
+
+def test_doctags_recorded_by_docling_become_typed_blocks_and_html_tables():
+    from pathlib import Path
+
+    from ocrd.documents.tables import html_rows
+
+    recorded = (Path(__file__).parents[1] / "data" / "doctags" / "01030000000083.dt").read_text()
+    layout = FORMATS["doctags"].parse(recorded, 1000, 1000)  # a 500-grid: page pixels = 2 x locations
+    assert [b.type for b in layout.blocks] == ["table", "caption", "table", "caption", "text", "table",
+                                               "caption", "text", "footer", "header"]
+    first_table, caption = layout.blocks[0], layout.blocks[1]
+    assert first_table.box == (166, 170, 834, 408) and caption.box == (164, 116, 666, 152)
+    assert caption.content == "TABLE 35: UNION-STATE BREAKDOWN OF IMPRISONMENT CLAUSES BY CATEGORIES"
+    assert html_rows(layout.blocks[2].content) == [
+        ["Compliances", "Small", "Medium", "Large"], ["Total Applicable Compliances", "669", "3,109", "5,796"],
+        ["Compliances with imprisonment", "461", "2,172", "4,085"],
+        ["Percentage of imprisonment clauses", "69%", "70%", "70%"]]
+    assert html_rows(layout.blocks[5].content)[0] == ["", "Small", "Medium", "Large"]  # <ecel> first
+    page = page_object(0, layout, {"dpi": 144, "width": 1000, "height": 1000},
+                       PageOptions(extract_header=True, extract_footer=True), [])
+    assert (page["header"], page["footer"]) == ("Appendices", "85")
+    assert page["markdown"].endswith("* In Table 36")
+
+
+def test_doctags_headings_lists_and_pictures():
+    answer = ("<doctag><section_header_level_2><loc_10><loc_10><loc_200><loc_20>Method</section_header_level_2>"
+              "<ordered_list><list_item><loc_10><loc_30><loc_200><loc_40>first</list_item>"
+              "<list_item><loc_10><loc_40><loc_200><loc_50>second</list_item></ordered_list>"
+              "<picture><loc_10><loc_60><loc_300><loc_200><bar_chart><caption><loc_10><loc_205><loc_300>"
+              "<loc_215>Figure 2</caption></picture>"
+              "<formula><loc_10><loc_220><loc_200><loc_230>a^2 + b^2</formula></doctag>")
+    layout = FORMATS["doctags"].parse(answer, 500, 500)
+    assert [(b.type, b.content) for b in layout.blocks] == [
+        ("title", "### Method"), ("list", "1. first"), ("list", "1. second"), ("image", ""),
+        ("caption", "Figure 2"), ("equation", "$$\na^2 + b^2\n$$")]
+    assert layout.blocks[3].box == (10, 60, 300, 200)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ocrd.documents.formats import deepseek, dots, ocrd_blocks, olmocr, plain
+from ocrd.documents.formats import deepseek, doctags, dots, ocrd_blocks, olmocr, plain
 from ocrd.documents.layout import PageLayout
 
 # (the model's answer, the page image's width and height) -> the page
@@ -39,4 +39,5 @@ FORMATS = {f.name: f for f in (
     OutputFormat("dots-layout", dots.parse, boxes=True, confidence=False, header_footer=True),
     OutputFormat("deepseek-grounding", deepseek.parse, boxes=True, confidence=False, header_footer=True),
     OutputFormat("olmocr", olmocr.parse, boxes=False, confidence=False, header_footer=False),
+    OutputFormat("doctags", doctags.parse, boxes=True, confidence=False, header_footer=True),
 )}
