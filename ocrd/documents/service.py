@@ -80,8 +80,14 @@ class DocumentService:
             return text
 
         async def read_page(page: RenderedPage) -> dict[str, Any]:
-            url = source.url or _data_url(page.png)
-            layout = output.parse(await answer(_page_body(entry.id, preset, url)), page.width, page.height)
+            if output.reader is not None:  # several asks per page (MinerU's layout, then its blocks)
+                async def ask_with(step: str, png: bytes) -> str:
+                    return await answer(_page_body(entry.id, step, _data_url(png)))
+
+                layout = await output.reader(page.png, page.width, page.height, ask_with, self._turns(entry.id))
+            else:
+                url = source.url or _data_url(page.png)
+                layout = output.parse(await answer(_page_body(entry.id, preset, url)), page.width, page.height)
             images = figures.figures(layout, page.png)
             if figure_annotation is not None:
                 for image in images:

@@ -72,3 +72,49 @@ async def test_fenced_json_is_accepted():
 
     result = await service().process(request(pages=[0], document_annotation_format=ANNOTATION), ask)
     assert json.loads(result["document_annotation"]) == {"kind": "photo"}
+
+
+MINERU = "opendatalab/MinerU2.5-2509-1.2B"
+MINERU_LAYOUT = ("<|box_start|>100 50 900 90<|box_end|><|ref_start|>title<|ref_end|><|rotate_up|>"
+                 "<|box_start|>100 120 900 300<|box_end|><|ref_start|>text<|ref_end|><|rotate_up|>"
+                 "<|box_start|>100 320 900 600<|box_end|><|ref_start|>table<|ref_end|><|rotate_up|>"
+                 "<|box_start|>100 620 500 700<|box_end|><|ref_start|>image<|ref_end|>"
+                 "<|box_start|>100 720 900 760<|box_end|><|ref_start|>equation<|ref_end|><|rotate_right|>"
+                 "<|box_start|>450 960 550 980<|box_end|><|ref_start|>page_number<|ref_end|><|rotate_up|>")
+
+
+async def test_mineru_reads_a_page_in_two_steps_layout_then_each_block_cropped():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from ocrd.documents.tables import html_rows
+
+    asked: list[tuple[str, tuple[int, int]]] = []
+    answers = {"layout": MINERU_LAYOUT, "table": "<fcel>A<fcel>B<nl><fcel>1<ecel><nl>", "formula": "E = mc^2",
+               "text": "Revenue grew."}
+
+    async def ask(body: dict) -> str:
+        preset = body["ocrd"]["preset"]
+        url = body["messages"][0]["content"][0]["image_url"]["url"]
+        asked.append((preset, Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size))
+        return answers[preset]
+
+    document = {"type": "document_url", "document_url": data_url(text_pdf(), "application/pdf")}
+    result = await service().process(OcrRequest.model_validate({"model": MINERU, "document": document,
+                                                                "pages": [0]}), ask)
+    (page,) = result["pages"]
+    width, height = page["dimensions"]["width"], page["dimensions"]["height"]
+    assert asked[0] == ("layout", (1036, 1036))  # the whole page, at the client's layout size
+    crops = dict((preset, size) for preset, size in asked[1:] if preset != "text")
+    assert crops["table"] == (round(0.9 * width) - round(0.1 * width), round(0.6 * height) - round(0.32 * height))
+    # The equation's block was marked turned right: its crop is turned upright (sides swapped).
+    assert crops["formula"] == (round(0.76 * height) - round(0.72 * height), round(0.9 * width) - round(0.1 * width))
+    assert sorted(p for p, _ in asked[1:]) == ["formula", "table", "text", "text", "text"]  # not the image
+    types = [b["type"] for b in page["blocks"]]
+    assert types == ["title", "text", "table", "image", "equation", "footer"]
+    table = next(b for b in page["blocks"] if b["type"] == "table")
+    assert html_rows(table["content"]) == [["A", "B"], ["1", ""]]
+    assert page["markdown"].startswith("# Revenue grew.\n\nRevenue grew.\n\n<table>")
+    assert "$$\nE = mc^2\n$$" in page["markdown"]

@@ -9,14 +9,17 @@ option the format cannot honour is a 400 that names the models whose format can
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ocrd.documents.formats import deepseek, doctags, dots, ocrd_blocks, olmocr, plain
+from ocrd.documents.formats import deepseek, doctags, dots, mineru, ocrd_blocks, olmocr, plain
 from ocrd.documents.layout import PageLayout
 
 # (the model's answer, the page image's width and height) -> the page
 Parser = Callable[[str, int, int], PageLayout]
+# For formats read in several steps (MinerU: layout, then each block): (the page's PNG, its width
+# and height, ask(preset, PNG) -> answer, how many asks at once) -> the page
+Reader = Callable[[bytes, int, int, mineru.Ask, int], Awaitable[PageLayout]]
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,15 @@ class OutputFormat:
     boxes: bool  # blocks with boxes
     confidence: bool  # word confidences
     header_footer: bool  # header and footer blocks of their own
+    reader: Reader | None = None  # several asks per page instead of one answer to parse
 
     def can(self) -> list[str]:
         return [what for what, ok in (("boxes", self.boxes), ("confidence", self.confidence),
                                       ("header_footer", self.header_footer)) if ok]
+
+
+def _read_in_steps(answer: str, width: int, height: int) -> PageLayout:
+    raise AssertionError("a format read in steps has no single answer to parse")  # see OutputFormat.reader
 
 
 FORMATS = {f.name: f for f in (
@@ -40,4 +48,6 @@ FORMATS = {f.name: f for f in (
     OutputFormat("deepseek-grounding", deepseek.parse, boxes=True, confidence=False, header_footer=True),
     OutputFormat("olmocr", olmocr.parse, boxes=False, confidence=False, header_footer=False),
     OutputFormat("doctags", doctags.parse, boxes=True, confidence=False, header_footer=True),
+    OutputFormat("mineru-layout", _read_in_steps, boxes=True, confidence=False, header_footer=True,
+                 reader=mineru.read),
 )}

@@ -49,7 +49,7 @@ def _walk(text: str, width: int, height: int, blocks: list[Block], ordered: bool
         if tag == "otsl":
             caption = _ELEMENT.search(rest)
             cells = rest[: caption.start()] if caption and caption.group("tag") == "caption" else rest
-            blocks.append(Block("table", rows_to_html(_otsl_rows(cells)), box))
+            blocks.append(Block("table", rows_to_html(otsl_rows(cells)), box))
             if caption and caption.group("tag") == "caption":
                 _walk(caption.group(0), width, height, blocks, ordered)
         elif tag == "picture" or tag == "chart":
@@ -97,7 +97,7 @@ def _text(body: str) -> str:
     return html.unescape(" ".join(_TAG.sub(" ", _LOC.sub("", body)).split()))
 
 
-def _otsl_rows(cells: str) -> list[list[str]]:
+def otsl_rows(cells: str) -> list[list[str]]:
     rows: list[list[str]] = [[]]
     parts = _OTSL_CELL.split(cells)
     # parts: [before, token, text, token, text, ...]
