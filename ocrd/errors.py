@@ -150,6 +150,11 @@ class ModelNotReady(OcrdError):
     default_code = "model_not_ready"
 
 
+class RunnerUnreachable(ModelNotReady):
+    """A connection to the model's runner could not be made: it may have just exited (a retry
+    after the scheduler has noticed may reach its successor)."""
+
+
 class ModelLoadFailed(OcrdError):
     """The runner could not load the model (its exit reason is in the message)."""
 

@@ -17,7 +17,11 @@ import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from ocrd.errors import OcrdError, UpstreamError, UpstreamTimeout
+from ocrd.errors import OcrdError, RunnerUnreachable, UpstreamError, UpstreamTimeout
+
+# Before a page is tried again: time for the scheduler to notice a runner that died and start
+# its successor (the next try waits for it to be ready), times the try's number.
+RETRY_PAUSE_S = 0.5
 
 Result = TypeVar("Result")
 
@@ -52,10 +56,11 @@ async def _tried(page: int, work: Callable[[int], Awaitable[Result]], attempts: 
             if attempt == attempts:
                 tries = "once" if attempts == 1 else f"{attempts} times"
                 raise UpstreamError(f"page {page} failed {tries}: {exc.message}") from exc
+            await asyncio.sleep(RETRY_PAUSE_S * attempt)
     raise AssertionError("unreachable")  # attempts >= 1
 
 
 def _retryable(exc: OcrdError) -> bool:
     # The runner broke or was too slow; a model that does not fit (507), an engine that is not
     # there (503) or ocrd shutting down would fail the same way again.
-    return isinstance(exc, UpstreamError | UpstreamTimeout)
+    return isinstance(exc, UpstreamError | UpstreamTimeout | RunnerUnreachable)

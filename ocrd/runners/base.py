@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from ocrd.catalog import CatalogEntry
-from ocrd.errors import ModelNotReady, OcrdError
+from ocrd.errors import OcrdError, RunnerUnreachable
 from ocrd.runners.logs import LogBuffer
 
 
@@ -134,7 +134,7 @@ class Runner(abc.ABC):
 
     def unreachable(self, exc: httpx.ConnectError) -> OcrdError:
         """The error for a request that could not connect to the runner (503)."""
-        return ModelNotReady(f"{self.describe()} is not reachable (it may have just exited)")
+        return RunnerUnreachable(f"{self.describe()} is not reachable (it may have just exited)")
 
     async def logs(self, tail: int = 100) -> list[str]:
         """The runner's last ``tail`` log lines, oldest first (also after it ended)."""

@@ -321,3 +321,34 @@ def test_a_table_comes_back_with_its_cells_in_the_format_asked_for(mistral, tabl
     assert f"[{table.id}]({table.id})" in page.markdown and "North" not in page.markdown
     (block,) = [b for b in page.blocks if b.type == "table"]
     assert block.table_id == table.id
+
+
+# --- a runner that dies mid-document ------------------------------------------------------------
+
+
+def test_a_page_whose_runner_dies_is_read_again_by_a_new_one(daemon, mistral):
+    import os
+    import signal
+    import time
+
+    mistral.ocr.process(model=TESSERACT, document=pdf_document(text_pdf()), pages=[0])  # loaded
+    pid = daemon.ps()[TESSERACT]["pid"]
+    scan = scanned_pdf(PAGES * 2)
+    result: dict = {}
+
+    def read() -> None:
+        result["response"] = mistral.ocr.process(model=TESSERACT, document=pdf_document(scan))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while daemon.ps()[TESSERACT]["in_flight"] == 0:  # a page is at the runner
+        assert time.monotonic() < deadline and reader.is_alive(), "the document never reached the runner"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    reader.join(300)
+    response = result["response"]  # the client saw no error
+    assert len(response.pages) == len(PAGES) * 2
+    for page, lines in zip(response.pages, PAGES * 2, strict=True):
+        assert char_accuracy("\n".join(lines), text_of(page)) >= 0.9, page.markdown
+    assert daemon.ps()[TESSERACT]["pid"] not in (None, pid)
