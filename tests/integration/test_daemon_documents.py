@@ -28,6 +28,7 @@ from tests.support.documents import (
     encrypted_pdf,
     huge_page_pdf,
     layout_pdf,
+    mixed_pdf,
     scanned_pdf,
     sideways_scan,
     table_pdf,
@@ -118,6 +119,19 @@ def test_a_scanned_pdf_through_tesseract_with_word_confidences(mistral):
             assert 0 <= word.confidence <= 1
         assert scores.minimum_page_confidence_score == pytest.approx(min(w.confidence for w in words), abs=1e-4)
         assert scores.minimum_page_confidence_score <= scores.average_page_confidence_score <= 1
+
+
+def test_a_pdf_of_text_pages_and_scans_reads_every_page_in_order(mistral):
+    data, expected = mixed_pdf()
+    response = mistral.ocr.process(model=PPOCR, document=pdf_document(data), include_blocks=False,
+                                   confidence_scores_granularity="page")
+    assert [page.index for page in response.pages] == [0, 1, 2, 3]
+    for page, lines in zip(response.pages, expected, strict=True):
+        assert char_accuracy("\n".join(lines), text_of(page)) >= 0.9, page.markdown
+        assert not page.model_dump().get("blocks")  # not asked for: left out
+        scores = page.confidence_scores
+        assert 0 < scores.minimum_page_confidence_score <= scores.average_page_confidence_score <= 1
+        assert not scores.word_confidence_scores  # page granularity: no per-word list
 
 
 def test_block_confidences_and_an_image_document(mistral):
@@ -293,6 +307,8 @@ def test_figures_come_back_as_crops_where_the_pdf_put_them(layout_page, mistral)
     assert f"![{figure.id}]({figure.id})" in layout_page.markdown
     smaller = mistral.ocr.process(model=PPOCR, document=pdf_document(layout_pdf()), image_min_size=5000)
     assert smaller.pages[0].images == []
+    none = mistral.ocr.process(model=PPOCR, document=pdf_document(layout_pdf()), image_limit=0)
+    assert none.pages[0].images == [] and "![" not in none.pages[0].markdown
 
 
 def test_a_page_scanned_sideways_is_read_upright(mistral):

@@ -152,6 +152,16 @@ def test_image_urls_to_non_public_addresses_are_400_even_when_fetching_is_on(dae
     assert "public addresses" in error["message"], error
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "[::1]:{port}", "10.0.0.1", "169.254.169.254"])
+@pytest.mark.parametrize("kind", ["document_url", "image_url"])
+def test_document_urls_to_non_public_addresses_are_400_even_when_fetching_is_on(daemon, http, runner_pid,
+                                                                             host, kind):
+    url = f"http://{host.format(port=daemon.port)}/health"
+    body = {"model": "ppocr", "document": {"type": kind, kind: url}}
+    error = assert_openai_error(http.post("/v1/ocr", json=body), 400)
+    assert "public addresses" in error["message"], error
+
+
 def test_a_jpeg_labelled_png_is_read_by_its_bytes(http, runner_pid):
     buffer = io.BytesIO()
     Image.open(io.BytesIO(render_text_image(["labels lie"]))).convert("RGB").save(

@@ -136,3 +136,20 @@ def table_pdf() -> bytes:
             for cell in cells:
                 row.cell(cell)
     return bytes(pdf.output())
+
+
+def mixed_pdf() -> tuple[bytes, list[list[str]]]:
+    """Born-digital and scanned pages in one PDF (as an office scanner's output stapled to a
+    report would be): text page 0, scanned page 1, text page 2, scanned page 0; and each page's
+    lines, in order."""
+    import pypdfium2 as pdfium
+
+    text, scans = pdfium.PdfDocument(text_pdf()), pdfium.PdfDocument(scanned_pdf())
+    mixed = pdfium.PdfDocument.new()
+    for source, index in ((text, 0), (scans, 1), (text, 2), (scans, 0)):
+        mixed.import_pages(source, [index])
+    out = io.BytesIO()
+    mixed.save(out)
+    for document in (mixed, text, scans):
+        document.close()
+    return out.getvalue(), [PAGES[0], PAGES[1], PAGES[2], PAGES[0]]
