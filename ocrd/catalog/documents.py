@@ -16,7 +16,7 @@ from typing import Any
 # Output formats presets may name; the daemon has a parser for most (ocrd.documents.formats) and
 # answers 501 for the others (a test keeps the two lists in step). "chandra-html" (Chandra's
 # layout divs) has no parser yet.
-OUTPUT_FORMATS = ("text", "ocrd-blocks", "dots-layout", "deepseek-grounding", "olmocr", "doctags",
+OUTPUT_FORMATS = ("text", "ocrd-blocks", "dots-layout", "deepseek-grounding", "olmocr", "doctags", "nanonets",
                   "mineru-layout", "chandra-html")
 
 

@@ -248,3 +248,16 @@ def test_doctags_headings_lists_and_pictures():
         ("title", "### Method"), ("list", "1. first"), ("list", "1. second"), ("image", ""),
         ("caption", "Figure 2"), ("equation", "$$\na^2 + b^2\n$$")]
     assert layout.blocks[3].box == (10, 60, 300, 200)
+
+
+def test_nanonets_tags_become_blocks_and_leave_the_markdown():
+    # In the form the card's prompt asks for.
+    answer = ("# Invoice 2024-117\n\n<watermark>OFFICIAL COPY</watermark>\n\nTotal due: 1,200 EUR ☑ paid\n\n"
+              "<img>A bar chart of monthly revenue</img>\n\n<signature>J. Smith</signature>\n\n"
+              "<page_number>3/12</page_number>")
+    layout = FORMATS["nanonets"].parse(answer, 100, 100)
+    assert [(b.type, b.content) for b in layout.blocks] == [
+        ("text", "# Invoice 2024-117"), ("aside_text", "OFFICIAL COPY"), ("text", "Total due: 1,200 EUR ☑ paid"),
+        ("caption", "A bar chart of monthly revenue"), ("signature", "J. Smith"), ("footer", "3/12")]
+    page = page_object(0, layout, {"dpi": 150, "width": 100, "height": 100}, PageOptions(extract_footer=True), [])
+    assert page["footer"] == "3/12" and "<" not in page["markdown"] and page["blocks"] is None

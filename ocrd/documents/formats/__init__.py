@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ocrd.documents.formats import deepseek, doctags, dots, mineru, ocrd_blocks, olmocr, plain
+from ocrd.documents.formats import deepseek, doctags, dots, mineru, nanonets, ocrd_blocks, olmocr, plain
 from ocrd.documents.layout import PageLayout
 
 # (the model's answer, the page image's width and height) -> the page
@@ -48,6 +48,8 @@ FORMATS = {f.name: f for f in (
     OutputFormat("deepseek-grounding", deepseek.parse, boxes=True, confidence=False, header_footer=True),
     OutputFormat("olmocr", olmocr.parse, boxes=False, confidence=False, header_footer=False),
     OutputFormat("doctags", doctags.parse, boxes=True, confidence=False, header_footer=True),
+    # header_footer: the page number only (a footer); the model marks no running header.
+    OutputFormat("nanonets", nanonets.parse, boxes=False, confidence=False, header_footer=True),
     OutputFormat("mineru-layout", _read_in_steps, boxes=True, confidence=False, header_footer=True,
                  reader=mineru.read),
 )}
