@@ -4,8 +4,11 @@
 Throughput: a ``--pages``-page text PDF (tests/support/documents.py) read by ocrd (``/v1/ocr``,
 ``builtin/ppocr`` loaded before anything is timed) and by pypdfium2 + rapidocr in this process at
 the same resolution (200 dpi, the catalog's) and the same rapidocr settings as the builtin engine
-(``Det.limit_type`` max, ``det_limit_side_len`` 960); rounds alternate between the two, and the
-figure is the median of the rounds' ratios (ocrd pages/s over direct pages/s).
+(``Det.limit_type`` max, ``det_limit_side_len`` 960); rounds alternate between them, and the
+figure is the median of the rounds' ratios (ocrd pages/s over direct pages/s). The like-for-like
+ocrd runs with the builtin engine's extra steps off (``builtin.layout``, ``orientation``,
+``preprocess``); a second ocrd with its defaults shows what layout, orientation and the damaged-
+scan check cost on top.
 
 Memory: the daemon's resident memory (VmRSS of the ``ocrd serve`` process, runners not included)
 sampled every 50 ms while a ``--big``-page PDF goes through; a pipeline that holds pages would grow
@@ -101,19 +104,28 @@ def main() -> None:
     from tests.support.documents import PAGES, text_pdf
 
     pdf = text_pdf([PAGES[i % len(PAGES)] for i in range(args.pages)])
-    ratios, direct, through = [], [], []
-    with running_daemon() as daemon, daemon.http(timeout=3600) as http:
-        if daemon.ocrctl("load", MODEL).returncode != 0:
-            raise SystemExit("could not load " + MODEL)
-        ocrd_pages_per_second(http, text_pdf([PAGES[0]]))  # warm-up
+    plain_config = {"builtin": {"layout": "off", "orientation": "off", "preprocess": "off"}}
+    direct: list[float] = []
+    through: dict[str, list[float]] = {"plain": [], "full": []}
+    with running_daemon(plain_config) as plain, running_daemon() as full, \
+            plain.http(timeout=3600) as plain_http, full.http(timeout=3600) as full_http:
+        clients = {"plain": plain_http, "full": full_http}
+        for daemon in (plain, full):
+            if daemon.ocrctl("load", MODEL).returncode != 0:
+                raise SystemExit("could not load " + MODEL)
+        for http in clients.values():
+            ocrd_pages_per_second(http, text_pdf([PAGES[0]]))  # warm-up
         direct_pages_per_second(text_pdf([PAGES[0]]))
         for _ in range(args.rounds):
-            through.append(ocrd_pages_per_second(http, pdf))
             direct.append(direct_pages_per_second(pdf))
-            ratios.append(through[-1] / direct[-1])
-        print(f"{args.pages}-page PDF, {DPI} dpi: direct {statistics.median(direct):.2f} pages/s, "
-              f"through ocrd {statistics.median(through):.2f} pages/s, "
-              f"ratio {statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+            for name, http in clients.items():
+                through[name].append(ocrd_pages_per_second(http, pdf))
+        print(f"{args.pages}-page PDF, {DPI} dpi: direct {statistics.median(direct):.2f} pages/s")
+        for name, rates in through.items():
+            ratios = [rate / base for rate, base in zip(rates, direct, strict=True)]
+            print(f"  through ocrd ({name}): {statistics.median(rates):.2f} pages/s, ratio "
+                  f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+        daemon, http = full, full_http
         if args.big:
             big = text_pdf([PAGES[i % len(PAGES)] for i in range(args.big)])
             before, early, peak, rate = peak_rss_while(http, daemon.pid, big)
