@@ -20,11 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import (
-    get_cached_repo_tree,
-    parse_local_safetensors_file_metadata,
-    scan_cache_dir,
-)
+from huggingface_hub import scan_cache_dir
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
     CacheNotFound,
@@ -206,6 +202,9 @@ def _safetensors_problem(blob: Path) -> str | None:
         header_end = 8 + int.from_bytes(prefix, "little")
         if header_end > size:
             return f"truncated: {size:,} bytes, shorter than its own header ({header_end:,} bytes)"
+        # Imported here: it lives in huggingface_hub.hf_api, 0.1 s of the daemon's start-up.
+        from huggingface_hub import parse_local_safetensors_file_metadata
+
         metadata = parse_local_safetensors_file_metadata(blob)
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
@@ -253,6 +252,8 @@ def _weights_problems(names: set[str]) -> Iterable[tuple[str, str]]:
 
 def _unlisted_files(hub_dir: Path, repo_id: str, commit: str, names: set[str]) -> Iterable[tuple[str, str]]:
     """Files the Hub listed for this commit (kept by snapshot_download) that are not here."""
+    from huggingface_hub import get_cached_repo_tree  # see _safetensors_problem: hf_api, on first use
+
     try:
         listed = get_cached_repo_tree(repo_id, revision=commit, cache_dir=hub_dir)
     except (CachedRepoTreeNotFoundError, OSError, ValueError):
