@@ -31,6 +31,7 @@ that bound itself (``MAX_HEAD``), for trailers too. Both variants behave alike t
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import resource
@@ -112,6 +113,9 @@ class ConnectionGuard:
         self.settings = settings
         self._dropped = dropped  # a metrics counter, by reason
         self.refusing = 0
+        # Refusals that have sent their 503 and only wait for the client to close, oldest first:
+        # the ones to let go when a new connection needs the room (see ``refuse``).
+        self.answered: collections.OrderedDict[_Refusal, None] = collections.OrderedDict()
         self._over_cap_log = ThrottledLog(log, "connections answered 503 for being over the cap")
         self._slow_log = ThrottledLog(log, "connections closed for sending a request too slowly",
                                       level=logging.INFO)
@@ -129,6 +133,12 @@ class ConnectionGuard:
             "and an open-file limit of %d): answering 503", open_connections, cap,
             self.settings().max_connections,
             resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        if self.refusing >= MOST_REFUSING and self.answered:
+            # The oldest answered refusal has its 503 and read its request; what it waits for is
+            # its client's close. Closing it now makes room, so that the newest connection (as
+            # likely as not a real client arriving during a flood) gets its 503 rather than a reset.
+            oldest, _ = self.answered.popitem(last=False)
+            oldest.close()
         if self.refusing >= MOST_REFUSING:
             transport.set_protocol(asyncio.Protocol())  # uvicorn's never started: not its to end
             transport.abort()
@@ -365,11 +375,13 @@ class _Refusal(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._answered = False
+        self._counted = False  # in guard.refusing
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._guard.refusing += 1
+        self._counted = True
         self._timer = asyncio.get_running_loop().call_later(REFUSAL_WAIT, self._answer)
 
     def data_received(self, data: bytes) -> None:
@@ -382,7 +394,19 @@ class _Refusal(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._guard.refusing -= 1
+        self._uncount()
+
+    def close(self) -> None:
+        """Let go at once (its answer is sent): the guard needs the room."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+        self._uncount()  # now: connection_lost comes a loop turn later
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._guard.refusing -= 1
+        self._guard.answered.pop(self, None)
 
     def _answer(self) -> None:
         transport = self._transport
@@ -397,6 +421,7 @@ class _Refusal(asyncio.Protocol):
             transport.close()
             return
         transport.write_eof()
+        self._guard.answered[self] = None
         if self._timer is not None:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(REFUSAL_WAIT, self._answer)

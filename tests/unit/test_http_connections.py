@@ -337,3 +337,35 @@ async def test_over_the_cap_a_connection_gets_503(parser):
     assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
     assert b"too_many_connections" in answer
     assert dropped == ["over_limit"]
+
+
+async def test_when_refusals_are_at_their_bound_the_oldest_answered_one_makes_room(monkeypatch):
+    """Clients that got their 503 and keep their connection open (a flood) must not turn the next
+    client's 503 into a reset: the oldest of them is let go instead."""
+    import ocrd.http.connections as connections
+
+    monkeypatch.setattr(connections, "MOST_REFUSING", 3)
+    async with serving("httptools", max_connections=1) as (port, dropped):
+        _, first = await asyncio.open_connection("127.0.0.1", port)  # holds the one place
+        flood = []
+        try:
+            for _ in range(3):  # refused, answered, and never closed by their clients
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, _ = await one_response(reader)
+                assert status == 503
+                flood.append((reader, writer))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = await until_closed(reader)  # a 503, not ConnectionResetError
+            finally:
+                writer.close()
+            # The oldest flooder was let go: its connection ends.
+            assert await until_closed(flood[0][0]) == b""
+        finally:
+            first.close()
+            for _, writer in flood:
+                writer.close()
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+    assert dropped.count("over_limit") == 4
