@@ -12,7 +12,6 @@ import threading
 
 import httpx
 import pytest
-from mistralai.client import Mistral
 from mistralai.client.models import OCRResponse
 from PIL import Image
 
@@ -28,7 +27,9 @@ from tests.support.documents import (
     encrypted_pdf,
     huge_page_pdf,
     layout_pdf,
+    mistral_client,
     mixed_pdf,
+    pdf_document,
     scanned_pdf,
     sideways_scan,
     table_pdf,
@@ -49,12 +50,8 @@ def daemon():
 
 @pytest.fixture(scope="module")
 def mistral(daemon):
-    with Mistral(api_key="unused", server_url=daemon.base_url, timeout_ms=600_000) as client:
+    with mistral_client(daemon) as client:
         yield client
-
-
-def pdf_document(data: bytes) -> dict:
-    return {"type": "document_url", "document_url": data_url(data, "application/pdf")}
 
 
 def text_of(page) -> str:

@@ -9,12 +9,10 @@ import json
 
 import pytest
 from jsonschema import validate as validate_json
-from mistralai.client import Mistral
 
 from tests.support.daemon import assert_openai_error, running_daemon
-from tests.support.documents import PAGES, layout_pdf, text_pdf
+from tests.support.documents import PAGES, layout_pdf, mistral_client, pdf_document, text_pdf
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.render import data_url
 
 MODEL = "acme/fake-vlm"  # no catalog entry, no presets
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}, "pages": {"type": "integer"},
@@ -37,12 +35,8 @@ def daemon(upstream):
 
 @pytest.fixture(scope="module")
 def mistral(daemon):
-    with Mistral(api_key="unused", server_url=daemon.base_url, timeout_ms=300_000) as client:
+    with mistral_client(daemon) as client:
         yield client
-
-
-def pdf(data: bytes) -> dict:
-    return {"type": "document_url", "document_url": data_url(data, "application/pdf")}
 
 
 def page_requests(upstream: FakeUpstream) -> list[dict]:
@@ -51,7 +45,7 @@ def page_requests(upstream: FakeUpstream) -> list[dict]:
 
 def test_a_model_without_a_document_preset_reads_pages_with_ocrds_prompt(mistral, upstream):
     upstream.requests.clear()
-    response = mistral.ocr.process(model=MODEL, document=pdf(text_pdf()))
+    response = mistral.ocr.process(model=MODEL, document=pdf_document(text_pdf()))
     assert [page.index for page in response.pages] == [0, 1, 2]
     sent = page_requests(upstream)
     assert len(sent) == 3
@@ -66,7 +60,7 @@ def test_a_model_without_a_document_preset_reads_pages_with_ocrds_prompt(mistral
 
 def test_document_annotation_follows_the_schema_and_sees_the_pages(mistral, upstream):
     upstream.requests.clear()
-    response = mistral.ocr.process(model=MODEL, document=pdf(text_pdf()), pages=[0, 2],
+    response = mistral.ocr.process(model=MODEL, document=pdf_document(text_pdf()), pages=[0, 2],
                                    document_annotation_format=ANNOTATION,
                                    document_annotation_prompt="Give the report's title.")
     value = json.loads(response.document_annotation)
@@ -84,7 +78,7 @@ def test_figure_annotations_ask_about_each_crop(mistral, upstream, daemon):
     # A layout needs boxes: the builtin engine finds the chart; an annotation needs a language
     # model, which the builtin engine is not.
     with daemon.http(timeout=120) as http:
-        refused = http.post("/v1/ocr", json={"model": "builtin/ppocr", "document": pdf(layout_pdf()),
+        refused = http.post("/v1/ocr", json={"model": "builtin/ppocr", "document": pdf_document(layout_pdf()),
                                              "bbox_annotation_format": ANNOTATION})
     assert_openai_error(refused, 400)
     assert "cannot extract structured data" in refused.json()["error"]["message"]
@@ -94,7 +88,7 @@ def test_an_answer_that_ignores_the_schema_is_a_clear_502(daemon, upstream):
     upstream.engine.guided = False
     try:
         with daemon.http(timeout=120) as http:
-            response = http.post("/v1/ocr", json={"model": MODEL, "document": pdf(text_pdf([PAGES[0]])),
+            response = http.post("/v1/ocr", json={"model": MODEL, "document": pdf_document(text_pdf([PAGES[0]])),
                                                   "document_annotation_format": ANNOTATION})
     finally:
         upstream.engine.guided = True
@@ -111,7 +105,7 @@ def test_an_answer_that_ignores_the_schema_is_a_clear_502(daemon, upstream):
 def test_a_bad_schema_is_refused_before_any_work(daemon, upstream, annotation, words):
     upstream.requests.clear()
     with daemon.http(timeout=60) as http:
-        response = http.post("/v1/ocr", json={"model": MODEL, "document": pdf(text_pdf()),
+        response = http.post("/v1/ocr", json={"model": MODEL, "document": pdf_document(text_pdf()),
                                               "document_annotation_format": annotation})
     assert_openai_error(response, 400)
     assert words in response.json()["error"]["message"]

@@ -5,11 +5,14 @@ huge declared page. Each text page's lines are known, so OCR output is scored ag
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from fpdf import FPDF
 from PIL import Image, ImageDraw
 
-from tests.support.render import find_font, render_text_image
+from tests.support.render import data_url, find_font, render_text_image
 
 # Lines of a few pages: distinct words per page, so a page's text shows which page it came from.
 PAGES = [
@@ -153,3 +156,17 @@ def mixed_pdf() -> tuple[bytes, list[list[str]]]:
     for document in (mixed, text, scans):
         document.close()
     return out.getvalue(), [PAGES[0], PAGES[1], PAGES[2], PAGES[0]]
+
+
+def pdf_document(data: bytes) -> dict:
+    """A /v1/ocr ``document`` holding the PDF ``data`` as a data: URL."""
+    return {"type": "document_url", "document_url": data_url(data, "application/pdf")}
+
+
+@contextmanager
+def mistral_client(daemon: Any) -> Iterator[Any]:
+    """Mistral's own client, pointed at ``daemon`` (timeout: a hang guard for long documents)."""
+    from mistralai.client import Mistral
+
+    with Mistral(api_key="unused", server_url=daemon.base_url, timeout_ms=600_000) as client:
+        yield client
