@@ -243,6 +243,7 @@ class Daemon:
             self.app_state.settings = settings
             self.scheduler.apply_settings(settings)
             self.containers.apply_settings(settings)
+            self.catalog.recheck_programs()  # tesseract installed since: listed at once
             self.warm.resize()  # fewer: the extra ones end; more: primed now
             self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
             self.info.default_model = settings.default_model

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import shutil
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from ocrd.catalog.presets import (
     parse_presets,
     render,
 )
+from ocrd.catalog.programs import ProgramFinder
 from ocrd.core.engines import SELECTABLE
 from ocrd.errors import InvalidRequest, ModelNotFound
 
@@ -152,9 +152,11 @@ def split_model_preset(
 
 
 class Catalog:
-    def __init__(self, entries: list[CatalogEntry], binaries: dict[str, str] | None = None):
+    def __init__(self, entries: list[CatalogEntry], binaries: dict[str, str] | None = None,
+                 programs: ProgramFinder | None = None):
         # binaries: name in models.toml -> command configured for it (e.g. a tesseract path).
         self._binaries = binaries or {}
+        self._programs = programs or ProgramFinder()
         self._entries = {entry.id: entry for entry in entries}
         self._names: dict[str, str] = {}
         for entry in entries:
@@ -173,7 +175,7 @@ class Catalog:
     def with_extra(self, entries: Iterable[CatalogEntry]) -> Catalog:
         """This catalog plus ``entries`` (e.g. cached models it does not list), same binaries.
         ValueError when one of them reuses a known id or alias."""
-        return Catalog([*self._entries.values(), *entries], self._binaries)
+        return Catalog([*self._entries.values(), *entries], self._binaries, self._programs)
 
     @staticmethod
     def inferred_entry(repo_id: str, config: Mapping[str, Any]) -> CatalogEntry | None:
@@ -203,7 +205,11 @@ class Catalog:
         if entry.requires_binary is None:
             return True
         command = self._binaries.get(entry.requires_binary, entry.requires_binary)
-        return shutil.which(command) is not None
+        return self._programs.installed(command)
+
+    def recheck_programs(self) -> None:
+        """Forget what was found of the programs models need; the next question looks again."""
+        self._programs.forget()
 
     def resolve(self, name: str) -> CatalogEntry:
         """The entry for an id or alias; ModelNotFound (404) listing what exists otherwise."""

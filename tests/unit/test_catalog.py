@@ -12,6 +12,7 @@ import pytest
 
 from ocrd.catalog import Catalog, CatalogEntry
 from ocrd.catalog.catalog import parse_entries
+from ocrd.catalog.programs import ProgramFinder
 from ocrd.errors import ModelNotFound
 
 ENGINES = {"builtin", "transformers", "vllm"}
@@ -258,3 +259,37 @@ def test_license_and_its_note_are_read_and_a_note_needs_a_license() -> None:
 def test_entry_without_id_or_with_bad_engines_is_a_value_error(entry: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
         parse_entries(tomllib.loads("[[model]]\n" + entry))
+
+
+def test_whether_a_program_is_installed_is_looked_up_once_a_while_not_per_request(tmp_path: Path) -> None:
+    """``resolve`` runs for every request to tesseract: ``shutil.which`` (a stat per PATH folder)
+    is asked again only after RECHECK_SECONDS, or after ``recheck_programs`` (a reload), so that
+    a program installed while ocrd runs is still noticed."""
+    program = tmp_path / "tesseract"
+    lookups: list[str] = []
+    now = [100.0]
+
+    def which(command: str) -> str | None:
+        lookups.append(command)
+        return shutil.which(command)
+
+    finder = ProgramFinder(which=which, clock=lambda: now[0], recheck_seconds=5.0)
+    catalog = Catalog(Catalog.load_default().entries(), {"tesseract": str(program)}, finder)
+
+    with pytest.raises(ModelNotFound):
+        catalog.resolve("tesseract")
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    with pytest.raises(ModelNotFound):  # within the recheck window: the kept answer
+        catalog.resolve("tesseract")
+    assert lookups == [str(program)]
+
+    now[0] += 5.0
+    for _ in range(50):
+        assert catalog.with_extra([]).resolve("tesseract").id == "builtin/tesseract"
+    assert lookups == [str(program)] * 2  # copies made by with_extra share the answers
+
+    program.unlink()
+    catalog.recheck_programs()
+    assert "builtin/tesseract" not in {entry.id for entry in catalog.available()}
+    assert lookups == [str(program)] * 3
