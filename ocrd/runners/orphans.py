@@ -66,7 +66,7 @@ def _pid_dirs(proc_root: Path) -> Iterator[Path]:
 def _read_runner(entry: Path, uid: int) -> RunnerProcess | None:
     # Any read may fail: the process can end while we look, or belong to someone else.
     try:
-        argv = (entry / "cmdline").read_bytes().split(b"\0")
+        argv = command_line((entry / "cmdline").read_bytes())
         if not _is_worker(argv):
             return None
         status = _status_fields(entry)
@@ -86,6 +86,14 @@ def _read_runner(entry: Path, uid: int) -> RunnerProcess | None:
         start_time=start_time,
         rss_bytes=_rss(status),
     )
+
+
+def command_line(raw: bytes) -> list[bytes]:
+    """A process's arguments from ``/proc/PID/cmdline``. A process that retitled itself (a warm
+    runner handed a model: ``ocrd.worker.warm.take_title``) has one string there, its words
+    separated by spaces, then the NULs that fill the rest of the room."""
+    argv = raw.rstrip(b"\0").split(b"\0")
+    return argv[0].split(b" ") if len(argv) == 1 else argv
 
 
 def _is_worker(argv: list[bytes]) -> bool:

@@ -39,6 +39,9 @@ log = logging.getLogger("ocrd.runner.warm")
 
 WARM_ENGINES = ("builtin", "transformers")  # the engines whose runners are ocrd.worker processes
 STOP_GRACE = 2.0  # an idle warm runner has nothing to finish
+# Blanks at the end of a warm runner's command line: the room its new title takes once it is
+# handed a model (a process title can only reuse the memory its arguments came in).
+TITLE_ROOM = 256
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,10 @@ class WarmProcess:
                                   journal_level=lambda line: logging.DEBUG)
         self.taken = False
         self._socket_dir = socket_dir
-        self._env = {**base_env, **dict(key.env), "OCRD_PARENT_PID": str(os.getpid())}
+        # SPT_NOENV: when handed a model, the runner retitles itself (``ocrd.worker.warm``) within
+        # its command line's room only, leaving /proc/PID/environ (OCRD_PARENT_PID) readable.
+        self._env = {**base_env, **dict(key.env), "OCRD_PARENT_PID": str(os.getpid()),
+                     "SPT_NOENV": "1"}
         self._warm: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._spawned = False
         self.failure = ""
@@ -74,7 +80,7 @@ class WarmProcess:
         if self._warm.done():  # stopped before it started
             return
         command = [self.key.python, "-m", "ocrd.worker", "--warm", "--engine", self.key.engine,
-                   "--socket-dir", self._socket_dir]
+                   "--socket-dir", self._socket_dir, f"--title-room={' ' * TITLE_ROOM}"]
         try:
             await self.child.spawn(command, self._env, merge_output=False, stdin=True)
         except OSError as exc:

@@ -248,12 +248,19 @@ def run(argv: list[str] | None, out: EventOut) -> int:
 
 def run_warm(argv: list[str], out: EventOut) -> int:
     """A warm runner: imports, ``warm``, then the assigned runner's life (``ocrd.worker.warm``)."""
-    from ocrd.worker.warm import WarmUsageError, check_socket_dir, read_assignment, warm_up
+    from ocrd.worker.warm import (
+        WarmUsageError,
+        check_socket_dir,
+        read_assignment,
+        take_title,
+        warm_up,
+    )
 
     parser = _ArgumentParser(prog="python -m ocrd.worker --warm", description="warm ocrd runner")
     parser.add_argument("--warm", action="store_true", required=True)
     parser.add_argument("--engine", required=True)
     parser.add_argument("--socket-dir", required=True, help="the folder its socket will be in")
+    parser.add_argument("--title-room", default="", help="blanks: room for the title it takes on")
     signals = Signals()
     signals.install()  # SIGTERM while warming or waiting: exit 0
     try:
@@ -267,6 +274,7 @@ def run_warm(argv: list[str], out: EventOut) -> int:
         if runner_args.engine != args.engine:
             raise WarmUsageError(f"this runner is warm for {args.engine}, not {runner_args.engine}")
         check_socket_dir(runner_args.socket, args.socket_dir)
+        take_title(assigned)
     except (UsageError, WarmUsageError) as exc:
         out.error(str(exc))
         return 2

@@ -120,6 +120,23 @@ def read_assignment(stream: Any = None) -> list[str] | None:
     return argv
 
 
+def take_title(assigned: list[str]) -> None:
+    """Shows the runner it became in ``ps`` and ``/proc/PID/cmdline``: the command line a cold
+    runner of the model has (``--options``, long and of no use there, left out), where the warm
+    runner's said ``--warm``. ``ocrd.runners.orphans`` reads the model from it. The title is one
+    string with spaces (setproctitle's way); ``SPT_NOENV`` (set by the pool) keeps it within the
+    room the command line left, so that the environment in /proc stays as it was."""
+    import setproctitle
+
+    shown, skip = [], False
+    for arg in assigned:
+        if skip or arg == "--options":
+            skip = not skip
+            continue
+        shown.append(arg)
+    setproctitle.setproctitle(" ".join([sys.executable, "-m", "ocrd.worker", *shown]))
+
+
 def check_socket_dir(socket: str, socket_dir: str) -> None:
     """The assigned socket must be a name in the folder the runner was started for."""
     if os.path.dirname(os.path.abspath(socket)) != os.path.abspath(socket_dir):

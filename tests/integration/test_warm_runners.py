@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from ocrd.runners import orphans
+from ocrd.runners.orphans import runner_processes
 from tests.support.daemon import (
     deep_merge,
     ocr_messages,
@@ -79,7 +81,7 @@ def load(daemon, model: str) -> dict[str, Any]:
 
 
 def command_line(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return [arg.decode() for arg in orphans.command_line(Path(f"/proc/{pid}/cmdline").read_bytes())]
 
 
 def test_a_warm_runner_per_engine_is_ready_after_start_and_shows_its_memory(daemon):
@@ -101,6 +103,14 @@ def test_a_load_takes_the_warm_runner_and_a_new_one_is_warmed(daemon):
     model = load(daemon, LLAVA)
     assert model["pid"] == warm["pid"]  # the very process: handed the model, not started anew
     assert runner_info(warm["pid"])["model"] == LLAVA
+    # It shows as the runner it became, in ps and to ocrctl cleanup's /proc scan (which reads the
+    # model from the command line and the daemon from the environment).
+    shown = command_line(warm["pid"])
+    assert "--warm" not in shown and shown[shown.index("--model-id") + 1] == LLAVA, shown
+    assert "--options" not in shown
+    listed = {process.pid: process for process in runner_processes()}
+    assert listed[warm["pid"]].model == LLAVA
+    assert listed[warm["pid"]].claimed_parent == daemon.pid and not listed[warm["pid"]].daemon_gone
     replacement = ready_warm(daemon, "transformers", other_than=warm["pid"])
     assert replacement["pid"] != warm["pid"] and pid_alive(replacement["pid"])
     with daemon.openai_client() as client:

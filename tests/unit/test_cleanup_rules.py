@@ -7,7 +7,7 @@ from __future__ import annotations
 from ocrd.core.slots import SlotInfo
 from ocrd.events import ModelState
 from ocrd.ops.cleanup import orphan_reason, why_kept
-from ocrd.runners.orphans import RunnerProcess
+from ocrd.runners.orphans import RunnerProcess, command_line
 
 DAEMON = 1000
 OTHER_DAEMON = 2000
@@ -49,3 +49,11 @@ def test_only_a_ready_idle_unpinned_model_may_be_unloaded():
     assert why_kept(slot(in_flight=1, queued=2)) == "1 request(s) in flight, 2 queued"
     assert why_kept(slot(ModelState.LOADING)) == "loading"
     assert why_kept(slot(ModelState.UNLOADING)) == "unloading"
+
+
+def test_a_command_line_is_read_as_arguments_or_as_a_title_of_words():
+    assert command_line(b"python\0-m\0ocrd.worker\0--model-id\0org/a b\0") == [
+        b"python", b"-m", b"ocrd.worker", b"--model-id", b"org/a b"]
+    # A warm runner that took a model retitled itself: one string, then NULs over the rest.
+    assert command_line(b"python -m ocrd.worker --model-id org/a --engine builtin" + b"\0" * 40) == [
+        b"python", b"-m", b"ocrd.worker", b"--model-id", b"org/a", b"--engine", b"builtin"]
