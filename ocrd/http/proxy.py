@@ -1,7 +1,8 @@
 """Forwarding OpenAI requests to a runner, and translating what can go wrong on the way.
 
 The runner is one of ocrd's (a subprocess, a container) or an upstream server it only routes to
-(``[[upstreams]]``); both are reached through ``runner.client()``, get the body
+(``[[upstreams]]``); both are reached through ``runner.client()`` (``exchange``: aiohttp directly
+for ocrd's own clients, httpx for any other), get the body
 ``runner.request_body`` makes, and are named in errors by ``runner.describe()`` (the runner's
 methods say how each kind differs). Upstream errors in OpenAI's shape pass through with their
 status (raised as an error, so metrics count that status); anything unparseable is 502; a refused
@@ -30,6 +31,7 @@ import orjson
 from ocrd.errors import OcrdError, UpstreamError, UpstreamTimeout
 from ocrd.openai_types import DONE, sse_event
 from ocrd.runners.base import Runner
+from ocrd.runners.transport import Reply, as_httpx_response, exchange
 
 log = logging.getLogger("ocrd.proxy")
 
@@ -54,8 +56,8 @@ async def complete(runner: Runner, body: dict[str, Any]) -> dict[str, Any]:
     """A non-streaming request: the runner's completion (a ``Completion`` where its bytes are
     strict JSON); its error raised as an ``OcrdError``."""
     try:
-        response = await runner.client().post(CHAT_PATH, content=encode_body(runner.request_body(body)),
-                                              headers=_JSON)
+        response = await exchange(runner.client(), CHAT_PATH, encode_body(runner.request_body(body)),
+                                  stream=False)
     except httpx.HTTPError as exc:
         raise _transport_error(runner, exc) from None
     content = response.content
@@ -69,13 +71,11 @@ async def complete(runner: Runner, body: dict[str, Any]) -> dict[str, Any]:
     raise UpstreamError(_unexpected(runner, response))
 
 
-async def open_stream(runner: Runner, body: dict[str, Any]) -> httpx.Response:
+async def open_stream(runner: Runner, body: dict[str, Any]) -> Reply:
     """Starts a streaming request; errors before the first event become ordinary HTTP errors."""
-    client = runner.client()
-    request = client.build_request("POST", CHAT_PATH, content=encode_body(runner.request_body(body)),
-                                   headers=_JSON)
     try:
-        response = await client.send(request, stream=True)
+        response = await exchange(runner.client(), CHAT_PATH, encode_body(runner.request_body(body)),
+                                  stream=True)
     except httpx.HTTPError as exc:
         raise _transport_error(runner, exc) from None
     if response.status_code == 200 and _is_event_stream(response):
@@ -92,9 +92,6 @@ async def open_stream(runner: Runner, body: dict[str, Any]) -> httpx.Response:
     raise UpstreamError(_unexpected(runner, response))
 
 
-_JSON = {"content-type": "application/json"}
-
-
 def encode_body(body: dict[str, Any]) -> bytes:
     """The request body's bytes, as httpx's ``json=`` made them (UTF-8, compact; the same
     values) but by orjson, in a fiftieth of the time: the image's base64 is most of a request and
@@ -106,7 +103,7 @@ def encode_body(body: dict[str, Any]) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
-async def relay_events(runner: Runner, response: httpx.Response) -> AsyncGenerator[bytes, None]:
+async def relay_events(runner: Runner, response: Reply) -> AsyncGenerator[bytes, None]:
     """Relays server-sent events whole; ends with an error event if the runner fails mid-way.
 
     What one read from the runner brings is handed on as one piece: all the whole events in it
@@ -116,7 +113,7 @@ async def relay_events(runner: Runner, response: httpx.Response) -> AsyncGenerat
     through httpx's decoder (``_relay_decoded``)."""
     charset = response.charset_encoding
     if charset is not None and _codec_name(charset) != "utf-8":
-        async for piece in _relay_decoded(runner, response):
+        async for piece in _relay_decoded(runner, as_httpx_response(response)):
             yield piece
         return
     event: list[bytes] = []
@@ -241,12 +238,12 @@ def _transport_error(runner: Runner, exc: httpx.HTTPError) -> OcrdError:
                          f"({runner.failure_hint()})")
 
 
-def _unexpected(runner: Runner, response: httpx.Response) -> str:
+def _unexpected(runner: Runner, response: Reply) -> str:
     kind = response.headers.get("content-type", "no content type").split(";")[0]
     return f"{runner.describe()} answered with an unexpected HTTP {response.status_code} ({kind})"
 
 
-def _is_event_stream(response: httpx.Response) -> bool:
+def _is_event_stream(response: Reply) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"
 
 

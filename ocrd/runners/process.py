@@ -25,7 +25,7 @@ from ocrd.errors import ModelLoadFailed
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
 from ocrd.runners.lifecycle import ChildProcess, read_lines, rss_bytes
 from ocrd.runners.logs import LogBuffer
-from ocrd.runners.transport import AiohttpTransport
+from ocrd.runners.transport import AiohttpClient
 from ocrd.runners.warm_pool import WarmProcess
 
 log = logging.getLogger("ocrd.runner")
@@ -107,11 +107,8 @@ class ProcessRunner(Runner):
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=AiohttpTransport(uds=str(self._socket)),
-                base_url="http://runner",
-                timeout=httpx.Timeout(self._request_timeout, connect=10.0),
-            )
+            self._client = AiohttpClient(uds=str(self._socket), base_url="http://runner",
+                                         timeout=httpx.Timeout(self._request_timeout, connect=10.0))
         return self._client
 
     async def stop(self, grace: float) -> None:

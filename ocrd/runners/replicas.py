@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner
+from ocrd.runners.transport import Reply, RunnerClient, exchange
 
 log = logging.getLogger("ocrd.runner.replicas")
 
@@ -77,8 +78,7 @@ class ReplicaSet(Runner):
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(transport=_LeastBusy(self), base_url="http://runner",
-                                             timeout=None)  # each replica's own client times
+            self._client = _LeastBusyClient(self)
         return self._client
 
     async def stop(self, grace: float) -> None:
@@ -154,6 +154,69 @@ class ReplicaSet(Runner):
 
     def ended(self, replica: Runner) -> None:
         self._active[id(replica)] -= 1
+
+
+class _LeastBusyClient(RunnerClient):
+    """Sends each request through the least busy replica's own client, httpx's requests through
+    ``_LeastBusy`` and the proxy's (``exchange``) through the replica's ``exchange``."""
+
+    def __init__(self, replicas: ReplicaSet):
+        super().__init__(transport=_LeastBusy(replicas), base_url="http://runner",
+                         timeout=None)  # each replica's own client times
+        self._replicas = replicas
+
+    async def exchange(self, path: str, body: bytes, *, stream: bool) -> Reply:
+        replica = self._replicas.pick()
+        self._replicas.began(replica)
+        try:
+            reply = await exchange(replica.client(), path, body, stream=stream)
+        except BaseException:
+            self._replicas.ended(replica)
+            raise
+        if not stream:  # read whole: the replica is done with it
+            self._replicas.ended(replica)
+            return reply
+        return _CountedReply(reply, lambda: self._replicas.ended(replica))
+
+
+class _CountedReply:
+    """A replica's streamed reply; closing it ends the request's count on that replica."""
+
+    def __init__(self, reply: Reply, done: Callable[[], None]):
+        self._reply = reply
+        self._done = done
+        self._closed = False
+
+    @property
+    def status_code(self) -> int:
+        return self._reply.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._reply.headers
+
+    @property
+    def charset_encoding(self) -> str | None:
+        return self._reply.charset_encoding
+
+    @property
+    def content(self) -> bytes:
+        return self._reply.content
+
+    async def aread(self) -> bytes:
+        return await self._reply.aread()
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        return self._reply.aiter_bytes()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._reply.aclose()
+        finally:
+            self._done()
 
 
 class _LeastBusy(httpx.AsyncBaseTransport):

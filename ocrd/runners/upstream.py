@@ -20,7 +20,7 @@ import httpx
 
 from ocrd.errors import ModelLoadFailed, ModelNotReady, OcrdError
 from ocrd.runners.base import ExitCallback, LoadProgress, ProgressCallback, Runner, RunnerSpec
-from ocrd.runners.transport import AiohttpTransport
+from ocrd.runners.transport import AiohttpClient
 
 log = logging.getLogger("ocrd.upstream")
 
@@ -67,13 +67,12 @@ class UpstreamRunner(Runner):
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
+            self._client = AiohttpClient(
                 # Rooted at the server, not at /v1: the proxy sends /v1/chat/completions to every
                 # runner.
                 base_url=self.url[: -len("/v1")],
                 headers=self._headers(),
                 timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
-                transport=AiohttpTransport(),
             )
         return self._client
 

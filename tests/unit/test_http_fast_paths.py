@@ -398,3 +398,31 @@ async def test_a_runner_answer_only_python_reads_is_encoded_again():
     runner.request_body = lambda body: body  # type: ignore[attr-defined]
     answer = await proxy.complete(runner, {"model": "m"})  # type: ignore[arg-type]
     assert not isinstance(answer, proxy.Completion) and answer["choices"] == []
+
+
+async def test_a_stream_in_another_charset_is_relayed_as_utf8_from_a_real_connection():
+    """Over aiohttp (``AiohttpClient.exchange``, what real runners answer through) a stream whose
+    content type names latin-1 is decoded as latin-1 (through httpx's decoder) and sent on as
+    UTF-8, as it was when every answer came as an httpx response."""
+    from ocrd.runners.transport import AiohttpClient, exchange
+
+    body = b"data: caf\xe9\n\ndata: [DONE]\n\n"
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=latin-1\r\n"
+                     b"content-length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with AiohttpClient(base_url=f"http://127.0.0.1:{port}", timeout=httpx.Timeout(30)) as client:
+            reply = await exchange(client, "/v1/chat/completions", b"{}", stream=True)
+            assert reply.charset_encoding == "latin-1"
+            pieces = [piece async for piece in proxy.relay_events(StubRunner(), reply)]  # type: ignore[arg-type]
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert b"".join(pieces) == "data: café\n\ndata: [DONE]\n\n".encode()

@@ -15,6 +15,7 @@ import socket
 import pytest
 
 from ocrd.http.connections import BACKLOG, listening_socket
+from ocrd.runners.transport import exchange
 
 
 async def _accepted_nodelay(listener: socket.socket) -> int:
@@ -65,16 +66,19 @@ def test_a_port_in_use_is_refused_by_the_second_listener():
         first.close()
 
 
-async def test_the_client_ocrd_proxies_vllm_servers_through_has_nagle_off_too():
+@pytest.mark.parametrize("way", ["httpx", "exchange"])
+async def test_the_client_ocrd_proxies_vllm_servers_through_has_nagle_off_too(way):
     # Upstreams and vLLM servers are reached over TCP through aiohttp (ocrd.runners.transport),
     # which sets TCP_NODELAY on the sockets it connects; checked on the client vLLM runners use,
-    # while the answer's body is held back (so the connection is still the request's).
+    # both through its httpx API and the proxy's ``exchange``, while the answer's body is held
+    # back (so the connection is still the request's).
     from ocrd.runners.vllm.readiness import server_client
 
     release = asyncio.Event()
+    heads: list[bytes] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
         await writer.drain()
         await release.wait()
@@ -85,11 +89,22 @@ async def test_the_client_ocrd_proxies_vllm_servers_through_has_nagle_off_too():
     port = server.sockets[0].getsockname()[1]
     try:
         async with server_client(f"http://127.0.0.1:{port}", 30.0) as client:
-            async with client.stream("GET", "/health") as response:
-                sock = response.extensions["socket"]
+            if way == "httpx":
+                async with client.stream("GET", "/health") as response:
+                    sock = response.extensions["socket"]
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                    release.set()
+                    assert await response.aread() == b"ok"
+            else:
+                reply = await exchange(client, "/v1/chat/completions", b"{}", stream=True)
+                sock = reply.extensions["socket"]  # type: ignore[attr-defined]
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
                 release.set()
-                assert await response.aread() == b"ok"
+                assert await reply.aread() == b"ok"
+                await reply.aclose()
+                # The bytes are relayed as they come: never asked for compressed.
+                assert b"accept-encoding: identity" in heads[0].lower()
+                assert b"content-type: application/json" in heads[0].lower()
     finally:
         release.set()
         server.close()

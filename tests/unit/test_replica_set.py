@@ -10,6 +10,7 @@ lets that many requests run at once.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from ocrd.core.scheduler import Scheduler
 from ocrd.errors import ModelLoadFailed
 from ocrd.runners.base import RunnerSpec
 from ocrd.runners.replicas import ReplicaSet
+from ocrd.runners.transport import exchange
 from tests.support.fake_runner import FakeRunner, FakeRunnerFactory, StartPlan
 
 CATALOG = Catalog.load_default()
@@ -65,6 +67,24 @@ async def test_requests_go_to_the_replica_with_the_fewest_in_flight():
     # All idle again: in turn, each replica once.
     answers = [(await client.post("/v1/chat/completions")).json()["pid"] for _ in range(3)]
     assert sorted(answers) == [100, 101, 102]
+    await replica_set.stop(0)
+
+
+async def test_the_proxys_requests_are_spread_and_counted_the_same_way():
+    """``exchange`` (how the proxy sends a chat request) goes to the least busy replica too, and
+    a streamed reply counts until it is closed; a whole one is done when it is read."""
+    replica_set, _ = await started(replicas(3))
+    client = replica_set.client()
+    held = [await exchange(client, "/v1/chat/completions", b"{}", stream=True) for _ in range(2)]
+    busy = {int(json.loads(await reply.aread())["pid"]) for reply in held}
+    third = await exchange(client, "/v1/chat/completions", b"{}", stream=False)
+    assert len(busy) == 2 and json.loads(third.content)["pid"] not in busy
+    for reply in held:
+        await reply.aclose()
+        await reply.aclose()  # twice: counted once
+    answers = [json.loads((await exchange(client, "/v1/chat/completions", b"{}", stream=False)).content)["pid"]
+               for _ in range(6)]
+    assert sorted(answers) == [100, 100, 101, 101, 102, 102]
     await replica_set.stop(0)
 
 

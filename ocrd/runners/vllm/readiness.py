@@ -18,7 +18,7 @@ import httpx
 
 from ocrd.errors import ModelLoadFailed
 from ocrd.runners.base import LoadProgress, ProgressCallback
-from ocrd.runners.transport import AiohttpTransport
+from ocrd.runners.transport import AiohttpClient
 
 T = TypeVar("T")
 
@@ -32,8 +32,7 @@ Describe = Callable[[str], Awaitable[str]]
 def server_client(base_url: str, request_timeout: float) -> httpx.AsyncClient:
     """The client requests are proxied through: one request may take ``request_timeout`` (a long
     generation), but a server that does not take the connection within 10 s is not there."""
-    return httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(request_timeout, connect=10.0),
-                             transport=AiohttpTransport())
+    return AiohttpClient(base_url=base_url, timeout=httpx.Timeout(request_timeout, connect=10.0))
 
 
 async def wait_until_ready(
