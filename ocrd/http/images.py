@@ -2,9 +2,11 @@
 
 ``prepare_images`` finds each ``image_url`` part, refuses what ocrd never accepts (``file://`` and
 other schemes; ``http(s)`` unless ``http.allow_remote_image_urls``), enforces the limits, and has
-Pillow read each image's header and then decode it fully, so that a runner only ever gets images
-that decode. What it returns is what the caller forwards: a ``data:`` URL per image (the client's
-own URL, unchanged, for ``data:`` URLs; a new one for fetched images) plus facts for the logs.
+Pillow read each image's header; a PNG or JPEG whose structure shows it whole goes on without its
+pixels decoded here (``ocrd.http.image_files``: the runner decodes it), anything else is decoded
+fully, so that a runner never gets an image cut short. What it returns is what the caller
+forwards: a ``data:`` URL per image (the client's own URL, unchanged, for ``data:`` URLs; a new
+one for fetched images) plus facts for the logs.
 
 Decisions:
 * base64 is strict (``validate=True``): standard alphabet, ``=`` padding, no whitespace or line
@@ -33,6 +35,7 @@ from PIL import Image
 
 from ocrd.config.settings import LimitsSettings
 from ocrd.errors import InvalidRequest, PayloadTooLarge
+from ocrd.http.image_files import is_whole
 from ocrd.http.openai.protocol import ChatCompletionRequest, ImagePart
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
@@ -134,10 +137,10 @@ async def prepare_images(
         else:
             data = await asyncio.to_thread(decode_data_url, ref, limits.max_image_bytes)
         im = _open_header(data, ref)
-        if im.size[0] * im.size[1] <= INLINE_PIXELS:
-            fmt, width, height = _decode(im, ref, limits.max_image_pixels)
+        if im.size[0] * im.size[1] <= INLINE_PIXELS and len(data) <= INLINE_BYTES:
+            fmt, width, height = _check(im, data, ref, limits.max_image_pixels)
         else:
-            fmt, width, height = await asyncio.to_thread(_decode, im, ref, limits.max_image_pixels)
+            fmt, width, height = await asyncio.to_thread(_check, im, data, ref, limits.max_image_pixels)
         url = await asyncio.to_thread(_as_data_url, data, fmt) if remote else ref.url
         source = "remote" if remote else "data"
         images.append(ValidatedImage(ref, url, source, fmt, _MIME[fmt], width, height, len(data)))
@@ -233,6 +236,19 @@ def inspect_image(data: bytes, ref: ImageRef, max_pixels: int) -> tuple[str, int
     reported as the same 413. The pixel buffer is freed before returning.
     """
     return _decode(_open_header(data, ref), ref, max_pixels)
+
+
+def _check(im: Any, data: bytes, ref: ImageRef, max_pixels: int) -> tuple[str, int, int]:
+    """(format, width, height) of an opened image within ``max_pixels`` that is whole: a PNG or
+    JPEG whose structure shows it (``ocrd.http.image_files``: no pixel decoded; the runner decodes
+    them), anything else decoded."""
+    if im.format in ("PNG", "JPEG", "MPO") and is_whole(data, "JPEG" if im.format == "MPO" else im.format):
+        with im:
+            _check_pixels(im.size, ref, max_pixels)
+            fmt = _REPORTED_FORMAT.get(str(im.format), str(im.format))
+            width, height = im.size
+        return fmt, width, height
+    return _decode(im, ref, max_pixels)
 
 
 def _decode(im: Any, ref: ImageRef, max_pixels: int) -> tuple[str, int, int]:

@@ -13,10 +13,12 @@ import base64
 import io
 import json
 import urllib.parse
+import zlib
 
 import pytest
 from PIL import Image
 
+from ocrd.http.image_files import is_whole
 from tests.support.daemon import assert_openai_error, ocr_messages, running_daemon
 from tests.support.render import char_accuracy, data_url, render_text_image
 
@@ -130,6 +132,23 @@ def test_truncated_images_are_400(http, runner_pid, fmt):
     url = data_url(data[: len(data) // 2], mime=f"image/{fmt.lower()}")
     error = assert_openai_error(http.post("/v1/chat/completions", json=chat(image_part(url))), 400)
     assert error["param"] == "messages.0.content.0.image_url.url"
+
+
+def test_a_png_whole_in_structure_with_damaged_data_inside_is_400_from_the_runner(http, runner_pid, daemon):
+    """The daemon judges a PNG by its chunks (ocrd.http.image_files) and leaves decoding to the
+    runner: one built to pass that (damage inside its compressed data, every CRC recomputed) is
+    refused by the runner's decoder with a 400 naming the image, and the runner lives on."""
+    data = bytearray(noise("PNG"))
+    start = data.index(b"IDAT") + 4 + 40
+    data[start:start + 200] = bytes(200)  # inside the zlib stream: deflate cannot read it
+    length = int.from_bytes(data[data.index(b"IDAT") - 4:data.index(b"IDAT")], "big")
+    crc_at = data.index(b"IDAT") + 4 + length
+    data[crc_at:crc_at + 4] = zlib.crc32(data[data.index(b"IDAT"):crc_at]).to_bytes(4, "big")
+    assert is_whole(bytes(data), "PNG")
+    url = data_url(bytes(data), mime="image/png")
+    error = assert_openai_error(http.post("/v1/chat/completions", json=chat(image_part(url))), 400)
+    assert "image" in error["message"] and "decod" in error["message"], error
+    assert daemon.ps()["builtin/ppocr"]["pid"] == runner_pid
 
 
 def test_a_pixel_bomb_is_413(http, runner_pid):
