@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import re
 
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
-
 from ocrd.catalog.catalog import PRESET_SEPARATOR
 from ocrd.errors import InvalidRequest
 
@@ -40,6 +37,9 @@ def is_model_id(name: str) -> bool:
     """Whether ``name`` has the shape of a Hugging Face repo id (``NAME`` or ``ORG/NAME``)."""
     if not isinstance(name, str) or not _ASCII_ID.fullmatch(name):
         return False
+    from huggingface_hub.errors import HFValidationError  # ~20 ms (httpx2): at first use, not at start
+    from huggingface_hub.utils import validate_repo_id
+
     try:
         validate_repo_id(name)
     except HFValidationError:

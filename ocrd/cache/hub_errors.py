@@ -13,18 +13,6 @@ import errno
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
-from huggingface_hub.errors import (
-    FileMetadataError,
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-
 from ocrd.errors import (
     ConfigError,
     Conflict,
@@ -62,6 +50,18 @@ def offline_error(download: Download) -> HubUnavailable:
 
 def hub_error(exc: BaseException, download: Download) -> BaseException:
     """The OcrdError for ``exc``; ``exc`` itself when it is none of the known failures."""
+    # Imported when a download failed: huggingface_hub.errors brings its HTTP client (~30 ms),
+    # and the daemon imports this module on its way to READY.
+    from huggingface_hub.errors import (
+        FileMetadataError,
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
     repo, revision, endpoint = download.repo_id, download.revision, download.endpoint
     if isinstance(exc, OcrdError):
         return exc
@@ -135,6 +135,9 @@ def _disk_error(exc: OSError, download: Download) -> OcrdError | None:
 
 def _network_cause(exc: BaseException) -> str | None:
     """A connection failure in ``exc`` or what it wraps, in a few words; None if there is none."""
+    import httpx2  # huggingface_hub's HTTP client (see hub_error)
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     if _find(exc, httpx2.TimeoutException) is not None:
         return "timed out"
     failure = _find(exc, httpx2.TransportError, ConnectionError)

@@ -17,10 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import scan_cache_dir, try_to_load_from_cache
-from huggingface_hub.errors import CacheNotFound
-from huggingface_hub.file_download import repo_folder_name
-
 from ocrd.model_ids import check_revision
 
 log = logging.getLogger("ocrd.cache.inventory")
@@ -65,6 +61,8 @@ class Snapshot:
 
 def find_snapshot(hub_dir: Path, repo_id: str, revision: str | None = None) -> Snapshot | None:
     """The cached snapshot of ``repo_id`` at ``revision`` (default: main), or None if absent."""
+    from huggingface_hub import try_to_load_from_cache  # ~30 ms (yaml): on first use, not at start
+
     found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_dir, revision=revision)
     if not isinstance(found, str):
         return None
@@ -89,6 +87,8 @@ def _missing_files(snapshot: Path) -> tuple[str, ...]:
 
 def repo_folder(hub_dir: Path, repo_id: str) -> Path:
     """``hub_dir/models--ORG--NAME``: where huggingface_hub keeps a model repo."""
+    from huggingface_hub.file_download import repo_folder_name  # see find_snapshot
+
     return Path(hub_dir) / repo_folder_name(repo_id=repo_id, repo_type="model")
 
 
@@ -130,9 +130,8 @@ def discard_download(hub_dir: Path, repo_id: str, commit: str, *, repo_was_cache
 
 def cached_model_repos(hub_dir: Path) -> list[str]:
     """Repo ids of every model in the cache (huggingface_hub's scan; empty if no cache yet)."""
-    try:
-        info = scan_cache_dir(hub_dir)
-    except CacheNotFound:
+    info = scan_cache(hub_dir)
+    if info is None:
         return []
     return sorted(repo.repo_id for repo in info.repos if repo.repo_type == "model")
 
@@ -170,9 +169,8 @@ class CacheDeletion:
 
 def scan_repos(hub_dir: Path) -> list[CachedRepo]:
     """Every repository in the cache with its revisions (empty if there is no cache yet)."""
-    try:
-        info = scan_cache_dir(hub_dir)
-    except CacheNotFound:
+    info = scan_cache(hub_dir)
+    if info is None:
         return []
     repos = []
     for repo in sorted(info.repos, key=lambda r: (r.repo_type, r.repo_id)):
@@ -196,10 +194,9 @@ def delete_cached(
     """Deletes a model repo (every revision, or one commit or ref) with huggingface_hub's strategy.
 
     LookupError when the repo or the revision is not in the cache."""
-    try:
-        info = scan_cache_dir(hub_dir)
-    except CacheNotFound as exc:
-        raise LookupError(f"there is no Hugging Face cache at {hub_dir}") from exc
+    info = scan_cache(hub_dir)
+    if info is None:
+        raise LookupError(f"there is no Hugging Face cache at {hub_dir}")
     repo = next((r for r in info.repos if r.repo_type == "model" and r.repo_id == repo_id), None)
     if repo is None:
         raise LookupError(f"{repo_id} is not in the Hugging Face cache at {hub_dir}")
@@ -219,3 +216,15 @@ def delete_cached(
     if not dry_run:
         strategy.execute()
     return CacheDeletion(repo_id, freed, tuple(paths), dry_run)
+
+
+def scan_cache(hub_dir: Path) -> Any:
+    """huggingface_hub's scan of the cache; None when there is no cache folder yet. Imported on
+    first use, as in find_snapshot (huggingface_hub.errors brings its HTTP client, ~30 ms)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        return scan_cache_dir(hub_dir)
+    except CacheNotFound:
+        return None

@@ -20,14 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import scan_cache_dir
-from huggingface_hub.errors import (
-    CachedRepoTreeNotFoundError,
-    CacheNotFound,
-    SafetensorsParsingError,
-)
-
-from ocrd.cache.inventory import repo_folder
+from ocrd.cache.inventory import repo_folder, scan_cache
 
 # Files the Hub lists that no loader reads: a snapshot without them is whole.
 _NOT_NEEDED_SUFFIXES = (".md", ".gitattributes", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".pdf")
@@ -98,10 +91,9 @@ def verify_cached(hub_dir: Path, repo_id: str, revision: str | None = None) -> C
 
 
 def _cached_revisions(hub_dir: Path, repo_id: str) -> list[_Revision]:
-    try:
-        info = scan_cache_dir(hub_dir)
-    except CacheNotFound as exc:
-        raise LookupError(f"there is no Hugging Face cache at {hub_dir}") from exc
+    info = scan_cache(hub_dir)
+    if info is None:
+        raise LookupError(f"there is no Hugging Face cache at {hub_dir}")
     repo = next((r for r in info.repos if r.repo_type == "model" and r.repo_id == repo_id), None)
     if repo is not None:
         return [
@@ -193,6 +185,10 @@ def _check(hub_dir: Path, repo_id: str, rev: _Revision, partials: list[str]) -> 
 
 def _safetensors_problem(blob: Path) -> str | None:
     """Whether the blob is as long as its header says: a short one is a cut-off download."""
+    # huggingface_hub's errors and hf_api are imported here, on first use: ~0.13 s of the
+    # daemon's start-up otherwise (this module is on its way to READY).
+    from huggingface_hub.errors import SafetensorsParsingError
+
     try:
         size = blob.stat().st_size
         with blob.open("rb") as stream:
@@ -202,7 +198,6 @@ def _safetensors_problem(blob: Path) -> str | None:
         header_end = 8 + int.from_bytes(prefix, "little")
         if header_end > size:
             return f"truncated: {size:,} bytes, shorter than its own header ({header_end:,} bytes)"
-        # Imported here: it lives in huggingface_hub.hf_api, 0.1 s of the daemon's start-up.
         from huggingface_hub import parse_local_safetensors_file_metadata
 
         metadata = parse_local_safetensors_file_metadata(blob)
@@ -252,7 +247,8 @@ def _weights_problems(names: set[str]) -> Iterable[tuple[str, str]]:
 
 def _unlisted_files(hub_dir: Path, repo_id: str, commit: str, names: set[str]) -> Iterable[tuple[str, str]]:
     """Files the Hub listed for this commit (kept by snapshot_download) that are not here."""
-    from huggingface_hub import get_cached_repo_tree  # see _safetensors_problem: hf_api, on first use
+    from huggingface_hub import get_cached_repo_tree  # see _safetensors_problem: on first use
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError
 
     try:
         listed = get_cached_repo_tree(repo_id, revision=commit, cache_dir=hub_dir)

@@ -27,12 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ocrd.cli.cert_defaults import ALWAYS_NAMED, CA_DAYS, DEFAULT_CLIENT_NAME, DEFAULT_DAYS
 from ocrd.errors import ConfigError, InvalidRequest
 
-ALWAYS_NAMED = ("localhost", "127.0.0.1", "::1")
-DEFAULT_DAYS = 825  # the longest validity common TLS clients accept for a leaf certificate
-CA_DAYS = 3650
-DEFAULT_CLIENT_NAME = "ocrctl"
 # A DNS name as it may appear in a certificate: labels of letters, digits and hyphens.
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # \Z, not $: $ also matches before a final newline.

@@ -15,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ocrd.cli import certs
+from ocrd.cli import cert_defaults
 from ocrd.config.tokens import Role, check_token_strength, generate_token, hash_token
 from ocrd.errors import InvalidRequest
 
@@ -32,10 +32,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="a DNS name or IP address clients use to reach ocrd (repeatable; localhost, "
         "127.0.0.1 and ::1 are always included; default: this machine's hostname)",
     )
-    gen.add_argument("--client-name", default=certs.DEFAULT_CLIENT_NAME,
+    gen.add_argument("--client-name", default=cert_defaults.DEFAULT_CLIENT_NAME,
                      help="common name of the client certificate (see grpc.client_certs)")
-    gen.add_argument("--days", type=int, default=certs.DEFAULT_DAYS,
-                     help=f"validity of the server and client certificates (default {certs.DEFAULT_DAYS})")
+    gen.add_argument("--days", type=int, default=cert_defaults.DEFAULT_DAYS,
+                     help=f"validity of the server and client certificates (default {cert_defaults.DEFAULT_DAYS})")
     gen.add_argument("--port", type=int, default=DEFAULT_PORT,
                      help="port to show in the printed config lines (default %(default)s)")
     gen.add_argument("--force", action="store_true", help="replace existing files in DIR")
@@ -57,6 +57,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_gen_certs(args: argparse.Namespace) -> int:
+    from ocrd.cli import certs  # cryptography: only for this command (see ocrd.cli.cert_defaults)
+
     hosts = args.host or _this_host()
     made = certs.generate(Path(args.directory), hosts, client_name=args.client_name,
                           days=args.days, force=args.force)
