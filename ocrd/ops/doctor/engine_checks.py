@@ -16,9 +16,9 @@ from ocrd.config.settings import Settings
 from ocrd.core.wishes import resolve_wishes
 from ocrd.ops.doctor.base import FAIL, OK, SKIPPED, WARN, Check, group_of, user_name
 from ocrd.planning.availability import Availability
-from ocrd.runners.vllm.docker_host import INSTALL_HINT, DockerStatus
+from ocrd.runners.vllm.docker_host import DEFAULT_SOCKET, INSTALL_HINT, DockerStatus
 
-DOCKER_SOCKET = Path("/var/run/docker.sock")
+DOCKER_SOCKET = Path(DEFAULT_SOCKET)
 TRANSFORMERS_HINT = (
     "pip install 'ocrd-vlm[transformers]' into ocrd's venv, or set transformers.python to a venv "
     "that has torch and transformers"

@@ -17,12 +17,15 @@ published port, log tails, the processes and memory of a container.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DEFAULT_SOCKET = "/var/run/docker.sock"  # the SDK's default without DOCKER_HOST
 MANAGED_LABEL = "ocrd.managed"
 MODEL_LABEL = "ocrd.model"
 CONFIG_HASH_LABEL = "ocrd.config-hash"
@@ -52,6 +55,9 @@ class DockerStatus:
 def docker_client(timeout: float = 10.0) -> Any:
     """A connected ``docker.DockerClient`` (from ``DOCKER_HOST`` or the default socket), or a
     one-line string saying why there is none."""
+    refused = _socket_refuses(timeout)
+    if refused is not None:
+        return f"Docker is not reachable: {refused}"
     try:
         import docker
         from docker.errors import DockerException
@@ -65,6 +71,23 @@ def docker_client(timeout: float = 10.0) -> Any:
     except OSError as exc:  # socket errors that the SDK lets through
         return f"Docker is not reachable: {_one_line(exc)}"
     return client
+
+
+def _socket_refuses(timeout: float) -> str | None:
+    """Why the engine's Unix socket takes no connection, found without the SDK; None: it does
+    (or the engine is reached another way), and the SDK decides. The daemon asks before READY,
+    and importing the SDK (~70 ms) to learn that a host without Docker has none is not worth it."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        return None
+    path = host.removeprefix("unix://") if host else DEFAULT_SOCKET
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            return f"cannot connect to {path}: {exc.strerror or exc}"
+    return None
 
 
 def docker_status(timeout: float = 5.0) -> DockerStatus:
