@@ -73,7 +73,7 @@ class Daemon:
         self.notify.bind(str(self.notify_path))
         config = workdir / "ocrd.toml"
         config.write_text(
-            f'runtime_dir = "{workdir}/run"\n[http]\nport = {self.port}\n'
+            f'runtime_dir = "{workdir}/run"\nstate_dir = "{workdir}/state"\n[http]\nport = {self.port}\n'
             f'[grpc]\nsocket = "{workdir}/ocrd.sock"\n'
         )
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}

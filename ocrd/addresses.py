@@ -27,6 +27,17 @@ def default_runtime_dir() -> Path:
     return Path(f"/tmp/ocrd-{os.geteuid()}")
 
 
+def default_state_dir() -> Path:
+    """``/var/lib/ocrd`` for root (systemd's StateDirectory; the unit sets OCRD_STATE_DIR to it),
+    else ``$XDG_STATE_HOME/ocrd``, else ``~/.local/state/ocrd`` (the XDG default)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/ocrd")
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is invalid, ignore it
+        return Path(xdg) / "ocrd"
+    return Path.home() / ".local" / "state" / "ocrd"
+
+
 SYSTEM_SOCKET = Path("/run/ocrd/ocrd.sock")  # where the systemd unit puts it
 
 

@@ -52,7 +52,7 @@ from ocrd.metrics import Metrics
 from ocrd.planning.availability import DockerStatusCache
 from ocrd.planning.gpu import GpuProbe
 from ocrd.planning.planner import allowed_gpus
-from ocrd.private_dirs import RUNNERS_SUBDIR, prepare_socket_dirs
+from ocrd.private_dirs import RUNNERS_SUBDIR, prepare_socket_dirs, prepare_state_dir
 from ocrd.runners import sockets as runner_sockets
 from ocrd.runners.base import Runner, RunnerSpec
 from ocrd.runners.process import ProcessRunner
@@ -64,10 +64,11 @@ from ocrd.systemd import SYSTEMD_VARIABLES, Notifier, run_watchdog, watchdog_int
 log = logging.getLogger("ocrd")
 
 # Settings bound at start: sockets, listeners and TLS files; the runtime directory and the vLLM
-# instance named after it (containers are adopted by it at start); the tesseract command the
-# catalog checked. A reload warns about a change and keeps the running value until a restart.
+# instance named after it (containers are adopted by it at start); the state directory (checked
+# at start); the tesseract command the catalog checked. A reload warns about a change and keeps
+# the running value until a restart.
 RESTART_ONLY: dict[str, tuple[str, ...]] = {
-    "": ("runtime_dir",),
+    "": ("runtime_dir", "state_dir"),
     "http": ("host", "port"),
     "grpc": ("socket", "socket_mode", "socket_group", "listen", "tls_cert", "tls_key",
              "tls_client_ca"),
@@ -334,6 +335,7 @@ def serve(settings: Settings, config_arg: str | None, overrides: dict[str, Any])
         # Before anything listens or any runner starts: a directory another user can write
         # would let them swap ocrd's sockets (issue 11), so it is refused here, in one line.
         prepare_socket_dirs(settings.runtime_dir, settings.grpc.socket)
+        prepare_state_dir(settings.state_dir)
         limit = raise_open_file_limit()
         log.info("open-file limit %d: at most %d HTTP connections", limit,
                  connection_cap(settings.http.max_connections))

@@ -31,17 +31,41 @@ _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
 
 def ensure_private_dir(path: Path, *, mode: int, what: str, at_most: int | None = None,
-                       fix: str | None = None) -> None:
+                       fix: str | None = None, holds: str = "sockets") -> None:
     """Creates ``path`` with exactly ``mode``, or checks the directory that is there.
 
     ``at_most``: the most an existing directory may grant (default ``mode``), never group or
     other write. ``what`` names the setting in the one-line ConfigError; ``fix`` is its last
-    resort (default: point the setting elsewhere).
+    resort (default: point the setting elsewhere); ``holds`` says what in it others could
+    replace or read.
     """
     fix = fix or f"set {what} to a directory of your own"
     if _create(path, mode, what, fix):
         _set_mode(path, mode)
-    _check(path, (mode if at_most is None else at_most) & ~_WRITABLE_BY_OTHERS, what, fix)
+    _check(path, (mode if at_most is None else at_most) & ~_WRITABLE_BY_OTHERS, what, fix, holds)
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    """At daemon start: ``state_dir`` (batches, uploaded files, what must outlive a restart)
+    created 0700, or an existing one checked as the socket folders are (0750 at most: systemd's
+    StateDirectoryMode, for the group that reads the Hugging Face cache kept there), and written
+    to once, so that a read-only or full file system is one line at start rather than a failed
+    batch later."""
+    fix = "set state_dir to a directory of your own (OCRD_STATE_DIR)"
+    ensure_private_dir(state_dir, mode=0o700, at_most=0o750, what="state_dir", fix=fix,
+                       holds="files (uploads, batch results)")
+    probe = state_dir / f".ocrd-write-check-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"ocrd")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"state_dir: ocrd cannot write in {state_dir}: {exc.strerror or exc}; "
+                          f"give the user that runs ocrd write access, free some space, or {fix}") from None
 
 
 def prepare_socket_dirs(runtime_dir: Path, control_socket: Path) -> None:
@@ -94,7 +118,7 @@ def _set_mode(path: Path, mode: int) -> None:
         os.close(fd)
 
 
-def _check(path: Path, allowed: int, what: str, fix: str) -> None:
+def _check(path: Path, allowed: int, what: str, fix: str, holds: str = "sockets") -> None:
     try:
         info = os.lstat(path)
     except OSError as exc:  # gone again since _create: someone else is at work there
@@ -103,7 +127,7 @@ def _check(path: Path, allowed: int, what: str, fix: str) -> None:
     if info.st_uid not in (me, 0):  # first: whatever it is, its owner may swap it
         raise ConfigError(
             f"{what}: {path} belongs to {_user(info.st_uid)}, not to {_user(me)} who runs ocrd, "
-            f"so that user could replace ocrd's sockets; have its owner or root remove it, or {fix}"
+            f"so that user could replace ocrd's {holds}; have its owner or root remove it, or {fix}"
         )
     if stat.S_ISLNK(info.st_mode):
         raise ConfigError(f"{what}: {path} is a symbolic link, not a directory of ocrd's own; "
@@ -112,8 +136,8 @@ def _check(path: Path, allowed: int, what: str, fix: str) -> None:
         raise ConfigError(f"{what}: {path} exists and is not a directory; remove it, or {fix}")
     granted = stat.S_IMODE(info.st_mode) & 0o777
     if granted & ~allowed:
-        danger = ("other users could replace ocrd's sockets in it" if granted & _WRITABLE_BY_OTHERS
-                  else "other users could reach the sockets in it")
+        danger = (f"other users could replace ocrd's {holds} in it" if granted & _WRITABLE_BY_OTHERS
+                  else f"other users could reach the {holds} in it")
         raise ConfigError(f"{what}: the directory {path} has mode {granted:03o}, so {danger}; "
                           f"run 'chmod {allowed:o} {path}', or {fix}")
 

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ocrd.addresses import default_runtime_dir, default_socket_path
+from ocrd.addresses import default_runtime_dir, default_socket_path, default_state_dir
 from ocrd.config.settings import Settings
 from ocrd.config.units import parse_duration
 
@@ -48,6 +48,12 @@ HOST_DEPENDENT: dict[Callable[[], Any], tuple[str, str]] = {
         "/run/ocrd when ocrd runs as root, else $XDG_RUNTIME_DIR/ocrd, else /tmp/ocrd-UID "
         "(created 0700); ocrd.service sets /run/ocrd (its RuntimeDirectory) through "
         "$OCRD_RUNTIME_DIR",
+    ),
+    default_state_dir: (
+        "/var/lib/ocrd",
+        "/var/lib/ocrd when ocrd runs as root, else $XDG_STATE_HOME/ocrd, else "
+        "~/.local/state/ocrd; ocrd.service sets /var/lib/ocrd (its StateDirectory) through "
+        "$OCRD_STATE_DIR",
     ),
     default_socket_path: (
         "/run/ocrd/ocrd.sock",

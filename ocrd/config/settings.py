@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ocrd.addresses import default_runtime_dir, default_socket_path
+from ocrd.addresses import default_runtime_dir, default_socket_path, default_state_dir
 from ocrd.catalog.facts import check_managed_flags
 from ocrd.config.limits import DocumentsSettings, LimitsSettings
 from ocrd.config.remote import TokenSettings, check_listen_addresses
@@ -415,6 +415,11 @@ class Settings(BaseSettings):
         default_factory=default_runtime_dir,
         description="Runners' private sockets live in its runners/ folder (mode 0700); ocrd "
         "refuses to start when another user owns or may write either directory.",
+    )
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="What must outlive a restart: uploaded files and batches (Files and Batch "
+        "APIs). Created 0700; ocrd refuses to start with one line when it cannot write there.",
     )
     http: HttpSettings = Field(default_factory=HttpSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)

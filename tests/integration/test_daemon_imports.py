@@ -37,7 +37,8 @@ from ocrd.http.app import build_app
 
 directory = Path(tempfile.mkdtemp(prefix="ocrd-i-", dir="/tmp"))
 config = directory / "ocrd.toml"
-config.write_text(f'runtime_dir = "{directory}"\\n[grpc]\\nsocket = "{directory}/ocrd.sock"\\n')
+config.write_text(f'runtime_dir = "{directory}"\\nstate_dir = "{directory}/state"\\n'
+                  f'[grpc]\\nsocket = "{directory}/ocrd.sock"\\n')
 daemon = ocrd.daemon.Daemon(load_settings(str(config)))
 app = build_app(daemon.app_state)
 assert [m.id for m in daemon.scheduler.models()][0] == "builtin/ppocr"

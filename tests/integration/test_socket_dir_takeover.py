@@ -83,12 +83,16 @@ def fallback_dir(user: User) -> Path:
 
 
 @pytest.fixture
-def config_file() -> Iterator[Path]:
-    """An empty configuration the victim can read (so no /etc/ocrd/ocrd.toml of the host counts)."""
+def config_file(users: tuple[User, User]) -> Iterator[Path]:
+    """A configuration the victim can read (so no /etc/ocrd/ocrd.toml of the host counts) that
+    only names a state directory of the victim's own: these throwaway users have no home."""
     directory = Path(tempfile.mkdtemp(prefix="ocrd-cfg-", dir="/tmp"))
     directory.chmod(0o755)
+    state = directory / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, users[0].uid, users[0].gid)
     path = directory / "ocrd.toml"
-    path.write_text("")
+    path.write_text(f'state_dir = "{state}"\n')
     path.chmod(0o644)
     yield path
     shutil.rmtree(directory, ignore_errors=True)
@@ -202,6 +206,26 @@ def test_a_control_socket_directory_others_may_write_is_refused_in_one_line():
         assert len(lines) == 1, lines
         assert f"grpc.socket: the directory {open_dir} has mode 777" in lines[0]
         assert not (open_dir / "ocrd.sock").exists()
+    finally:
+        daemon.kill()
+        daemon.close()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+# --- any user: the state directory -------------------------------------------------------------
+
+
+def test_a_state_dir_that_is_a_file_stops_the_daemon_in_one_line():
+    parent = Path(tempfile.mkdtemp(prefix="ocrd-state-", dir="/tmp"))
+    taken = parent / "state"
+    taken.write_text("not a directory")
+    daemon = RunningDaemon({"state_dir": taken}, wait_ready=False)
+    try:
+        assert daemon.process.wait(timeout=START_TIMEOUT) == 1
+        lines = daemon.stderr().splitlines()
+        assert len(lines) == 1, lines
+        assert f"state_dir: {taken} exists and is not a directory" in lines[0]
+        assert "OCRD_STATE_DIR" in lines[0]
     finally:
         daemon.kill()
         daemon.close()

@@ -24,7 +24,11 @@ import uvicorn.loops.auto
 import uvicorn.protocols.http.auto
 import uvicorn.protocols.websockets.auto  # noqa: F401 - loaded before privileges drop (see above)
 
+# The daemon imports these on first use (they cost start-up time): here, before the drop.
+from huggingface_hub import errors, file_download, scan_cache_dir, try_to_load_from_cache  # noqa: F401
+
 import ocrctl.__main__
+import ocrd.cli.certs
 import ocrd.cli.main
 import ocrd.daemon
 

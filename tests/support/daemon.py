@@ -161,8 +161,10 @@ class RunningDaemon:
         self.runtime_dir = self.dir / "run"
         self.config_path = self.dir / "ocrd.toml"
         self.stderr_path = self.dir / "stderr.log"
+        self.state_dir = self.dir / "state"
         base = {
             "runtime_dir": self.runtime_dir,
+            "state_dir": self.state_dir,
             "http": {"host": "127.0.0.1", "port": self.port},
             "grpc": {"socket": self.socket_path},
             # No warm runners unless a test asks (tests/integration/test_warm_runners.py): on two
@@ -184,6 +186,9 @@ class RunningDaemon:
         self._stderr = self.stderr_path.open("wb")
         self.env = daemon_env({"NOTIFY_SOCKET": str(self._notify_path), **(env or {})})
         if flags:
+            # No flag names the state directory: its variable keeps the test's own (not
+            # /var/lib/ocrd, which root's default would be).
+            self.env.setdefault("OCRD_STATE_DIR", str(self.state_dir))
             assert not config, "flags mode has no config file"
             self.config_path.unlink()
             command = [OCRD, "serve", "--port", str(self.port), "--socket", str(self.socket_path),

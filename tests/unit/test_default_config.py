@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "packaging" / "ocrd.toml"
 # `#key = value` (no space after '#') is a commented-out setting; prose starts with '# '.
 COMMENTED_KEY = re.compile(r"^#(?=[A-Za-z_\"])(.* = .*)$", re.MULTILINE)
-# What the file shows for the two defaults that depend on who runs ocrd (see HOST_DEPENDENT).
-SERVICE_VALUES = {"runtime_dir": "/run/ocrd", "grpc": {"socket": "/run/ocrd/ocrd.sock"}}
+# What the file shows for the defaults that depend on who runs ocrd (see HOST_DEPENDENT).
+SERVICE_VALUES = {"runtime_dir": "/run/ocrd", "state_dir": "/var/lib/ocrd",
+                  "grpc": {"socket": "/run/ocrd/ocrd.sock"}}
 
 
 @pytest.fixture(autouse=True)

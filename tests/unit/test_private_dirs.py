@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ocrd.addresses import default_state_dir
 from ocrd.errors import ConfigError
-from ocrd.private_dirs import ensure_private_dir, prepare_socket_dirs
+from ocrd.private_dirs import ensure_private_dir, prepare_socket_dirs, prepare_state_dir
 
 STRANGER = 54321  # a uid no test machine gives to ocrd's user
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="os.chown to another uid needs root")
@@ -170,3 +171,50 @@ def test_the_tmp_fallback_taken_by_another_user_suggests_xdg_runtime_dir(monkeyp
         fallback.rmdir()
     assert caught.value.message.startswith(f"runtime_dir: {fallback} belongs to uid {STRANGER}")
     assert "set XDG_RUNTIME_DIR" in caught.value.message
+
+
+# --- the state directory ---------------------------------------------------------------------
+
+
+def test_the_state_dir_is_made_0700_with_its_parents(tmp_path, umask_077):
+    state = tmp_path / "home" / ".local" / "state" / "ocrd"
+    prepare_state_dir(state)
+    assert mode_of(state) == 0o700 and list(state.iterdir()) == []  # the write check left nothing
+
+
+def test_systemds_0750_state_dir_is_used_and_a_group_writable_one_refused(tmp_path):
+    state = tmp_path / "ocrd"
+    state.mkdir()
+    state.chmod(0o750)  # StateDirectoryMode=0750 in ocrd.service
+    prepare_state_dir(state)
+    state.chmod(0o770)
+    with pytest.raises(ConfigError) as caught:
+        prepare_state_dir(state)
+    message = caught.value.message
+    assert message.startswith("state_dir: ") and "could replace ocrd's files (uploads, batch results)" in message
+    assert "OCRD_STATE_DIR" in message and "\n" not in message
+
+
+def test_a_state_dir_that_cannot_be_written_is_one_line(tmp_path):
+    # Root writes whatever the modes say: the probe's own name taken by a folder stands in for a
+    # read-only or full file system (the open for writing fails the same way).
+    state = tmp_path / "ocrd"
+    state.mkdir(mode=0o700)
+    blocker = state / f".ocrd-write-check-{os.getpid()}"
+    blocker.mkdir()  # the probe's own name taken by a folder: opening it for writing fails
+    with pytest.raises(ConfigError) as caught:
+        prepare_state_dir(state)
+    assert caught.value.message.startswith(f"state_dir: ocrd cannot write in {state}: ")
+
+
+@pytest.mark.parametrize(("euid", "xdg", "expected"), [
+    (0, "/x/state", "/var/lib/ocrd"),
+    (1000, "/x/state", "/x/state/ocrd"),
+    (1000, "relative/state", "HOME/.local/state/ocrd"),  # the XDG spec: ignore a relative value
+    (1000, "", "HOME/.local/state/ocrd"),
+])
+def test_the_default_state_dir_follows_who_runs_ocrd(monkeypatch, tmp_path, euid, xdg, expected):
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", xdg)
+    assert default_state_dir() == Path(expected.replace("HOME", str(tmp_path)))

@@ -70,7 +70,7 @@ def test_every_setting_either_applies_on_reload_or_waits_for_a_restart():
 
 def test_restart_only_keys_are_those_bound_at_start():
     assert restart_only() == {
-        "runtime_dir", "http.host", "http.port", "grpc.socket", "grpc.socket_mode", "grpc.socket_group",
+        "runtime_dir", "state_dir", "http.host", "http.port", "grpc.socket", "grpc.socket_mode", "grpc.socket_group",
         "grpc.listen", "grpc.tls_cert", "grpc.tls_key", "grpc.tls_client_ca", "builtin.tesseract_cmd",
         "vllm.instance",
     }  # fmt: skip
