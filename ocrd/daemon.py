@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -47,6 +48,8 @@ from ocrd.http.connections import (
     raise_open_file_limit,
 )
 from ocrd.http.state import AppState
+from ocrd.jobs.files import FileService
+from ocrd.jobs.store import JobStore
 from ocrd.log_throttle import ThrottledLog
 from ocrd.metrics import Metrics
 from ocrd.planning.availability import DockerStatusCache
@@ -62,6 +65,7 @@ from ocrd.runners.warm_pool import WarmKey, WarmPool
 from ocrd.systemd import SYSTEMD_VARIABLES, Notifier, run_watchdog, watchdog_interval
 
 log = logging.getLogger("ocrd")
+EXPIRY_INTERVAL = 60.0  # seconds between sweeps of expired uploads
 
 # Settings bound at start: sockets, listeners and TLS files; the runtime directory and the vLLM
 # instance named after it (containers are adopted by it at start); the state directory (checked
@@ -117,8 +121,11 @@ class Daemon:
         )
         self.metrics = Metrics(self.scheduler.models)
         self.events.add_listener(self.metrics.on_event)
+        # Files and batches, in state_dir (opened in run(), before anything is served).
+        self.jobs = JobStore(settings.state_dir)
+        self.files = FileService(self.jobs)
         self.app_state = AppState(settings=settings, scheduler=self.scheduler, version=__version__,
-                                  metrics=self.metrics)
+                                  metrics=self.metrics, files=self.files)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._control: ControlServer | None = None  # once bound; SIGHUP gives it new tokens
@@ -175,6 +182,7 @@ class Daemon:
         log_accept_errors(loop)
         # Sockets that runners of an earlier run could not remove (SIGKILLed with their daemon).
         await asyncio.to_thread(runner_sockets.sweep, self._runner_dir)
+        await asyncio.to_thread(self._open_jobs)
         self.scheduler.start()
         http_socket = _bind_http(self.settings)
         # Bound but not served yet: no request can start a container while adoption runs.
@@ -203,9 +211,32 @@ class Daemon:
             await asyncio.sleep(0.01)
         self._announce_ready()
         self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
+        self._tasks.append(asyncio.create_task(self._expire_files(), name="ocrd-expiry"))
         await self._stop.wait()
         await self._shutdown(http, http_task, control)
         return 0
+
+    def _open_jobs(self) -> None:
+        """The jobs store, brought up to date; what a crash left half-written removed."""
+        try:
+            self.jobs.open()
+            self.files.recover()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"state_dir: the jobs database in {self.jobs.root} cannot be used "
+                              f"({exc}); is another ocrd using this state_dir? Set state_dir "
+                              "(OCRD_STATE_DIR) to a folder of this daemon's own") from None
+
+    async def _expire_files(self) -> None:
+        """Uploads past their expiry go, once a minute (they are invisible from their expiry on)."""
+        while True:
+            try:
+                removed = await self.files.remove_expired()
+            except OcrdError as exc:
+                log.warning("expired files not removed: %s", exc.message)
+            else:
+                if removed:
+                    log.info("removed %d expired file(s)", removed)
+            await asyncio.sleep(EXPIRY_INTERVAL)
 
     def _announce_ready(self) -> None:
         log.info("ocrd %s serving the OpenAI API on %s and the control plane on %s",
@@ -267,6 +298,7 @@ class Daemon:
         await self.warm.close()
         self.containers.close()
         self.app_state.request_work.close()
+        await asyncio.to_thread(self.jobs.close)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

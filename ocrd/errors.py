@@ -87,6 +87,14 @@ class ModelNotFound(OcrdError):
         super().__init__(message, param=param, code=code)
 
 
+class ObjectNotFound(OcrdError):
+    """No file (or batch) with this id: OpenAI's 404 for an object of its Files and Batch APIs."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+    openai_type = "invalid_request_error"
+
+
 class Conflict(OcrdError):
     """The request conflicts with the model's current state (e.g. unload of a model not loaded)."""
 

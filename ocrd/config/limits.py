@@ -43,6 +43,10 @@ class LimitsSettings(BaseModel):
     max_page_pixels: int = Field(
         40_000_000, gt=0, description="Most pixels a rendered page may have; a page whose declared "
         "size at the model's resolution is larger is refused (413) before anything is rendered.")
+    # The Files API (ocrd.jobs): uploads are written to the state directory, never held in memory.
+    max_file_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="Largest file `POST /v1/files` takes (OpenAI's limit "
+        "is 512 MB); its request body may be this large, whatever max_body_bytes says.")
 
 
 

@@ -21,7 +21,7 @@ from ocrd.http import admin
 from ocrd.http.auth import ApiKeyAuth
 from ocrd.http.errors import install_error_handlers
 from ocrd.http.limits import BodySizeLimit, PathGuard
-from ocrd.http.openai import chat, models, ocr
+from ocrd.http.openai import chat, files, models, ocr
 from ocrd.http.openai.chat import ChatShortcut
 from ocrd.http.openapi import install_openapi
 from ocrd.http.state import AppState
@@ -45,10 +45,12 @@ def build_app(state: AppState) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(ocr.router)
+    app.include_router(files.router)
     app.include_router(admin.router)
     install_openapi(app)
     # Starlette runs the middleware added last first.
-    app.add_middleware(BodySizeLimit, max_bytes=lambda: state.settings.limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=lambda: state.settings.limits.max_body_bytes,
+                       limit_for=lambda scope: _upload_limit(scope, state))
     app.add_middleware(PathGuard)
     app.add_middleware(ApiKeyAuth, state=state)
     app.add_middleware(Cors, state=state)
@@ -57,6 +59,13 @@ def build_app(state: AppState) -> FastAPI:
                     "use it; add [[http.api_keys]] ('ocrd hash-token --http') or bind 127.0.0.1",
                     settings.http.host)
     return app
+
+
+def _upload_limit(scope: Scope, state: AppState) -> tuple[int, str] | None:
+    """A file upload's body may be as large as the file it carries (``limits.max_file_bytes``)."""
+    if scope["path"] == files.FILES_PATH and scope["method"] == "POST":
+        return state.settings.limits.max_file_bytes + files.MULTIPART_ALLOWANCE, "limits.max_file_bytes"
+    return None
 
 
 class Cors:

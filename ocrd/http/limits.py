@@ -48,25 +48,31 @@ async def _answer(error: OcrdError, scope: Scope, receive: Receive, send: Send) 
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]):
+    """``max_bytes``: the request body's limit (read at each request: SIGHUP replaces the
+    settings); ``limit_for``, where a route takes more (an upload), its limit and setting name."""
+
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int],
+                 limit_for: Callable[[Scope], tuple[int, str] | None] = lambda scope: None):
         self.app = app
-        self.max_bytes = max_bytes  # read at each request: SIGHUP replaces the settings
+        self.max_bytes = max_bytes
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes()  # one limit for the whole request, even across a reload
+        # One limit for the whole request, even across a reload.
+        limit, setting = self.limit_for(scope) or (self.max_bytes(), "limits.max_body_bytes")
         declared = _content_length(scope)
         if declared is not None:
             if declared > limit:
-                await _reject(limit, scope, receive, send)
+                await _reject(limit, setting, scope, receive, send)
             else:  # the server hands on no more body than declared: nothing to count
                 await self.app(scope, receive, send)
             return
-        await self._counted(limit, scope, receive, send)
+        await self._counted(limit, setting, scope, receive, send)
 
-    async def _counted(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _counted(self, limit: int, setting: str, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
         tripped = False
         started = False
@@ -74,13 +80,13 @@ class BodySizeLimit:
         async def counting_receive() -> Message:
             nonlocal received, tripped
             if tripped:
-                raise _too_large(limit)
+                raise _too_large(limit, setting)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     tripped = True
-                    raise _too_large(limit)
+                    raise _too_large(limit, setting)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -98,18 +104,18 @@ class BodySizeLimit:
             if not tripped or started:
                 raise
         if tripped and not started:
-            await _reject(limit, scope, receive, send)
+            await _reject(limit, setting, scope, receive, send)
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"request body is larger than {limit} bytes (limits.max_body_bytes)")
+def _too_large(limit: int, setting: str) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than {limit} bytes ({setting})")
 
 
-async def _reject(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+async def _reject(limit: int, setting: str, scope: Scope, receive: Receive, send: Send) -> None:
     # No "Connection: close": closing while the client still uploads makes its next bytes meet a
     # TCP reset (RFC 9112 section 9.6) and clients then report a reset instead of the 413.
     # uvicorn discards the rest of the body and keeps the connection usable.
-    await _answer(_too_large(limit), scope, receive, send)
+    await _answer(_too_large(limit, setting), scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
