@@ -48,7 +48,10 @@ from ocrd.http.connections import (
     raise_open_file_limit,
 )
 from ocrd.http.state import AppState
+from ocrd.jobs.batch_runner import BatchRunner
+from ocrd.jobs.batches import BatchService
 from ocrd.jobs.files import FileService
+from ocrd.jobs.line_runner import line_runner
 from ocrd.jobs.store import JobStore
 from ocrd.log_throttle import ThrottledLog
 from ocrd.metrics import Metrics
@@ -124,8 +127,13 @@ class Daemon:
         # Files and batches, in state_dir (opened in run(), before anything is served).
         self.jobs = JobStore(settings.state_dir)
         self.files = FileService(self.jobs)
+        self.batches = BatchService(self.jobs, self.files, changed=lambda: self.batch_runner.wake())
+        self.files.in_use = self.batches.files_in_use
         self.app_state = AppState(settings=settings, scheduler=self.scheduler, version=__version__,
-                                  metrics=self.metrics, files=self.files)
+                                  metrics=self.metrics, files=self.files, batches=self.batches)
+        self.batch_runner = BatchRunner(self.batches, self.files,
+                                        line_runner(self.app_state.chat, self.app_state.documents),
+                                        lambda: self.settings.batches.concurrency)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._control: ControlServer | None = None  # once bound; SIGHUP gives it new tokens
@@ -212,9 +220,16 @@ class Daemon:
         self._announce_ready()
         self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
         self._tasks.append(asyncio.create_task(self._expire_files(), name="ocrd-expiry"))
+        self._tasks.append(asyncio.create_task(self.batch_runner.run(), name="ocrd-batches"))
         await self._stop.wait()
         await self._shutdown(http, http_task, control)
         return 0
+
+    async def _stop_batches(self) -> None:
+        for task in self._tasks:
+            if task.get_name() == "ocrd-batches":
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     def _open_jobs(self) -> None:
         """The jobs store, brought up to date; what a crash left half-written removed."""
@@ -290,6 +305,9 @@ class Daemon:
         log.info("stopping: draining in-flight requests, then stopping runners")
         self.notifier.stopping("stopping: draining requests")
         self.app_state.stopping = True
+        # Batch lines in flight are abandoned, not failed: uncommitted, they run again after the
+        # restart (a line that met the stopping runners would be recorded as a 503 otherwise).
+        await self._stop_batches()
         await control.health.enter_graceful_shutdown()
         http.should_exit = True
         await http_task
@@ -298,10 +316,10 @@ class Daemon:
         await self.warm.close()
         self.containers.close()
         self.app_state.request_work.close()
-        await asyncio.to_thread(self.jobs.close)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.jobs.close)
         ThrottledLog.flush_all()
         log.info("ocrd stopped")
 

@@ -64,3 +64,14 @@ class DocumentsSettings(BaseModel):
     page_attempts: int = Field(
         2, ge=1, le=5, description="Tries per page: a page whose runner failed (crash, timeout, 5xx) "
         "is sent again this many times in all before the request fails naming the page.")
+
+
+class BatchesSettings(BaseModel):
+    """The Batch API's runner (``ocrd.jobs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int = Field(
+        4, ge=1, le=256, description="Most lines of a batch in flight at once. They take a model's "
+        "turns only when no live request waits for one, so a live request waits for at most one "
+        "batch line per turn; more than the model's own concurrency only queues.")

@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ocrd.addresses import default_runtime_dir, default_socket_path, default_state_dir
 from ocrd.catalog.facts import check_managed_flags
-from ocrd.config.limits import DocumentsSettings, LimitsSettings
+from ocrd.config.limits import BatchesSettings, DocumentsSettings, LimitsSettings
 from ocrd.config.remote import TokenSettings, check_listen_addresses
 from ocrd.config.tokens import HASH_PATTERN, Role
 from ocrd.config.units import Duration
@@ -425,6 +425,7 @@ class Settings(BaseSettings):
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     documents: DocumentsSettings = Field(default_factory=DocumentsSettings)
+    batches: BatchesSettings = Field(default_factory=BatchesSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     builtin: BuiltinSettings = Field(default_factory=BuiltinSettings)
     transformers: TransformersSettings = Field(default_factory=TransformersSettings)

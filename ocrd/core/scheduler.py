@@ -89,21 +89,25 @@ class Scheduler(Loading):
     # --- requests ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def acquire(self, model: str | CatalogEntry) -> AsyncIterator[Runner]:
+    async def acquire(self, model: str | CatalogEntry, *, batch: bool = False) -> AsyncIterator[Runner]:
         """A lease on a ready runner for ``model``, loading it first when needed: a name, or
         the entry ``resolve`` gave for the request a moment ago (not looked up again).
 
         Requests for one model queue FIFO (bounded); a full queue raises QueueFull (HTTP 429).
+        ``batch`` (a batch line): below live requests, which go first whenever they wait; not
+        counted in the queue (the batch runner bounds its own lines in flight).
         """
         if self._closing:
             raise ShuttingDown("ocrd is shutting down")
         slot = self._slot(model) if isinstance(model, str) else self._slot_for(model)
-        self._check_queue(slot)
-        slot.waiting += 1
+        if not batch:
+            self._check_queue(slot)
+            slot.waiting += 1
         try:
-            runner = await self._wait_turn(slot)
+            runner = await self._wait_turn(slot, low=batch)
         finally:
-            slot.waiting -= 1
+            if not batch:
+                slot.waiting -= 1
         slot.leases += 1
         started = self._clock()
         try:
@@ -130,12 +134,12 @@ class Scheduler(Loading):
             retry_after=retry_after,
         )
 
-    async def _wait_turn(self, slot: Slot) -> Runner:
-        """A ready runner and this request's turn on it (FIFO)."""
+    async def _wait_turn(self, slot: Slot, *, low: bool = False) -> Runner:
+        """A ready runner and this request's turn on it (FIFO; ``low``: after live requests)."""
         while True:
             # Outside the turn, so that every waiter joins the one load and sees its error.
             await self._ensure_ready(slot)
-            await slot.turns.acquire()
+            await slot.turns.acquire(low=low)
             if slot.state == ModelState.READY and slot.runner is not None and not self._closing:
                 return slot.runner
             # The model went (unload, crash, shutdown) while this request queued: start over.

@@ -50,30 +50,34 @@ class UnloadResult:
 
 
 class Turns:
-    """At most ``limit`` holders at once, the others served first come, first served.
+    """At most ``limit`` holders at once, the others served first come, first served; those
+    that ask with ``low`` (batch lines) only when nobody else waits.
 
-    Unlike ``asyncio.Semaphore`` the limit can change while requests hold or wait for a turn (a
-    SIGHUP that changes ``max_concurrent_requests``): a lower limit lets the holders finish and
-    admits nobody new until they are under it."""
+    A live request therefore never waits behind a batch line that came first, only for turns
+    already held (by anyone) to end. Unlike ``asyncio.Semaphore`` the limit can change while
+    requests hold or wait for a turn (a SIGHUP that changes ``max_concurrent_requests``): a lower
+    limit lets the holders finish and admits nobody new until they are under it."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.active = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._low: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def acquire(self) -> None:
-        if self.active < self.limit and not self._waiters:
+    async def acquire(self, *, low: bool = False) -> None:
+        if self.active < self.limit and not self._waiters and (not low or not self._low):
             self.active += 1
             return
+        queue = self._low if low else self._waiters
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        queue.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # the turn was granted as the waiter was cancelled: pass it on
-            elif waiter in self._waiters:  # else _admit already dropped it as cancelled
-                self._waiters.remove(waiter)
+            elif waiter in queue:  # else _admit already dropped it as cancelled
+                queue.remove(waiter)
             raise
 
     def release(self) -> None:
@@ -85,8 +89,8 @@ class Turns:
         self._admit()
 
     def _admit(self) -> None:
-        while self._waiters and self.active < self.limit:
-            waiter = self._waiters.popleft()
+        while self.active < self.limit and (self._waiters or self._low):
+            waiter = (self._waiters or self._low).popleft()
             if not waiter.done():
                 self.active += 1
                 waiter.set_result(None)

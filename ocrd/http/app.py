@@ -21,7 +21,7 @@ from ocrd.http import admin
 from ocrd.http.auth import ApiKeyAuth
 from ocrd.http.errors import install_error_handlers
 from ocrd.http.limits import BodySizeLimit, PathGuard
-from ocrd.http.openai import chat, files, models, ocr
+from ocrd.http.openai import batches, chat, files, models, ocr
 from ocrd.http.openai.chat import ChatShortcut
 from ocrd.http.openapi import install_openapi
 from ocrd.http.state import AppState
@@ -46,6 +46,7 @@ def build_app(state: AppState) -> FastAPI:
     app.include_router(models.router)
     app.include_router(ocr.router)
     app.include_router(files.router)
+    app.include_router(batches.router)
     app.include_router(admin.router)
     install_openapi(app)
     # Starlette runs the middleware added last first.

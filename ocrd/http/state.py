@@ -10,6 +10,7 @@ from ocrd.core.scheduler import Scheduler
 from ocrd.documents.service import DocumentService
 from ocrd.http.openai.chat_service import ChatService
 from ocrd.http.request_work import RequestWork
+from ocrd.jobs.batches import BatchService
 from ocrd.jobs.files import FileService
 from ocrd.metrics import Metrics
 
@@ -21,6 +22,7 @@ class AppState:
     version: str
     metrics: Metrics
     files: FileService  # the Files API's uploads, in state_dir
+    batches: BatchService  # the Batch API's batches, beside them
     # Threads for parsing big request bodies off the event loop; the daemon closes it at exit.
     request_work: RequestWork = field(default_factory=RequestWork)
     started_at: float = field(default_factory=time.time)

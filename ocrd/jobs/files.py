@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ocrd.errors import InvalidRequest, ObjectNotFound, PayloadTooLarge
+from ocrd.errors import Conflict, InvalidRequest, ObjectNotFound, PayloadTooLarge
 from ocrd.jobs.store import JobStore, disk_full, transaction
 
 PURPOSES = ("batch", "ocr", "user_data")
@@ -82,6 +83,8 @@ class FileService:
     def __init__(self, store: JobStore, clock: Callable[[], float] = time.time):
         self._store = store
         self._clock = clock
+        # Files that may not be deleted now (the inputs of running batches; set by the daemon).
+        self.in_use: Callable[[], Awaitable[set[str]]] = _nothing_in_use
 
     async def create(self, source: BinaryIO, *, filename: str, purpose: str, max_bytes: int,
                      expires_anchor: str | None = None, expires_seconds: str | int | None = None
@@ -100,6 +103,23 @@ class FileService:
             (self._store.files_dir / file_id).unlink(missing_ok=True)
             raise
         return stored
+
+    async def store_bytes(self, data: bytes, *, filename: str, purpose: str) -> StoredFile:
+        """A file ocrd makes itself (a batch's output: purpose ``batch_output``), kept as an
+        upload is."""
+        now = int(self._clock())
+        file_id = f"file-{secrets.token_hex(12)}"
+        size = await asyncio.to_thread(self._write, io.BytesIO(data), file_id, len(data))
+        stored = StoredFile(file_id, filename, purpose, size, now, None)
+        try:
+            await self._store.call(lambda db: _insert(db, stored))
+        except BaseException:
+            (self._store.files_dir / file_id).unlink(missing_ok=True)
+            raise
+        return stored
+
+    async def read(self, stored: StoredFile) -> bytes:
+        return await asyncio.to_thread(self.content_path(stored).read_bytes)
 
     async def get(self, file_id: str) -> StoredFile:
         now = int(self._clock())
@@ -145,6 +165,10 @@ class FileService:
 
     async def delete(self, file_id: str) -> None:
         await self.get(file_id)  # 404 for what is not there (or expired)
+        if file_id in await self.in_use():
+            raise Conflict(f"file {file_id} is the input of a batch that has not finished; cancel "
+                           "the batch (POST /v1/batches/ID/cancel) or wait for it, then delete the file",
+                           param="file_id")
         await self._store.call(lambda db: _delete(db, file_id))
         (self._store.files_dir / file_id).unlink(missing_ok=True)
 
@@ -200,6 +224,10 @@ class FileService:
             partial.unlink(missing_ok=True)
             raise
         return size
+
+
+async def _nothing_in_use() -> set[str]:
+    return set()
 
 
 def _insert(db: sqlite3.Connection, stored: StoredFile) -> None:

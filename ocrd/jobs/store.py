@@ -40,6 +40,41 @@ SCHEMA: tuple[tuple[str, ...], ...] = (
            )""",
         "CREATE INDEX files_by_expiry ON files (expires_at)",
     ),
+    (
+        # One row per batch; its times as OpenAI's Batch object has them (None: not reached).
+        """CREATE TABLE batches (
+               id TEXT PRIMARY KEY,
+               endpoint TEXT NOT NULL,
+               input_file_id TEXT NOT NULL,
+               completion_window TEXT NOT NULL,
+               status TEXT NOT NULL,
+               metadata TEXT,
+               errors TEXT,
+               output_file_id TEXT,
+               error_file_id TEXT,
+               total INTEGER NOT NULL DEFAULT 0,
+               completed INTEGER NOT NULL DEFAULT 0,
+               failed INTEGER NOT NULL DEFAULT 0,
+               created_at INTEGER NOT NULL,
+               expires_at INTEGER NOT NULL,
+               in_progress_at INTEGER, finalizing_at INTEGER, completed_at INTEGER,
+               failed_at INTEGER, expired_at INTEGER, cancelling_at INTEGER, cancelled_at INTEGER
+           )""",
+        "CREATE INDEX batches_by_status ON batches (status)",
+        # One row per input line; result is its output line (JSON), set once, when it is done:
+        # what makes a restart resume without losing or repeating a line.
+        """CREATE TABLE batch_lines (
+               batch_id TEXT NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
+               line INTEGER NOT NULL,
+               custom_id TEXT NOT NULL,
+               model TEXT NOT NULL,
+               body BLOB NOT NULL,
+               status_code INTEGER,
+               result BLOB,
+               PRIMARY KEY (batch_id, line)
+           ) WITHOUT ROWID""",
+        "CREATE INDEX batch_lines_pending ON batch_lines (batch_id, model, line) WHERE result IS NULL",
+    ),
 )
 
 

@@ -29,7 +29,7 @@ APPLIES_ON_RELOAD = {
     "limits.max_images_per_request", "limits.max_json_depth", "limits.max_json_items",
     "limits.max_json_values", "limits.max_document_bytes", "limits.max_pages_per_request",
     "limits.max_page_pixels", "limits.max_file_bytes", "documents.default_dpi", "documents.pages_in_flight",
-    "documents.page_attempts",
+    "documents.page_attempts", "batches.concurrency",
     "scheduler.keep_alive", "scheduler.queue_size", "scheduler.auto_load", "scheduler.max_loaded_models",
     "scheduler.load_timeout", "scheduler.drain_timeout", "scheduler.reap_interval",
     "scheduler.warm_runners",

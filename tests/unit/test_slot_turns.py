@@ -15,9 +15,9 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def waiting(turns: Turns, order: list[str], tag: str) -> asyncio.Task[None]:
+def waiting(turns: Turns, order: list[str], tag: str, *, low: bool = False) -> asyncio.Task[None]:
     async def take() -> None:
-        await turns.acquire()
+        await turns.acquire(low=low)
         order.append(tag)
     return asyncio.create_task(take())
 
@@ -108,3 +108,49 @@ async def test_a_waiter_cancelled_while_a_turn_frees_up_is_skipped_and_the_next_
         await doomed
     await after
     assert order == ["after"] and turns.active == 1
+
+
+async def test_batch_lines_wait_for_every_live_request_and_take_free_turns_in_their_order():
+    turns, order = Turns(1), []
+    holder = waiting(turns, order, "live-0")
+    await settle()
+    batch = [waiting(turns, order, f"batch-{n}", low=True) for n in range(3)]
+    await settle()
+    live = [waiting(turns, order, f"live-{n}") for n in (1, 2)]  # came after the batch lines
+    await settle()
+    for _ in range(5):
+        turns.release()
+        await settle()
+    await asyncio.gather(holder, *batch, *live)
+    assert order == ["live-0", "live-1", "live-2", "batch-0", "batch-1", "batch-2"]
+
+
+async def test_a_live_request_waits_for_at_most_the_batch_lines_already_running():
+    turns, order = Turns(2), []
+    batch = [waiting(turns, order, f"batch-{n}", low=True) for n in range(4)]
+    await settle()
+    assert order == ["batch-0", "batch-1"]  # free turns: batch lines take them
+    live = waiting(turns, order, "live")
+    await settle()
+    turns.release()  # one running line ends: the live request is next, not batch-2
+    await settle()
+    assert order == ["batch-0", "batch-1", "live"]
+    for _ in range(3):
+        turns.release()
+        await settle()
+    await asyncio.gather(live, *batch)
+    assert order[3:] == ["batch-2", "batch-3"]
+
+
+async def test_a_cancelled_batch_waiter_passes_nothing_on_and_leaves_the_queue():
+    turns, order = Turns(1), []
+    holder = waiting(turns, order, "live")
+    await settle()
+    gone = waiting(turns, order, "batch-gone", low=True)
+    kept = waiting(turns, order, "batch-kept", low=True)
+    await settle()
+    gone.cancel()
+    await settle()
+    turns.release()
+    await asyncio.gather(holder, kept)
+    assert order == ["live", "batch-kept"] and turns.active == 1

@@ -67,10 +67,13 @@ class ChatService:
         raw: dict[str, Any],
         chat: ChatCompletionRequest,
         is_disconnected: Callable[[], Awaitable[bool]],
+        *,
+        batch: bool = False,
     ) -> ChatAnswer:
         """The answer to ``chat`` (``raw``: the body as sent); errors raised as ``OcrdError``.
         ``is_disconnected`` tells whether the client is still there (a whole answer is abandoned,
-        and its generation stopped, when it is not)."""
+        and its generation stopped, when it is not). ``batch``: a batch line, served below live
+        requests (``Scheduler.acquire``)."""
         # A malformed name: 400 before any lookup; unknown model or preset: 404/400 before image work.
         check_model_name(chat.model, allow_preset=True)
         entry, suffix = split_model_preset(chat.model, self._scheduler.resolve)
@@ -83,7 +86,7 @@ class ChatService:
             settings = self._settings()
             images = await prepare_images(chat, settings.limits, settings.http.allow_remote_image_urls)
             body = {**forward_payload(chat, images), "model": entry.id}
-            return await self._forward(entry, body, plan, chat.stream, is_disconnected)
+            return await self._forward(entry, body, plan, chat.stream, is_disconnected, batch)
 
     async def _forward(
         self,
@@ -92,10 +95,11 @@ class ChatService:
         plan: PresetPlan | None,
         stream: bool,
         is_disconnected: Callable[[], Awaitable[bool]],
+        batch: bool = False,
     ) -> ChatAnswer:
         lease = contextlib.AsyncExitStack()
         try:
-            runner = await lease.enter_async_context(self._scheduler.acquire(model))
+            runner = await lease.enter_async_context(self._scheduler.acquire(model, batch=batch))
             if plan is not None:
                 body = plan.apply(body, runner.engine)
             if not stream:

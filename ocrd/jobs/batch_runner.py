@@ -1,0 +1,155 @@
+"""Runs batches, one at a time, oldest first, each line once.
+
+The runner reads the store, not its own memory: what to do next is always what the database
+says (a batch's status, its lines without a result), so a daemon killed at any moment resumes
+from exactly there. Lines run through ``run_line`` (``ocrd.jobs.line_runner``) up to
+``concurrency()`` at a time, grouped by model; each result is committed with the counts before
+the next line of that slot starts. Cancelling and expiry are looked at between groups of lines:
+lines in flight finish and are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ocrd.errors import OcrdError
+from ocrd.jobs.batch_input import LineError, read_input
+from ocrd.jobs.batches import Batch, BatchService
+from ocrd.jobs.files import FileService
+from ocrd.jobs.line_runner import RunLine
+
+log = logging.getLogger("ocrd.batches")
+IDLE_POLL = 5.0  # seconds between looks at the store when nothing woke the runner
+RETRY_PAUSE = 5.0  # after the store failed (a full disk): try again, do not spin
+
+
+class BatchRunner:
+    def __init__(self, batches: BatchService, files: FileService, run_line: RunLine,
+                 concurrency: Callable[[], int], clock: Callable[[], float] = time.time):
+        self._batches = batches
+        self._files = files
+        self._run_line = run_line
+        self._concurrency = concurrency
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled (the daemon stopping: lines in flight are abandoned uncommitted, and
+        run again after the restart)."""
+        while True:
+            self._wake.clear()
+            pause = IDLE_POLL
+            try:
+                for batch in await self._batches.active():
+                    await self._advance(batch)
+            except OcrdError as exc:
+                log.error("batches paused: %s", exc.message)
+                pause = RETRY_PAUSE
+            except Exception:
+                log.exception("batches paused by an unexpected error")
+                pause = RETRY_PAUSE
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+
+    async def _advance(self, batch: Batch) -> None:
+        if batch.status == "validating":
+            if not await self._validate(batch):
+                return
+        while True:
+            batch = await self._batches.get(batch.id)
+            if batch.status == "cancelling":
+                await self._finish(batch, "cancelled")
+                return
+            if batch.status == "finalizing":
+                await self._finish(batch, "completed")
+                return
+            if batch.status != "in_progress":
+                return
+            if self._clock() >= batch.expires_at:
+                await self._finish(batch, "expired")
+                return
+            concurrency = max(1, self._concurrency())
+            rows = await self._batches.pending(batch.id, concurrency * 4)
+            if not rows:
+                await self._batches.set_status(batch.id, "finalizing", only_from=("in_progress",))
+                continue
+            await self._run_lines(batch, rows, concurrency)
+
+    async def _validate(self, batch: Batch) -> bool:
+        try:
+            source = await self._files.get(batch.input_file_id)
+            data = await self._files.read(source)
+        except (OcrdError, OSError):
+            await self._batches.fail_validation(batch.id, [LineError(
+                "invalid_input_file", f"the input file {batch.input_file_id} is gone (deleted or "
+                "expired) before the batch started")])
+            return False
+        lines, errors = await asyncio.to_thread(read_input, data, batch.endpoint)
+        if errors:
+            await self._batches.fail_validation(batch.id, errors)
+            log.info("batch %s failed validation: %s", batch.id, errors[0].message)
+            return False
+        started = await self._batches.start(batch.id, lines)
+        if started:
+            log.info("batch %s: %d lines to %s", batch.id, len(lines), batch.endpoint)
+        return started
+
+    async def _run_lines(self, batch: Batch, rows: list[Any], concurrency: int) -> None:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(row: Any) -> None:
+            async with gate:
+                status, body = await self._run_line(batch.endpoint, orjson.loads(row["body"]))
+                await self._batches.record(batch.id, row["line"], status,
+                                           output_line(row["custom_id"], status, body))
+
+        await asyncio.gather(*(one(row) for row in rows))
+
+    async def _finish(self, batch: Batch, status: str) -> None:
+        """The output and error files from the committed results (lines never run are in the
+        error file as not executed), then the final status with their ids, at once."""
+        results = await self._batches.results(batch.id)
+        done = [row["result"] for row in results if row["status_code"] < 400]
+        failed = [row["result"] for row in results if row["status_code"] >= 400]
+        if status in ("expired", "cancelled"):
+            code = "batch_expired" if status == "expired" else "batch_cancelled"
+            why = ("the batch expired before this line ran" if status == "expired"
+                   else "the batch was cancelled before this line ran")
+            left = await self._batches.pending(batch.id, 10 ** 9)
+            failed.extend(not_run_line(row["custom_id"], code, why)
+                          for row in sorted(left, key=lambda r: r["line"]))
+        output = await self._keep(batch, "output", done)
+        errors = await self._keep(batch, "error", failed)
+        await self._batches.set_status(batch.id, status, output_file_id=output, error_file_id=errors)
+        log.info("batch %s %s", batch.id, status)
+
+    async def _keep(self, batch: Batch, kind: str, lines: list[bytes]) -> str | None:
+        if not lines:
+            return None
+        stored = await self._files.store_bytes(b"".join(lines), filename=f"{batch.id}_{kind}.jsonl",
+                                               purpose="batch_output")
+        return stored.id
+
+
+def output_line(custom_id: str, status: int, body: Any) -> bytes:
+    """A line of OpenAI's batch output (or error) file for an executed request."""
+    return orjson.dumps({
+        "id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": f"req_{secrets.token_hex(12)}", "body": body},
+        "error": None}) + b"\n"
+
+
+def not_run_line(custom_id: str, code: str, message: str) -> bytes:
+    return orjson.dumps({"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
+                         "response": None, "error": {"code": code, "message": message}}) + b"\n"

@@ -1,0 +1,185 @@
+"""OpenAI's Batch API on a real ``ocrd serve`` with the builtin PP-OCR, driven by the official
+``openai`` client: a batch of chat lines read for real, good and bad lines apart, a malformed
+input file, a cancel mid-batch, live requests beside a batch, and a SIGKILL mid-batch then a
+restart (every line exactly once)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support.daemon import ocr_messages, running_daemon, wait_until
+from tests.support.render import char_accuracy, render_text_image
+
+WORDS = ["ALPHA 101", "BRAVO 202", "CHARLIE 303", "DELTA 404", "ECHO 505", "FOXTROT 606"]
+BATCH_TIMEOUT = 300.0  # hang guard: a line is a PP-OCR read, ~0.5 s on two cores
+
+
+def chat_line(custom_id: str, text: str, model: str = "ppocr") -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": ocr_messages(render_text_image([text]))}}
+
+
+def jsonl(lines: list[dict[str, Any]] | list[str]) -> bytes:
+    return b"".join((line if isinstance(line, str) else json.dumps(line)).encode() + b"\n" for line in lines)
+
+
+def upload(client: Any, lines: list[Any]) -> str:
+    return client.files.create(file=("batch.jsonl", io.BytesIO(jsonl(lines))), purpose="batch").id
+
+
+def finished(client: Any, batch_id: str, timeout: float = BATCH_TIMEOUT) -> Any:
+    terminal = {"completed", "failed", "expired", "cancelled"}
+    return wait_until(lambda: (b := client.batches.retrieve(batch_id)).status in terminal and b,
+                      timeout=timeout, interval=0.25)
+
+
+def read_lines(client: Any, file_id: str | None) -> dict[str, dict[str, Any]]:
+    if file_id is None:
+        return {}
+    text = client.files.content(file_id).text
+    lines = [json.loads(line) for line in text.splitlines()]
+    by_id = {line["custom_id"]: line for line in lines}
+    assert len(by_id) == len(lines), "a custom_id twice in one file"
+    return by_id
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+def config(state_dir: Path, concurrency: int = 2) -> dict[str, Any]:
+    return {"state_dir": state_dir, "batches": {"concurrency": concurrency}}
+
+
+@pytest.fixture(scope="module")
+def daemon(state_dir):
+    with running_daemon(config(state_dir)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(daemon):
+    with daemon.openai_client(timeout=120) as openai_client:
+        yield openai_client
+
+
+def test_a_batch_of_good_and_bad_lines_completes_with_each_in_its_file(client):
+    lines = [chat_line(f"ok-{n}", word) for n, word in enumerate(WORDS[:4])]
+    lines.insert(2, chat_line("no-such-model", "X", model="org/not-a-model"))
+    bad_image = chat_line("bad-image", "X")
+    bad_image["body"]["messages"][0]["content"][0]["image_url"]["url"] = "data:image/png;base64,AAAA"
+    lines.append(bad_image)
+    created = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/chat/completions",
+                                    completion_window="24h", metadata={"job": "t1"})
+    assert created.status in ("validating", "in_progress") and created.metadata == {"job": "t1"}
+
+    batch = finished(client, created.id)
+    assert batch.status == "completed", batch
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (6, 4, 2)
+    assert batch.in_progress_at and batch.finalizing_at and batch.completed_at
+
+    output = read_lines(client, batch.output_file_id)
+    assert sorted(output) == [f"ok-{n}" for n in range(4)]
+    for n, word in enumerate(WORDS[:4]):
+        response = output[f"ok-{n}"]["response"]
+        assert response["status_code"] == 200 and output[f"ok-{n}"]["error"] is None
+        assert char_accuracy(word, response["body"]["choices"][0]["message"]["content"]) >= 0.8
+    errors = read_lines(client, batch.error_file_id)
+    assert errors["no-such-model"]["response"]["status_code"] == 404
+    assert errors["bad-image"]["response"]["status_code"] == 400
+    assert errors["bad-image"]["response"]["body"]["error"]["param"].startswith("messages.0.content.0")
+
+
+def test_a_malformed_input_file_fails_validation_naming_its_lines(client):
+    lines = [chat_line("a", "A"), "{not json", chat_line("a", "B"),
+             {**chat_line("c", "C"), "url": "/v1/embeddings"}]
+    created = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/chat/completions",
+                                    completion_window="24h")
+    batch = finished(client, created.id)
+    assert batch.status == "failed" and batch.failed_at
+    found = {(error.line, error.code) for error in batch.errors.data}
+    assert found == {(2, "invalid_json_line"), (3, "duplicate_custom_id"), (4, "invalid_url")}
+    assert batch.output_file_id is None and batch.request_counts.total == 0
+
+
+def test_bad_requests_to_create_are_refused_in_openais_shape(client):
+    user_file = client.files.create(file=("a.txt", b"x"), purpose="user_data").id
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.batches.create(input_file_id=user_file, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    assert caught.value.body["param"] == "input_file_id"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.batches.create(input_file_id=user_file, endpoint="/v1/embeddings", completion_window="24h")
+    assert caught.value.body["param"] == "endpoint"
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_missing")
+
+
+def test_a_cancel_mid_batch_keeps_what_was_done_and_live_requests_go_first(client, daemon):
+    lines = [chat_line(f"c-{n}", WORDS[n % len(WORDS)]) for n in range(24)]
+    input_id = upload(client, lines)
+    created = client.batches.create(input_file_id=input_id, endpoint="/v1/chat/completions",
+                                    completion_window="24h")
+    wait_until(lambda: client.batches.retrieve(created.id).request_counts.completed >= 2,
+               timeout=BATCH_TIMEOUT, interval=0.1)
+    with pytest.raises(openai.ConflictError):
+        client.files.delete(input_id)  # the input of a batch that has not finished
+
+    # A live request while the batch holds the model: served (it waits for one line at most).
+    answer = client.chat.completions.create(model="ppocr", messages=ocr_messages(render_text_image(["LIVE 777"])))
+    assert char_accuracy("LIVE 777", answer.choices[0].message.content) >= 0.8
+    assert client.batches.retrieve(created.id).status == "in_progress"
+
+    cancelling = client.batches.cancel(created.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    batch = finished(client, created.id)
+    assert batch.status == "cancelled" and batch.cancelled_at
+    done = read_lines(client, batch.output_file_id)
+    left = read_lines(client, batch.error_file_id)
+    assert batch.request_counts.completed == len(done) >= 2 and batch.request_counts.total == 24
+    assert set(done) | set(left) == {f"c-{n}" for n in range(24)} and not set(done) & set(left)
+    assert all(line["error"]["code"] == "batch_cancelled" for line in left.values())
+    client.files.delete(input_id)  # finished: the input may go now
+
+
+def test_batches_are_listed_newest_first_with_openais_paging(client):
+    ids = [client.batches.create(input_file_id=upload(client, [chat_line("x", "X")]),
+                                 endpoint="/v1/chat/completions", completion_window="24h").id
+           for _ in range(3)]
+    page = client.batches.list(limit=2)
+    assert [b.id for b in page.data] == ids[::-1][:2] and page.has_more
+    assert [b.id for b in client.batches.list(limit=2, after=ids[1]).data][0] == ids[0]
+    for batch_id in ids:
+        assert finished(client, batch_id).status == "completed"
+
+
+def test_a_sigkill_mid_batch_then_a_restart_resumes_with_every_line_exactly_once(tmp_path):
+    lines = [chat_line(f"k-{n}", WORDS[n % len(WORDS)]) for n in range(16)]
+    with running_daemon(config(tmp_path, concurrency=1)) as first, first.openai_client(timeout=120) as client:
+        created = client.batches.create(input_file_id=upload(client, lines),
+                                        endpoint="/v1/chat/completions", completion_window="24h")
+        wait_until(lambda: client.batches.retrieve(created.id).request_counts.completed >= 3,
+                   timeout=BATCH_TIMEOUT, interval=0.05)
+        first.process.kill()  # SIGKILL: no shutdown, lines in flight lost uncommitted
+        first.process.wait()
+        # Its runner notices its daemon is gone on its own (ocrd.runners.parent_death).
+        wait_until(lambda: not first.surviving_runners(), timeout=60)
+    with running_daemon(config(tmp_path, concurrency=2)) as again, again.openai_client(timeout=120) as client:
+        batch = finished(client, created.id)
+        assert batch.status == "completed"
+        assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (16, 16, 0)
+        output = read_lines(client, batch.output_file_id)
+        assert sorted(output) == sorted(f"k-{n}" for n in range(16))
+        for n in range(16):
+            body = output[f"k-{n}"]["response"]["body"]
+            assert char_accuracy(WORDS[n % len(WORDS)], body["choices"][0]["message"]["content"]) >= 0.8
