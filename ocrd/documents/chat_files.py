@@ -2,7 +2,7 @@
 {"file_data": "data:application/pdf;base64,...", "filename": ...}}`` content part becomes one
 ``image_url`` part per page, rendered at the model's resolution, in its place. The pages then
 count as images: ``limits.max_images_per_request`` bounds them, and each is checked like any
-image. ``file_id`` needs the Files API, which ocrd does not have yet (a 400 that says so)."""
+image. ``{"file_id": ...}`` names a PDF uploaded through the Files API instead."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 from ocrd.catalog import CatalogEntry
 from ocrd.config.settings import Settings
 from ocrd.documents.pdf import open_pdf, policy_for
-from ocrd.documents.protocol import DocumentUrl
-from ocrd.documents.source import load_document
-from ocrd.errors import InvalidRequest, PayloadTooLarge
+from ocrd.documents.protocol import DocumentUrl, FileRef
+from ocrd.documents.source import ReadFile, load_document
+from ocrd.errors import InvalidRequest, OcrdError, PayloadTooLarge
 
 
 def has_file_parts(raw: dict[str, Any]) -> bool:
@@ -26,7 +26,8 @@ def has_file_parts(raw: dict[str, Any]) -> bool:
     return False
 
 
-async def file_parts_as_pages(raw: dict[str, Any], entry: CatalogEntry, settings: Settings) -> dict[str, Any]:
+async def file_parts_as_pages(raw: dict[str, Any], entry: CatalogEntry, settings: Settings,
+                              read_file: ReadFile | None = None) -> dict[str, Any]:
     """``raw`` with every file part replaced by the image parts of its pages."""
     body = copy.deepcopy(raw)
     budget = settings.limits.max_images_per_request
@@ -38,7 +39,8 @@ async def file_parts_as_pages(raw: dict[str, Any], entry: CatalogEntry, settings
         for p, part in enumerate(content):
             if isinstance(part, dict) and part.get("type") == "file":
                 pages = await _pages(part.get("file") or {}, f"messages.{m}.content.{p}.file", entry, settings,
-                                     budget - sum(1 for x in parts if x.get("type") == "image_url"))
+                                     budget - sum(1 for x in parts if x.get("type") == "image_url"),
+                                     read_file)
                 parts += pages
             else:
                 parts.append(part)
@@ -47,13 +49,21 @@ async def file_parts_as_pages(raw: dict[str, Any], entry: CatalogEntry, settings
 
 
 async def _pages(file: dict[str, Any], param: str, entry: CatalogEntry, settings: Settings,
-                 room: int) -> list[dict[str, Any]]:
-    data_url = file.get("file_data")
-    if not isinstance(data_url, str):
-        what = "file_id needs the Files API (/v1/files), which this ocrd does not have yet" \
-            if file.get("file_id") else "a file part needs file_data"
-        raise InvalidRequest(f"{what}; send the PDF as file_data: data:application/pdf;base64,...", param=param)
-    source = await load_document(DocumentUrl(document_url=data_url), settings.limits, allow_remote=False)
+                 room: int, read_file: ReadFile | None) -> list[dict[str, Any]]:
+    data_url, file_id = file.get("file_data"), file.get("file_id")
+    if isinstance(data_url, str):
+        document: DocumentUrl | FileRef = DocumentUrl(document_url=data_url)
+    elif isinstance(file_id, str) and file_id:
+        document = FileRef(file_id=file_id)
+    else:
+        raise InvalidRequest("a file part needs file_data (data:application/pdf;base64,...) or the "
+                             "file_id of a PDF uploaded to /v1/files", param=param)
+    try:
+        source = await load_document(document, settings.limits, allow_remote=False, read_file=read_file)
+    except OcrdError as exc:
+        if exc.param == "document.file_id":
+            exc.param = f"{param}.file_id"
+        raise
     if not source.is_pdf:
         raise InvalidRequest("a file part must hold a PDF; send images as image_url parts", param=param)
     pdf = await open_pdf(source.data)

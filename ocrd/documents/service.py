@@ -30,7 +30,7 @@ from ocrd.documents.pages import select_pages
 from ocrd.documents.pdf import RenderedPage, open_pdf, policy_for
 from ocrd.documents.pipeline import pipeline
 from ocrd.documents.protocol import OcrRequest
-from ocrd.documents.source import SourceDocument, load_document
+from ocrd.documents.source import ReadFile, SourceDocument, load_document
 from ocrd.documents.tables import TableCollector
 from ocrd.errors import InvalidRequest, NotImplementedYet, PayloadTooLarge
 from ocrd.model_ids import check_model_name
@@ -46,10 +46,11 @@ class ClientGone(Exception):
 
 class DocumentService:
     def __init__(self, resolve: Callable[[str], CatalogEntry], turns: Callable[[str], int],
-                 settings: Callable[[], Settings]):
+                 settings: Callable[[], Settings], read_file: ReadFile | None = None):
         self._resolve = resolve
         self._turns = turns
         self._settings = settings
+        self._read_file = read_file  # documents sent by file_id (the Files API)
 
     async def process(self, request: OcrRequest, ask: ChatCaller) -> dict[str, Any]:
         """Mistral's ``OCRResponse`` for ``request``; errors raised as ``OcrdError``. ``ask``
@@ -63,7 +64,8 @@ class DocumentService:
         settings = self._settings()
         _check_options(request, entry, preset, output, settings)
         document_annotation, figure_annotation = _annotations(request, entry)
-        source = await load_document(request.document, settings.limits, settings.http.allow_remote_image_urls)
+        source = await load_document(request.document, settings.limits, settings.http.allow_remote_image_urls,
+                                     read_file=self._read_file)
         options = PageOptions(
             include_blocks=request.include_blocks is not False, extract_header=bool(request.extract_header),
             extract_footer=bool(request.extract_footer), include_image_base64=bool(request.include_image_base64),

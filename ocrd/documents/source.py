@@ -1,16 +1,18 @@
-"""The document a ``/v1/ocr`` request names, as bytes: a ``data:`` URL (PDF or image), or an
-``http(s)`` URL fetched under the same rules as chat images (only with
-``http.allow_remote_image_urls``; never to private or loopback addresses)."""
+"""The document a ``/v1/ocr`` request names, as bytes: a ``data:`` URL (PDF or image), a file
+uploaded through the Files API (``{"type": "file", "file_id": ...}``), or an ``http(s)`` URL
+fetched under the same rules as chat images (only with ``http.allow_remote_image_urls``; never to
+private or loopback addresses)."""
 
 from __future__ import annotations
 
 import binascii
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ocrd.config.settings import LimitsSettings
 from ocrd.documents.pdf import is_pdf
 from ocrd.documents.protocol import DocumentUrl, FileRef, ImageUrl
-from ocrd.errors import InvalidRequest, PayloadTooLarge
+from ocrd.errors import InvalidRequest, ObjectNotFound, PayloadTooLarge
 from ocrd.http.images import RemoteFetcher, strict_b64decode
 
 
@@ -21,12 +23,15 @@ class SourceDocument:
     url: str  # a data: URL as sent, for an image sent as one (forwarded unchanged); else ""
 
 
+ReadFile = Callable[[str], Awaitable[bytes]]
+
+
 async def load_document(document: DocumentUrl | ImageUrl | FileRef, limits: LimitsSettings,
-                        allow_remote: bool, fetcher: RemoteFetcher | None = None) -> SourceDocument:
+                        allow_remote: bool, fetcher: RemoteFetcher | None = None,
+                        read_file: ReadFile | None = None) -> SourceDocument:
     if isinstance(document, FileRef):
-        raise InvalidRequest(
-            "documents by file_id need the Files API (/v1/files), which this ocrd does not have yet; "
-            "send the document as a data: URL (document_url)", param="document.file_id")
+        data = await _uploaded(document.file_id, limits, read_file)
+        return SourceDocument(data, is_pdf(data), "")  # an image upload is sent as a new data: URL
     url = document.document_url if isinstance(document, DocumentUrl) else document.url
     param = "document.document_url" if isinstance(document, DocumentUrl) else "document.image_url"
     scheme = url[:16].partition(":")[0].strip().lower()
@@ -48,6 +53,21 @@ async def load_document(document: DocumentUrl | ImageUrl | FileRef, limits: Limi
     # An image sent as an image data: URL goes on as it came; any other is sent as a new one.
     as_sent = scheme == "data" and not pdf and url[5:11].lower() == "image/"
     return SourceDocument(data, pdf, url if as_sent else "")
+
+
+async def _uploaded(file_id: str, limits: LimitsSettings, read_file: ReadFile | None) -> bytes:
+    param = "document.file_id"
+    if read_file is None:
+        raise InvalidRequest("documents by file_id need the Files API (/v1/files); send the "
+                             "document as a data: URL (document_url)", param=param)
+    try:
+        data = await read_file(file_id)
+    except ObjectNotFound as exc:
+        raise ObjectNotFound(exc.message, param=param) from None
+    if len(data) > limits.max_document_bytes:
+        raise PayloadTooLarge(f"file {file_id} is over {limits.max_document_bytes} bytes "
+                              "(limits.max_document_bytes)", param=param)
+    return data
 
 
 def _data_url_bytes(url: str, max_bytes: int, param: str) -> bytes:

@@ -33,5 +33,7 @@ class AppState:
     documents: DocumentService = field(init=False)
 
     def __post_init__(self) -> None:
-        self.chat = ChatService(self.scheduler, lambda: self.settings, self.metrics)
-        self.documents = DocumentService(self.scheduler.resolve, self.scheduler.turns, lambda: self.settings)
+        self.chat = ChatService(self.scheduler, lambda: self.settings, self.metrics,
+                                read_file=self.files.read_by_id)
+        self.documents = DocumentService(self.scheduler.resolve, self.scheduler.turns, lambda: self.settings,
+                                         read_file=self.files.read_by_id)

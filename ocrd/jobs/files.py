@@ -121,6 +121,10 @@ class FileService:
     async def read(self, stored: StoredFile) -> bytes:
         return await asyncio.to_thread(self.content_path(stored).read_bytes)
 
+    async def read_by_id(self, file_id: str) -> bytes:
+        """The bytes of file ``file_id`` (ObjectNotFound: there is none)."""
+        return await self.read(await self.get(file_id))
+
     async def get(self, file_id: str) -> StoredFile:
         now = int(self._clock())
         row = await self._store.call(lambda db: db.execute(

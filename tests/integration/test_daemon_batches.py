@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.support.daemon import ocr_messages, running_daemon, wait_until
+from tests.support.documents import scanned_pdf
 from tests.support.render import char_accuracy, render_text_image
 
 WORDS = ["ALPHA 101", "BRAVO 202", "CHARLIE 303", "DELTA 404", "ECHO 505", "FOXTROT 606"]
@@ -183,3 +184,38 @@ def test_a_sigkill_mid_batch_then_a_restart_resumes_with_every_line_exactly_once
         for n in range(16):
             body = output[f"k-{n}"]["response"]["body"]
             assert char_accuracy(WORDS[n % len(WORDS)], body["choices"][0]["message"]["content"]) >= 0.8
+
+
+def test_an_ocr_batch_reads_uploaded_pdfs_by_file_id(client):
+    """Documents in bulk: each line a /v1/ocr request for a PDF uploaded once (``file_id``)."""
+    documents = {f"doc-{n}": [[f"Invoice {n}0{n} paid", f"Total {n}{n}.00 EUR"]] for n in range(1, 4)}
+    lines = []
+    for custom_id, pages in documents.items():
+        pdf = client.files.create(file=(f"{custom_id}.pdf", io.BytesIO(scanned_pdf(pages))), purpose="ocr")
+        lines.append({"custom_id": custom_id, "method": "POST", "url": "/v1/ocr",
+                      "body": {"model": "ppocr", "document": {"type": "file", "file_id": pdf.id}}})
+    lines.append({"custom_id": "gone", "method": "POST", "url": "/v1/ocr",
+                  "body": {"model": "ppocr", "document": {"type": "file", "file_id": "file-nonesuch"}}})
+    created = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/ocr",
+                                    completion_window="24h")
+    batch = finished(client, created.id)
+    assert batch.status == "completed" and batch.request_counts.completed == 3
+    output = read_lines(client, batch.output_file_id)
+    for custom_id, pages in documents.items():
+        body = output[custom_id]["response"]["body"]
+        assert [page["index"] for page in body["pages"]] == [0]
+        assert char_accuracy("\n".join(pages[0]), body["pages"][0]["markdown"]) >= 0.85, body["pages"][0]
+    gone = read_lines(client, batch.error_file_id)["gone"]["response"]
+    assert gone["status_code"] == 404 and gone["body"]["error"]["param"] == "document.file_id"
+
+
+def test_chat_and_ocr_take_an_uploaded_pdf_by_file_id(client, daemon):
+    pages = [["Uploaded once", "read twice"]]
+    pdf = client.files.create(file=("up.pdf", io.BytesIO(scanned_pdf(pages))), purpose="user_data")
+    reply = client.chat.completions.create(model="ppocr", messages=[
+        {"role": "user", "content": [{"type": "file", "file": {"file_id": pdf.id}}]}])
+    assert char_accuracy("\n".join(pages[0]), reply.choices[0].message.content) >= 0.85
+    with daemon.http(timeout=120) as http:
+        answer = http.post("/v1/ocr", json={"model": "ppocr", "document": {"type": "file", "file_id": pdf.id}})
+    assert answer.status_code == 200, answer.text
+    assert char_accuracy("\n".join(pages[0]), answer.json()["pages"][0]["markdown"]) >= 0.85

@@ -170,7 +170,7 @@ def post_ocr(daemon, body: dict) -> httpx.Response:
     (pdf_document(huge_page_pdf()), 413, "limits.max_page_pixels"),
     ({"type": "document_url", "document_url": "file:///etc/passwd"}, 400, "data: URL"),
     ({"type": "document_url", "document_url": "https://example.com/a.pdf"}, 400, "allow_remote_image_urls"),
-    ({"type": "file", "file_id": "file-abc"}, 400, "/v1/files"),
+    ({"type": "file", "file_id": "file-abc"}, 404, "No such File object: file-abc"),
 ])
 def test_bad_documents_get_one_clear_sentence(daemon, document, status, words):
     response = post_ocr(daemon, {"model": PPOCR, "document": document})
@@ -252,7 +252,8 @@ def test_a_pdf_file_part_in_chat_is_read_page_by_page(daemon):
 
 
 @pytest.mark.parametrize(("file", "status", "words"), [
-    ({"file_id": "file-abc"}, 400, "Files API"),
+    ({"file_id": "file-abc"}, 404, "No such File object: file-abc"),
+    ({"filename": "a.pdf"}, 400, "file_data"),
     ({"file_data": data_url(render_text_image(["an image"]))}, 400, "must hold a PDF"),
     ({"file_data": data_url(encrypted_pdf(), "application/pdf")}, 400, "encrypted"),
     ({"file_data": data_url(text_pdf(PAGES * 6), "application/pdf")}, 413, "limits.max_images_per_request"),

@@ -24,6 +24,7 @@ from ocrd.catalog.catalog import split_model_preset
 from ocrd.config.settings import Settings
 from ocrd.core.scheduler import Scheduler
 from ocrd.documents.chat_files import file_parts_as_pages, has_file_parts
+from ocrd.documents.source import ReadFile
 from ocrd.errors import OcrdError
 from ocrd.http import proxy
 from ocrd.http.images import forward_payload, prepare_images
@@ -57,10 +58,12 @@ ChatAnswer = dict[str, Any] | ChatStream | None
 class ChatService:
     """One per daemon (``AppState.chat``). ``settings`` is read per request: a reload replaces it."""
 
-    def __init__(self, scheduler: Scheduler, settings: Callable[[], Settings], metrics: Metrics):
+    def __init__(self, scheduler: Scheduler, settings: Callable[[], Settings], metrics: Metrics,
+                 read_file: ReadFile | None = None):
         self._scheduler = scheduler
         self._settings = settings
         self._metrics = metrics
+        self._read_file = read_file  # PDFs sent by file_id (the Files API)
 
     async def create(
         self,
@@ -78,7 +81,7 @@ class ChatService:
         check_model_name(chat.model, allow_preset=True)
         entry, suffix = split_model_preset(chat.model, self._scheduler.resolve)
         if has_file_parts(raw):  # PDFs: their pages become image parts (ocrd.documents.chat_files)
-            raw = await file_parts_as_pages(raw, entry, self._settings())
+            raw = await file_parts_as_pages(raw, entry, self._settings(), self._read_file)
             chat = parse_body_as(ChatCompletionRequest, raw)
         preset = requested_preset(raw, suffix)
         with self._metrics.observe(entry.id):
