@@ -133,7 +133,8 @@ class Daemon:
                                   metrics=self.metrics, files=self.files, batches=self.batches)
         self.batch_runner = BatchRunner(self.batches, self.files,
                                         line_runner(self.app_state.chat, self.app_state.documents),
-                                        lambda: self.settings.batches.concurrency)
+                                        lambda: self.settings.batches.concurrency, ran=self._batch_line_ran)
+        self.metrics.watch_batch_queue(self._batch_queue)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._control: ControlServer | None = None  # once bound; SIGHUP gives it new tokens
@@ -225,6 +226,24 @@ class Daemon:
         await self._shutdown(http, http_task, control)
         return 0
 
+    def _batch_line_ran(self, model: str, status: int) -> None:
+        self.metrics.batch_lines.labels(self._metric_model(model), "completed" if status < 400 else "failed").inc()
+
+    def _batch_queue(self) -> dict[str, int]:
+        queued: dict[str, int] = {}
+        for model, count in self.batches.queued.items():
+            name = self._metric_model(model)
+            queued[name] = queued.get(name, 0) + count
+        return queued
+
+    def _metric_model(self, name: str) -> str:
+        """A batch line's model as a metric label: its catalog id, or "unknown" (a line's model
+        is whatever its author wrote: labels must not be)."""
+        try:
+            return self.scheduler.resolve(name).id
+        except OcrdError:
+            return "unknown"
+
     async def _stop_batches(self) -> None:
         for task in self._tasks:
             if task.get_name() == "ocrd-batches":
@@ -236,6 +255,7 @@ class Daemon:
         try:
             self.jobs.open()
             self.files.recover()
+            self.batches.count_queued()
         except sqlite3.Error as exc:
             raise ConfigError(f"state_dir: the jobs database in {self.jobs.root} cannot be used "
                               f"({exc}); is another ocrd using this state_dir? Set state_dir "

@@ -9,7 +9,7 @@ by the catalog.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -43,7 +43,15 @@ class Metrics:
             "over_limit (503), header_timeout, body_timeout (408)", ["reason"],
             registry=self.registry,
         )
+        self.batch_lines = Counter(
+            "ocrd_batch_lines", "Batch lines run, by model and outcome (completed: 2xx, failed: "
+            "the rest)", ["model", "outcome"], registry=self.registry,
+        )
         self.registry.register(_SlotCollector(slots))
+
+    def watch_batch_queue(self, queued: Callable[[], Mapping[str, int]]) -> None:
+        """``ocrd_batch_lines_queued{model}``: lines of running batches not yet run."""
+        self.registry.register(_BatchQueueCollector(queued))
 
     @contextmanager
     def observe(self, model: str) -> Iterator[None]:
@@ -65,6 +73,18 @@ class Metrics:
     def on_event(self, event: Event) -> None:
         if event.model and event.kind != "model.progress":
             self.transitions.labels(event.model, event.kind).inc()
+
+
+class _BatchQueueCollector(Collector):
+    def __init__(self, queued: Callable[[], Mapping[str, int]]):
+        self._queued = queued
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("ocrd_batch_lines_queued", "Lines of running batches not yet run",
+                                  labels=["model"])
+        for model, count in sorted(self._queued().items()):
+            gauge.add_metric([model], count)
+        yield gauge
 
 
 class _SlotCollector(Collector):

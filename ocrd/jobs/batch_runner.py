@@ -32,13 +32,17 @@ RETRY_PAUSE = 5.0  # after the store failed (a full disk): try again, do not spi
 
 
 class BatchRunner:
+    """``ran(model, status)`` is told of each line committed (the metrics count them)."""
+
     def __init__(self, batches: BatchService, files: FileService, run_line: RunLine,
-                 concurrency: Callable[[], int], clock: Callable[[], float] = time.time):
+                 concurrency: Callable[[], int], clock: Callable[[], float] = time.time,
+                 ran: Callable[[str, int], None] = lambda model, status: None):
         self._batches = batches
         self._files = files
         self._run_line = run_line
         self._concurrency = concurrency
         self._clock = clock
+        self._ran = ran
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -111,8 +115,9 @@ class BatchRunner:
         async def one(row: Any) -> None:
             async with gate:
                 status, body = await self._run_line(batch.endpoint, orjson.loads(row["body"]))
-                await self._batches.record(batch.id, row["line"], status,
-                                           output_line(row["custom_id"], status, body))
+                if await self._batches.record(batch.id, row["line"], row["model"], status,
+                                              output_line(row["custom_id"], status, body)):
+                    self._ran(row["model"], status)
 
         await asyncio.gather(*(one(row) for row in rows))
 
@@ -131,7 +136,7 @@ class BatchRunner:
                           for row in sorted(left, key=lambda r: r["line"]))
         output = await self._keep(batch, "output", done)
         errors = await self._keep(batch, "error", failed)
-        await self._batches.set_status(batch.id, status, output_file_id=output, error_file_id=errors)
+        await self._batches.finish(batch.id, status, output_file_id=output, error_file_id=errors)
         log.info("batch %s %s", batch.id, status)
 
     async def _keep(self, batch: Batch, kind: str, lines: list[bytes]) -> str | None:

@@ -9,6 +9,7 @@ counts are always those of the committed results, and a restart finds exactly th
 
 from __future__ import annotations
 
+import collections
 import json
 import secrets
 import sqlite3
@@ -92,6 +93,15 @@ class BatchService:
         self._files = files
         self._clock = clock
         self.changed = changed
+        # Lines of running batches not yet run, per model (the ocrd_batch_lines_queued gauge):
+        # read from the store at start (``count_queued``), then kept as lines start and finish.
+        self.queued: collections.Counter[str] = collections.Counter()
+
+    def count_queued(self) -> None:
+        """At start, before the runner: what the store holds."""
+        rows = self._store.call_now(lambda db: db.execute(
+            "SELECT model, count(*) AS n FROM batch_lines WHERE result IS NULL GROUP BY model").fetchall())
+        self.queued = collections.Counter({row["model"]: row["n"] for row in rows})
 
     async def create(self, *, input_file_id: Any, endpoint: Any, completion_window: Any,
                      metadata: Any = None) -> Batch:
@@ -211,7 +221,10 @@ class BatchService:
                                     for line in lines])
                 return moved
 
-        return await self._store.call(store)
+        started = await self._store.call(store)
+        if started:
+            self.queued.update(line.model for line in lines)
+        return started
 
     async def fail_validation(self, batch_id: str, errors: list[LineError]) -> None:
         await self.set_status(batch_id, "failed", only_from=("validating",),
@@ -224,20 +237,46 @@ class BatchService:
             "SELECT line, custom_id, model, body FROM batch_lines WHERE batch_id = ? AND result IS "
             "NULL ORDER BY model, line LIMIT ?", (batch_id, limit)).fetchall())
 
-    async def record(self, batch_id: str, line: int, status_code: int, result: bytes) -> None:
+    async def record(self, batch_id: str, line: int, model: str, status_code: int, result: bytes) -> bool:
         """A line's result and the batch's counts, committed together, once: a line that has a
         result is never counted or written again."""
         counter = "completed" if status_code < 400 else "failed"
 
-        def commit(db: sqlite3.Connection) -> None:
+        def commit(db: sqlite3.Connection) -> bool:
             with transaction(db):
                 done = db.execute("UPDATE batch_lines SET status_code = ?, result = ? WHERE batch_id = ? "
                                   "AND line = ? AND result IS NULL",
-                                  (status_code, result, batch_id, line)).rowcount
+                                  (status_code, result, batch_id, line)).rowcount == 1
                 if done:
                     db.execute(f"UPDATE batches SET {counter} = {counter} + 1 WHERE id = ?", (batch_id,))
+                return done
 
-        await self._store.call(commit)
+        recorded = await self._store.call(commit)
+        if recorded:
+            self.queued[model] -= 1
+        return recorded
+
+    async def finish(self, batch_id: str, status: str, *, output_file_id: str | None,
+                     error_file_id: str | None) -> None:
+        """The final status with the result files' ids; the lines go in the same transaction
+        (their results are in the files now), so a finished batch keeps only its row."""
+        now = int(self._clock())
+
+        def commit(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            with transaction(db):
+                left = db.execute("SELECT model, count(*) AS n FROM batch_lines WHERE batch_id = ? AND "
+                                  "result IS NULL GROUP BY model", (batch_id,)).fetchall()
+                db.execute(f"UPDATE batches SET status = ?, {status}_at = ?, output_file_id = ?, "
+                           "error_file_id = ? WHERE id = ?",
+                           (status, now, output_file_id, error_file_id, batch_id))
+                db.execute("DELETE FROM batch_lines WHERE batch_id = ?", (batch_id,))
+                return left
+
+        if f"{status}_at" not in TIMES:
+            raise ValueError(f"{status} is not a final status")
+        for row in await self._store.call(commit):
+            self.queued[row["model"]] -= row["n"]
+        self.queued = +self.queued  # drop models with nothing left
 
     async def results(self, batch_id: str) -> list[sqlite3.Row]:
         return await self._store.call(lambda db: db.execute(

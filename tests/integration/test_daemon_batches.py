@@ -50,6 +50,13 @@ def read_lines(client: Any, file_id: str | None) -> dict[str, dict[str, Any]]:
     return by_id
 
 
+def queued_lines(daemon: Any) -> float:
+    with daemon.http() as http:
+        metrics = http.get("/metrics").text
+    prefix = 'ocrd_batch_lines_queued{model="builtin/ppocr"} '
+    return sum(float(line[len(prefix):]) for line in metrics.splitlines() if line.startswith(prefix))
+
+
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("state")
@@ -71,7 +78,7 @@ def client(daemon):
         yield openai_client
 
 
-def test_a_batch_of_good_and_bad_lines_completes_with_each_in_its_file(client):
+def test_a_batch_of_good_and_bad_lines_completes_with_each_in_its_file(client, daemon):
     lines = [chat_line(f"ok-{n}", word) for n, word in enumerate(WORDS[:4])]
     lines.insert(2, chat_line("no-such-model", "X", model="org/not-a-model"))
     bad_image = chat_line("bad-image", "X")
@@ -94,6 +101,10 @@ def test_a_batch_of_good_and_bad_lines_completes_with_each_in_its_file(client):
         assert char_accuracy(word, response["body"]["choices"][0]["message"]["content"]) >= 0.8
     errors = read_lines(client, batch.error_file_id)
     assert errors["no-such-model"]["response"]["status_code"] == 404
+    with daemon.http() as http:
+        metrics = http.get("/metrics").text
+    assert 'ocrd_batch_lines_total{model="builtin/ppocr",outcome="completed"} 4.0' in metrics
+    assert 'ocrd_batch_lines_total{model="unknown",outcome="failed"} 1.0' in metrics
     assert errors["bad-image"]["response"]["status_code"] == 400
     assert errors["bad-image"]["response"]["body"]["error"]["param"].startswith("messages.0.content.0")
 
@@ -135,6 +146,7 @@ def test_a_cancel_mid_batch_keeps_what_was_done_and_live_requests_go_first(clien
                timeout=BATCH_TIMEOUT, interval=0.1)
     with pytest.raises(openai.ConflictError):
         client.files.delete(input_id)  # the input of a batch that has not finished
+    assert 0 < queued_lines(daemon) <= 22
 
     # A live request while the batch holds the model: served (it waits for one line at most).
     answer = client.chat.completions.create(model="ppocr", messages=ocr_messages(render_text_image(["LIVE 777"])))
@@ -150,6 +162,7 @@ def test_a_cancel_mid_batch_keeps_what_was_done_and_live_requests_go_first(clien
     assert batch.request_counts.completed == len(done) >= 2 and batch.request_counts.total == 24
     assert set(done) | set(left) == {f"c-{n}" for n in range(24)} and not set(done) & set(left)
     assert all(line["error"]["code"] == "batch_cancelled" for line in left.values())
+    assert queued_lines(daemon) == 0
     client.files.delete(input_id)  # finished: the input may go now
 
 
