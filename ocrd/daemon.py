@@ -34,6 +34,7 @@ from ocrd.control.server import ControlServer, start_control_server
 from ocrd.control.service import ControlServicer, DaemonInfo
 from ocrd.core.directory import ModelDirectory
 from ocrd.core.engines import runner_factory
+from ocrd.core.pins import read_pins, save_pins
 from ocrd.core.scheduler import Scheduler
 from ocrd.errors import ConfigError, OcrdError
 from ocrd.events import Event, EventBus, ModelState
@@ -116,6 +117,8 @@ class Daemon:
                                       "upstream": UpstreamRunner})
         self.scheduler = Scheduler(settings, self.models, make_runner, self.events,
                                    gpu_probe=self.gpu, warm_runners=self.warm.infos)
+        # Models pinned by a load are loaded again after a restart (state_dir/pinned.json).
+        self.scheduler.on_pins = lambda pins: save_pins(settings.state_dir, pins)
         self.containers = VllmContainers(settings, self.models, self.gpu)
         self.info = DaemonInfo(
             version=__version__,
@@ -222,9 +225,21 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
         self._tasks.append(asyncio.create_task(self._expire_files(), name="ocrd-expiry"))
         self._tasks.append(asyncio.create_task(self.batch_runner.run(), name="ocrd-batches"))
+        self._tasks.append(asyncio.create_task(self._restore_pins(), name="ocrd-pins"))
         await self._stop.wait()
         await self._shutdown(http, http_task, control)
         return 0
+
+    async def _restore_pins(self) -> None:
+        """After READY: the models pinned before the restart, loaded again, one by one."""
+        for model, wish in await asyncio.to_thread(read_pins, self.settings.state_dir):
+            try:
+                await self.scheduler.load(model, keep_alive=wish.keep_alive, pin=True,
+                                          engine=wish.engine, quantization=wish.quantization)
+            except OcrdError as exc:
+                log.warning("pinned model %s not loaded again: %s", model, exc.message)
+            else:
+                log.info("pinned model %s loaded again", model)
 
     def _batch_line_ran(self, model: str, status: int) -> None:
         self.metrics.batch_lines.labels(self._metric_model(model), "completed" if status < 400 else "failed").inc()

@@ -89,6 +89,8 @@ class Loading(SlotTable):
         slot.load = slot.load.then(LoadWish(keep_alive=wish.keep_alive, pin=wish.pin))
         self._configure(slot)
         if not wish.plans:
+            if slot.load.pin:
+                self._pins_changed()
             return
         self._check_wish(slot, wish)
         current = slot.decision
@@ -104,6 +106,8 @@ class Loading(SlotTable):
         if wish.engine is not None:
             slot.engine = wish.engine
         self._configure(slot)
+        if slot.load.pin:
+            self._pins_changed()
 
     def _check_wish(self, slot: Slot, wish: LoadWish) -> None:
         """InvalidRequest for an engine the model lacks, or a quantization its engine cannot do."""

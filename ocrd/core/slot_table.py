@@ -24,7 +24,7 @@ from ocrd.core.engines import engine_kind, replica_count
 from ocrd.core.placement import Placement
 from ocrd.core.restarts import RestartBackoff
 from ocrd.core.slots import Slot, SlotInfo, drain
-from ocrd.core.wishes import NO_LOAD_WISH
+from ocrd.core.wishes import NO_LOAD_WISH, LoadWish
 from ocrd.errors import Conflict
 from ocrd.events import Event, EventBus, ModelState
 from ocrd.planning.gpu import GpuProbe
@@ -62,6 +62,9 @@ class SlotTable:
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._starting: dict[str, Runner] = {}  # runners being started, by model id
+        # Told the models pinned by a load (and their wishes) whenever that changes: the daemon
+        # keeps them in state_dir and loads them again after a restart (ocrd.core.pins).
+        self.on_pins: Callable[[dict[str, LoadWish]], None] = lambda pins: None
         self._restarts = RestartBackoff(clock)
         # The warm runners waiting for a model (ocrd.runners.warm_pool): `ocrctl ps`, the planner.
         self.warm_runners = warm_runners
@@ -169,8 +172,14 @@ class SlotTable:
 
     def _forget_wishes(self, slot: Slot) -> None:
         """The model is unloaded: what its loads asked for no longer holds."""
+        was_pinned = slot.load.pin
         slot.load = NO_LOAD_WISH
         self._configure(slot, engine=True)
+        if was_pinned:
+            self._pins_changed()
+
+    def _pins_changed(self) -> None:
+        self.on_pins({slot.entry.id: slot.load for slot in self._slots.values() if slot.load.pin})
 
     # --- helpers -------------------------------------------------------------------------------
 
