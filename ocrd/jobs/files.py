@@ -93,24 +93,19 @@ class FileService:
         check_purpose(purpose)
         now = int(self._clock())
         expires_at = expiry(purpose, expires_anchor, expires_seconds, now)
-        name = _clean_filename(filename)
-        file_id = f"file-{secrets.token_hex(12)}"
-        size = await asyncio.to_thread(self._write, source, file_id, max_bytes)
-        stored = StoredFile(file_id, name, purpose, size, now, expires_at)
-        try:
-            await self._store.call(lambda db: _insert(db, stored))
-        except BaseException:
-            (self._store.files_dir / file_id).unlink(missing_ok=True)
-            raise
-        return stored
+        return await self._keep(source, _clean_filename(filename), purpose, max_bytes, now, expires_at)
 
     async def store_bytes(self, data: bytes, *, filename: str, purpose: str) -> StoredFile:
         """A file ocrd makes itself (a batch's output: purpose ``batch_output``), kept as an
         upload is."""
-        now = int(self._clock())
+        return await self._keep(io.BytesIO(data), filename, purpose, len(data), int(self._clock()), None)
+
+    async def _keep(self, source: BinaryIO, filename: str, purpose: str, max_bytes: int, now: int,
+                    expires_at: int | None) -> StoredFile:
+        """The file written whole, then its row committed (the file goes again if that fails)."""
         file_id = f"file-{secrets.token_hex(12)}"
-        size = await asyncio.to_thread(self._write, io.BytesIO(data), file_id, len(data))
-        stored = StoredFile(file_id, filename, purpose, size, now, None)
+        size = await asyncio.to_thread(self._write, source, file_id, max_bytes)
+        stored = StoredFile(file_id, filename, purpose, size, now, expires_at)
         try:
             await self._store.call(lambda db: _insert(db, stored))
         except BaseException:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict
 
+from ocrd.http.openai.lists import openai_list
 from ocrd.http.openapi import error_responses, request_body
 from ocrd.http.request_work import read_request
 from ocrd.http.state import AppState
@@ -46,9 +47,7 @@ async def list_batches(request: Request, after: str | None = None,
                        limit: int = Query(20, ge=1, le=LIST_LIMIT)) -> dict[str, Any]:
     state: AppState = request.app.state.ocrd
     batches, has_more = await state.batches.list_batches(after=after, limit=limit)
-    data = [batch.to_openai() for batch in batches]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+    return openai_list([batch.to_openai() for batch in batches], has_more)
 
 
 @router.get(BATCHES_PATH + "/{batch_id}", responses={**_BATCH, **error_responses(400, 401, 404)})

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from ocrd.errors import InvalidRequest
+from ocrd.http.openai.lists import openai_list
 from ocrd.http.openapi import error_responses
 from ocrd.http.state import AppState
 from ocrd.jobs.files import EXPIRES_MAX, EXPIRES_MIN, LIST_LIMIT, PURPOSES
@@ -73,9 +74,7 @@ async def list_files(request: Request, purpose: str | None = None,
                      order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
     state: AppState = request.app.state.ocrd
     files, has_more = await state.files.list(purpose=purpose, limit=limit, after=after, order=order)
-    data = [stored.to_openai() for stored in files]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+    return openai_list([stored.to_openai() for stored in files], has_more)
 
 
 @router.get(FILES_PATH + "/{file_id}", responses={**_FILE, **error_responses(400, 401, 404)})
