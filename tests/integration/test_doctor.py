@@ -25,7 +25,7 @@ from tests.support.daemon import OCRCTL, REPO, daemon_env, running_daemon
 
 CHECKS = ["nvml", "gpu-devices", "gpu-memory", "transformers", "docker", "docker-socket",
           "nvidia-runtime", "vllm-image", "hf-cache", "hf-cache-access", "hf-cache-wsl",
-          "hf-cache-mount", "downloads", "user"]
+          "hf-cache-mount", "downloads", "state-store", "user"]
 LINE = re.compile(r"^(ok   |warn |FAIL |skip ) (?P<name>[a-z-]+): \S.*$")
 
 

@@ -42,6 +42,7 @@ from ocrd.ops.doctor.engine_checks import (
     vllm_severity,
 )
 from ocrd.ops.doctor.gpu_checks import check_gpu_devices, check_gpu_memory, check_nvml
+from ocrd.ops.doctor.state_checks import check_state_store
 from ocrd.planning.availability import transformers_availability
 from ocrd.planning.gpu import GpuProbe
 from ocrd.runners.vllm.docker_host import DockerStatus, docker_client, docker_status, image_present
@@ -102,6 +103,7 @@ def run_checks(
         check_hf_cache_wsl(hub_dir, _read(proc_root / "version")),
         check_hf_cache_mount(hub_dir, launcher),
         check_downloads(hub_dir, repos, entry.id if entry else fit.model),
+        check_state_store(settings.state_dir),
         check_user(os.getuid(), os.getgid(), os.getgroups()),
     ]
 
