@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -29,6 +29,7 @@ from ocrd.jobs.line_runner import RunLine
 log = logging.getLogger("ocrd.batches")
 IDLE_POLL = 5.0  # seconds between looks at the store when nothing woke the runner
 RETRY_PAUSE = 5.0  # after the store failed (a full disk): try again, do not spin
+FINISH_PAGE = 1000  # lines read at a time while a finished batch's files are written
 
 
 class BatchRunner:
@@ -122,29 +123,40 @@ class BatchRunner:
         await asyncio.gather(*(one(row) for row in rows))
 
     async def _finish(self, batch: Batch, status: str) -> None:
-        """The output and error files from the committed results (lines never run are in the
-        error file as not executed), then the final status with their ids, at once."""
-        results = await self._batches.results(batch.id)
-        done = [row["result"] for row in results if row["status_code"] < 400]
-        failed = [row["result"] for row in results if row["status_code"] >= 400]
-        if status in ("expired", "cancelled"):
-            code = "batch_expired" if status == "expired" else "batch_cancelled"
-            why = ("the batch expired before this line ran" if status == "expired"
-                   else "the batch was cancelled before this line ran")
-            left = await self._batches.pending(batch.id, 10 ** 9)
-            failed.extend(not_run_line(row["custom_id"], code, why)
-                          for row in sorted(left, key=lambda r: r["line"]))
-        output = await self._keep(batch, "output", done)
-        errors = await self._keep(batch, "error", failed)
-        await self._batches.finish(batch.id, status, output_file_id=output, error_file_id=errors)
+        """The output and error files from the committed results, written a page of lines at a
+        time (a batch's size never sits in memory; lines never run go to the error file as not
+        executed), then the final status with their ids, at once."""
+        why = {"expired": ("batch_expired", "the batch expired before this line ran"),
+               "cancelled": ("batch_cancelled", "the batch was cancelled before this line ran")}
+        with self._files.scratch() as done, self._files.scratch() as failed:
+            after = 0
+            while rows := await self._batches.lines_after(batch.id, after, FINISH_PAGE):
+                output: list[bytes] = []
+                errors: list[bytes] = []
+                for row in rows:
+                    if row["result"] is None:
+                        code, message = why.get(status, ("batch_not_run", "this line did not run"))
+                        errors.append(not_run_line(row["custom_id"], code, message))
+                    else:
+                        (output if row["status_code"] < 400 else errors).append(row["result"])
+                await asyncio.to_thread(_append, done, output, failed, errors)
+                after = rows[-1]["line"]
+            output_id = await self._keep(batch, "output", done)
+            errors_id = await self._keep(batch, "error", failed)
+        await self._batches.finish(batch.id, status, output_file_id=output_id, error_file_id=errors_id)
         log.info("batch %s %s", batch.id, status)
 
-    async def _keep(self, batch: Batch, kind: str, lines: list[bytes]) -> str | None:
-        if not lines:
+    async def _keep(self, batch: Batch, kind: str, scratch: BinaryIO) -> str | None:
+        if scratch.tell() == 0:
             return None
-        stored = await self._files.store_bytes(b"".join(lines), filename=f"{batch.id}_{kind}.jsonl",
-                                               purpose="batch_output")
+        stored = await self._files.store_file(scratch, filename=f"{batch.id}_{kind}.jsonl",
+                                              purpose="batch_output")
         return stored.id
+
+
+def _append(done: BinaryIO, output: list[bytes], failed: BinaryIO, errors: list[bytes]) -> None:
+    done.writelines(output)
+    failed.writelines(errors)
 
 
 def output_line(custom_id: str, status: int, body: Any) -> bytes:

@@ -278,7 +278,9 @@ class BatchService:
             self.queued[row["model"]] -= row["n"]
         self.queued = +self.queued  # drop models with nothing left
 
-    async def results(self, batch_id: str) -> list[sqlite3.Row]:
+    async def lines_after(self, batch_id: str, after: int, limit: int) -> list[sqlite3.Row]:
+        """The next ``limit`` lines after line ``after``, in input order, with their results
+        (None: not run): what a finished batch's files are written from, a page at a time."""
         return await self._store.call(lambda db: db.execute(
-            "SELECT line, status_code, result FROM batch_lines WHERE batch_id = ? AND result IS NOT "
-            "NULL ORDER BY line", (batch_id,)).fetchall())
+            "SELECT line, custom_id, status_code, result FROM batch_lines WHERE batch_id = ? AND "
+            "line > ? ORDER BY line LIMIT ?", (batch_id, after, limit)).fetchall())

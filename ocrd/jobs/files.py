@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import io
 import os
 import secrets
 import sqlite3
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -95,10 +95,15 @@ class FileService:
         expires_at = expiry(purpose, expires_anchor, expires_seconds, now)
         return await self._keep(source, _clean_filename(filename), purpose, max_bytes, now, expires_at)
 
-    async def store_bytes(self, data: bytes, *, filename: str, purpose: str) -> StoredFile:
-        """A file ocrd makes itself (a batch's output: purpose ``batch_output``), kept as an
-        upload is."""
-        return await self._keep(io.BytesIO(data), filename, purpose, len(data), int(self._clock()), None)
+    async def store_file(self, source: BinaryIO, *, filename: str, purpose: str) -> StoredFile:
+        """A file ocrd makes itself (a batch's output: purpose ``batch_output``), copied from
+        ``source`` (read from its start) and kept as an upload is."""
+        return await self._keep(source, filename, purpose, 2**62, int(self._clock()), None)
+
+    def scratch(self) -> BinaryIO:
+        """A nameless file beside the stored ones, gone when closed (or at a crash): where a file
+        ocrd makes is put together before ``store_file`` keeps it."""
+        return tempfile.TemporaryFile(dir=self._store.files_dir)
 
     async def _keep(self, source: BinaryIO, filename: str, purpose: str, max_bytes: int, now: int,
                     expires_at: int | None) -> StoredFile:
