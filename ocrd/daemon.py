@@ -37,7 +37,7 @@ from ocrd.core.engines import runner_factory
 from ocrd.core.pins import read_pins, save_pins
 from ocrd.core.scheduler import Scheduler
 from ocrd.errors import ConfigError, OcrdError
-from ocrd.events import Event, EventBus, ModelState
+from ocrd.events import Event, EventBus
 from ocrd.http.app import build_app
 from ocrd.http.connections import (
     BACKLOG,
@@ -303,7 +303,7 @@ class Daemon:
 
     def status_line(self) -> str:
         """What `systemctl status ocrd` shows: which models are loaded or loading."""
-        active = [info for info in self.scheduler.models() if info.state != ModelState.NOT_LOADED]
+        active = self.scheduler.active_models()
         if not active:
             return f"serving {self.info.http_url}; no model loaded"
         parts = [f"{info.id} ({info.state.value})" for info in active]

@@ -87,9 +87,11 @@ def _missing_files(snapshot: Path) -> tuple[str, ...]:
 
 def repo_folder(hub_dir: Path, repo_id: str) -> Path:
     """``hub_dir/models--ORG--NAME``: where huggingface_hub keeps a model repo."""
-    from huggingface_hub.file_download import repo_folder_name  # see find_snapshot
+    # huggingface_hub.file_download.repo_folder_name's rule with its constant: that module
+    # (yaml, ~40 ms) is not imported for a path listing every model needs.
+    from huggingface_hub import constants
 
-    return Path(hub_dir) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    return Path(hub_dir) / constants.REPO_ID_SEPARATOR.join(["models", *repo_id.split("/")])
 
 
 def read_ref(hub_dir: Path, repo_id: str, ref: str) -> str | None:

@@ -86,6 +86,11 @@ class Scheduler(Loading):
         """Every model this host can serve, in catalog order, whatever its state."""
         return [self._info(self._slot_for(entry)) for entry in self._models.available()]
 
+    def active_models(self) -> list[SlotInfo]:
+        """The models loaded, loading, unloading or failed, without listing what the host could
+        serve (which reads the Hugging Face cache for every catalog model): for status lines."""
+        return [self._info(slot) for slot in self._slots.values() if slot.state != ModelState.NOT_LOADED]
+
     # --- requests ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
