@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -64,6 +64,13 @@ class Client:
                 yield _expect(message, step)
         finally:
             call.cancel()
+
+    def upload(self, method: str, requests: Iterable[Message], answer: type[Answer]) -> Answer:
+        """A client-streaming RPC (an upload): ``requests`` are sent as they are produced; no
+        deadline unless --timeout is given (a large file takes what it takes)."""
+        response = getattr(self.stub, method)(iter(requests), timeout=self.timeout,
+                                              metadata=self._metadata)
+        return _expect(response, answer)
 
     def close(self) -> None:
         self._channel.close()

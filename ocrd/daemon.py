@@ -31,7 +31,7 @@ from ocrd.catalog import Catalog
 from ocrd.config.loading import load_settings
 from ocrd.config.settings import Settings
 from ocrd.control.server import ControlServer, start_control_server
-from ocrd.control.service import ControlServicer, DaemonInfo
+from ocrd.control.service import ControlServicer, DaemonInfo, JobServices
 from ocrd.core.directory import ModelDirectory
 from ocrd.core.engines import runner_factory
 from ocrd.core.pins import read_pins, save_pins
@@ -209,8 +209,9 @@ class Daemon:
             lifespan="off", http=guarded_protocol(guard), backlog=BACKLOG,
         ))
         self._http = http
+        jobs = JobServices(self.files, self.batches, lambda: self.settings.limits.max_file_bytes)
         servicer = ControlServicer(self.scheduler, self.info, gpu=self.gpu, runner_dir=self._runner_dir,
-                                   downloads=self.downloads)
+                                   downloads=self.downloads, jobs=jobs)
         control = await start_control_server(self.settings, servicer)
         self.info.grpc_addresses = list(control.addresses)
         self._control = control

@@ -1,6 +1,7 @@
 """ocrctl's commands: one module per group, each with ``register(commands, common)``."""
 
 from ocrctl.commands import (
+    batch,
     cache,
     cleanup,
     doctor,
@@ -19,6 +20,6 @@ from ocrctl.commands import (
 
 # Order of `ocrctl --help`.
 COMMAND_MODULES = (
-    status, models, load, logs, events, ocr, selftest, mode, gpu, cache, pull, pull_image, cleanup,
+    status, models, load, logs, events, ocr, batch, selftest, mode, gpu, cache, pull, pull_image, cleanup,
     doctor,
 )

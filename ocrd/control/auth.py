@@ -46,6 +46,10 @@ CONTROL_RPC_ROLES: dict[str, Role] = {
     "VerifyCache": Role.READ_ONLY,  # reads and hashes files, changes nothing
     "Diagnose": Role.READ_ONLY,
     "WatchEvents": Role.READ_ONLY,
+    # A batch's description (status, counts, file ids) holds no document text.
+    "GetBatch": Role.READ_ONLY,
+    "ListBatches": Role.READ_ONLY,
+    "WatchBatch": Role.READ_ONLY,
     # Runner logs can hold document text, prompts and paths: not for a monitoring token.
     "Logs": Role.ADMIN,
     "LoadModel": Role.ADMIN,
@@ -54,6 +58,11 @@ CONTROL_RPC_ROLES: dict[str, Role] = {
     "PullModel": Role.ADMIN,
     "Cleanup": Role.ADMIN,
     "PullImage": Role.ADMIN,
+    # Files hold documents and their text; batches spend the GPU.
+    "UploadFile": Role.ADMIN,
+    "ReadFile": Role.ADMIN,
+    "CreateBatch": Role.ADMIN,
+    "CancelBatch": Role.ADMIN,
 }
 
 BEARER = "bearer "

@@ -18,6 +18,8 @@ from ocrd.cache.verify import CacheVerification
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.core.scheduler import SlotInfo, UnloadResult
 from ocrd.events import Event, ModelState
+from ocrd.jobs.batches import TIMES, Batch
+from ocrd.jobs.files import StoredFile
 from ocrd.ops.cleanup import CleanupReport
 from ocrd.ops.doctor import Check
 from ocrd.planning.gpu import GpuDevice, GpuSnapshot
@@ -256,4 +258,28 @@ def image_pull_progress(step: ImagePullStep) -> pb.PullImageProgress:
         image=step.image, layer=step.layer, status=step.status,
         current_bytes=step.current_bytes, total_bytes=step.total_bytes, done=step.done,
         image_id=step.image_id, message=step.message,
+    )
+
+
+def stored_file(stored: StoredFile) -> pb.StoredFile:
+    return pb.StoredFile(id=stored.id, filename=stored.filename, purpose=stored.purpose,
+                         bytes=stored.bytes, created_at=timestamp(stored.created_at),
+                         expires_at=timestamp(stored.expires_at))
+
+
+def batch(item: Batch) -> pb.Batch:
+    """From OpenAI's Batch object (``Batch.to_openai``): both always say the same."""
+    shape = item.to_openai()
+    counts = shape["request_counts"]
+    errors = (shape["errors"] or {}).get("data") or []
+    return pb.Batch(
+        id=shape["id"], status=shape["status"], endpoint=shape["endpoint"],
+        input_file_id=shape["input_file_id"], output_file_id=shape["output_file_id"] or "",
+        error_file_id=shape["error_file_id"] or "", total=counts["total"],
+        completed=counts["completed"], failed=counts["failed"],
+        errors=[pb.BatchError(code=e.get("code") or "", message=e.get("message") or "",
+                              param=e.get("param") or "", line=e.get("line") or 0) for e in errors],
+        metadata=shape["metadata"] or {}, created_at=timestamp(shape["created_at"]),
+        expires_at=timestamp(shape["expires_at"]), ended=item.ended,
+        **{name: timestamp(shape[name]) for name in TIMES},
     )

@@ -64,7 +64,8 @@ def _wrap_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps unary-unary and unary-stream handlers; other kinds pass through unchanged."""
+    """Wraps unary-unary, stream-unary and unary-stream handlers; stream-stream ones (none yet)
+    pass through unchanged."""
 
     async def intercept_service(
         self,
@@ -77,6 +78,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:  # an upload: the same wrapping as a unary call
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

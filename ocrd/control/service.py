@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +19,15 @@ import grpc.aio
 from ocrd.cache.pull import Puller
 from ocrd.cache.service import CacheService
 from ocrd.control import convert
+from ocrd.control.file_transfer import file_chunks, receive_upload
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.core.engines import engine_wish, quantization_wish
 from ocrd.core.scheduler import Scheduler
+from ocrd.errors import EngineUnavailable
 from ocrd.events import ModelState
+from ocrd.jobs.batches import BatchService
+from ocrd.jobs.files import FileService
 from ocrd.model_ids import check_model_name, check_optional_model_name, check_revision
 from ocrd.ops import cleanup, doctor
 from ocrd.planning.gpu import GpuProbe
@@ -48,6 +52,15 @@ class DaemonInfo:
     default_model: str = ""
 
 
+@dataclass
+class JobServices:
+    """The Files and Batch APIs' cores, shared with the HTTP API."""
+
+    files: FileService
+    batches: BatchService
+    max_file_bytes: Callable[[], int]  # limits.max_file_bytes, as reloads leave it
+
+
 class ControlServicer(control_pb2_grpc.ControlServicer):
     def __init__(
         self,
@@ -58,6 +71,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         gpu: GpuProbe | None = None,
         runner_dir: Path | None = None,
         downloads: Puller | None = None,
+        jobs: JobServices | None = None,
     ):
         self._scheduler = scheduler
         self._info = daemon_info
@@ -66,6 +80,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         self._runner_dir = runner_dir  # where the runners' sockets are, for Cleanup
         # The daemon's downloads (ocrctl pull): one per repository, whichever call asks.
         self._downloads = downloads if downloads is not None else Puller()
+        self._job_services = jobs  # the daemon's files and batches; None in tests of the rest
 
     def _cache(self) -> CacheService:
         return CacheService(self._scheduler, self._downloads)
@@ -209,6 +224,51 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         # Cancelling the stream stops the pull (ocrd.runners.vllm.image_pull).
         async for step in image_pull.pull_image(image):
             yield convert.image_pull_progress(step)
+
+    async def UploadFile(
+        self, request_iterator: AsyncIterable[pb.UploadFileRequest], context: grpc.aio.ServicerContext
+    ) -> pb.StoredFile:
+        jobs = self._jobs()
+        stored = await receive_upload(jobs.files, request_iterator, max_bytes=jobs.max_file_bytes())
+        return convert.stored_file(stored)
+
+    async def ReadFile(
+        self, request: pb.ReadFileRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.FileChunk]:
+        async for stored, data in file_chunks(self._jobs().files, request.id):
+            yield pb.FileChunk(file=convert.stored_file(stored) if stored else None, data=data)
+
+    async def CreateBatch(
+        self, request: pb.CreateBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Batch:
+        batch = await self._jobs().batches.create(
+            input_file_id=request.input_file_id, endpoint=request.endpoint, completion_window="24h",
+            metadata=dict(request.metadata) or None)
+        return convert.batch(batch)
+
+    async def GetBatch(self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext) -> pb.Batch:
+        return convert.batch(await self._jobs().batches.get(request.id))
+
+    async def ListBatches(
+        self, request: pb.ListBatchesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBatchesResponse:
+        batches, has_more = await self._jobs().batches.list_batches(
+            after=request.after or None, limit=request.limit or 20)
+        return pb.ListBatchesResponse(batches=[convert.batch(b) for b in batches], has_more=has_more)
+
+    async def CancelBatch(self, request: pb.CancelBatchRequest, context: grpc.aio.ServicerContext) -> pb.Batch:
+        return convert.batch(await self._jobs().batches.cancel(request.id))
+
+    async def WatchBatch(
+        self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Batch]:
+        async for batch in self._jobs().batches.watch(request.id):
+            yield convert.batch(batch)
+
+    def _jobs(self) -> JobServices:
+        if self._job_services is None:
+            raise EngineUnavailable("this server has no Files and Batch APIs (no state_dir)")
+        return self._job_services
 
     async def _warm_runners(self) -> list[pb.WarmRunner]:
         warm = list(self._scheduler.warm_runners())

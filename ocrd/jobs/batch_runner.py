@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import secrets
 import time
@@ -20,11 +21,12 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ocrd.errors import OcrdError
+from ocrd.errors import OcrdError, StorageFull
 from ocrd.jobs.batch_input import LineError, read_input
 from ocrd.jobs.batches import Batch, BatchService
-from ocrd.jobs.files import FileService
+from ocrd.jobs.files import MADE_PURPOSE, FileService
 from ocrd.jobs.line_runner import RunLine
+from ocrd.jobs.store import disk_full
 
 log = logging.getLogger("ocrd.batches")
 IDLE_POLL = 5.0  # seconds between looks at the store when nothing woke the runner
@@ -77,19 +79,41 @@ class BatchRunner:
                 await self._finish(batch, "cancelled")
                 return
             if batch.status == "finalizing":
-                await self._finish(batch, "completed")
+                # errors on a batch past validation: it met a full state_dir (``_out_of_room``)
+                await self._finish(batch, "failed" if batch.row["errors"] else "completed")
                 return
             if batch.status != "in_progress":
                 return
             if self._clock() >= batch.expires_at:
                 await self._finish(batch, "expired")
                 return
+            await self._expire_waiting(batch.id)
             concurrency = max(1, self._concurrency())
             rows = await self._batches.pending(batch.id, concurrency * 4)
             if not rows:
                 await self._batches.set_status(batch.id, "finalizing", only_from=("in_progress",))
                 continue
-            await self._run_lines(batch, rows, concurrency)
+            try:
+                await self._run_lines(batch, rows, concurrency)
+            except StorageFull as exc:
+                await self._out_of_room(batch, exc)
+
+    async def _expire_waiting(self, running: str) -> None:
+        """Batches waiting behind ``running`` whose 24 hours have passed end now, not at their
+        turn (a client polling one sees it expire when it does)."""
+        now = self._clock()
+        for waiting in await self._batches.active():
+            if waiting.id != running and waiting.status in ("validating", "in_progress") \
+                    and now >= waiting.expires_at:
+                await self._finish(waiting, "expired")
+
+    async def _out_of_room(self, batch: Batch, exc: StorageFull) -> None:
+        """A full state_dir fails the batch: what was committed is kept and goes to its files
+        (``finalizing`` until they could be written), the lines not run to the error file."""
+        log.error("batch %s failed: %s", batch.id, exc.message)
+        error = LineError("storage_full", f"the batch stopped: {exc.message}")
+        await self._batches.set_status(batch.id, "finalizing", only_from=("in_progress",),
+                                       errors=orjson.dumps([error.to_openai()]).decode())
 
     async def _validate(self, batch: Batch) -> bool:
         try:
@@ -120,14 +144,22 @@ class BatchRunner:
                                               output_line(row["custom_id"], status, body)):
                     self._ran(row["model"], status)
 
-        await asyncio.gather(*(one(row) for row in rows))
+        # Every line of the group ends (and is committed) before a failure is raised.
+        outcomes = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _finish(self, batch: Batch, status: str) -> None:
         """The output and error files from the committed results, written a page of lines at a
         time (a batch's size never sits in memory; lines never run go to the error file as not
         executed), then the final status with their ids, at once."""
         why = {"expired": ("batch_expired", "the batch expired before this line ran"),
-               "cancelled": ("batch_cancelled", "the batch was cancelled before this line ran")}
+               "cancelled": ("batch_cancelled", "the batch was cancelled before this line ran"),
+               "failed": ("batch_failed", "the batch failed before this line ran (see the "
+                          "batch's errors)")}
+        # Files an earlier try stored before a crash kept it from recording them.
+        await self._files.remove_made((self._name(batch, "output"), self._name(batch, "error")))
         with self._files.scratch() as done, self._files.scratch() as failed:
             after = 0
             while rows := await self._batches.lines_after(batch.id, after, FINISH_PAGE):
@@ -139,7 +171,7 @@ class BatchRunner:
                         errors.append(not_run_line(row["custom_id"], code, message))
                     else:
                         (output if row["status_code"] < 400 else errors).append(row["result"])
-                await asyncio.to_thread(_append, done, output, failed, errors)
+                await asyncio.to_thread(self._append, done, output, failed, errors)
                 after = rows[-1]["line"]
             output_id = await self._keep(batch, "output", done)
             errors_id = await self._keep(batch, "error", failed)
@@ -149,14 +181,24 @@ class BatchRunner:
     async def _keep(self, batch: Batch, kind: str, scratch: BinaryIO) -> str | None:
         if scratch.tell() == 0:
             return None
-        stored = await self._files.store_file(scratch, filename=f"{batch.id}_{kind}.jsonl",
-                                              purpose="batch_output")
+        stored = await self._files.store_file(scratch, filename=self._name(batch, kind),
+                                              purpose=MADE_PURPOSE)
         return stored.id
 
+    def _append(self, done: BinaryIO, output: list[bytes], failed: BinaryIO, errors: list[bytes]) -> None:
+        try:
+            done.writelines(output)
+            failed.writelines(errors)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self._files.folder) from None
+            raise
 
-def _append(done: BinaryIO, output: list[bytes], failed: BinaryIO, errors: list[bytes]) -> None:
-    done.writelines(output)
-    failed.writelines(errors)
+    @staticmethod
+    def _name(batch: Batch, kind: str) -> str:
+        return f"{batch.id}_{kind}.jsonl"
+
+
 
 
 def output_line(custom_id: str, status: int, body: Any) -> bytes:

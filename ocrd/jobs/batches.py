@@ -9,12 +9,14 @@ counts are always those of the committed results, and a restart finds exactly th
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,9 @@ WINDOW = "24h"
 WINDOW_SECONDS = 24 * 3600
 LIST_LIMIT = 100  # OpenAI's most per page of GET /v1/batches (default 20)
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+FINAL = ("completed", "failed", "expired", "cancelled")
+WATCH_PAUSE = 0.25  # a watcher is told at most this often (a batch of short lines changes far faster)
+WATCH_POLL = 5.0  # and looks anyway this often, whatever woke it or not
 TIMES = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
          "cancelling_at", "cancelled_at")
 
@@ -54,6 +59,10 @@ class Batch:
     @property
     def expires_at(self) -> int:
         return int(self.row["expires_at"])
+
+    @property
+    def ended(self) -> bool:
+        return self.status in FINAL
 
     def to_openai(self) -> dict[str, Any]:
         """OpenAI's ``Batch`` object."""
@@ -96,6 +105,8 @@ class BatchService:
         # Lines of running batches not yet run, per model (the ocrd_batch_lines_queued gauge):
         # read from the store at start (``count_queued``), then kept as lines start and finish.
         self.queued: collections.Counter[str] = collections.Counter()
+        # Set (and replaced) at every change of a batch's status or counts: wakes ``watch``.
+        self._change = asyncio.Event()
 
     def count_queued(self) -> None:
         """At start, before the runner: what the store holds."""
@@ -131,6 +142,7 @@ class BatchService:
                            tuple(row.values()))
 
         await self._store.call(insert)
+        self._signal()
         self.changed()
         return await self.get(batch_id)
 
@@ -170,6 +182,26 @@ class BatchService:
         self.changed()
         return await self.get(batch_id)
 
+    async def watch(self, batch_id: str) -> AsyncIterator[Batch]:
+        """The batch now, then each time it changed (at most every ``WATCH_PAUSE``), until it
+        has ended."""
+        last: dict[str, Any] | None = None
+        while True:
+            change = self._change  # before reading: a change after the read wakes the wait
+            batch = await self.get(batch_id)
+            if batch.row != last:
+                last = batch.row
+                yield batch
+            if batch.ended:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(change.wait(), WATCH_POLL)
+            await asyncio.sleep(WATCH_PAUSE)
+
+    def _signal(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
+
     async def files_in_use(self) -> set[str]:
         """Input files of batches that have not finished: they may not be deleted."""
         rows = await self._store.call(lambda db: db.execute(
@@ -203,7 +235,9 @@ class BatchService:
             with transaction(db):
                 return db.execute(sql, params).rowcount == 1
 
-        return await self._store.call(update)
+        moved = await self._store.call(update)
+        self._signal()
+        return moved
 
     async def start(self, batch_id: str, lines: list[InputLine]) -> bool:
         """validating -> in_progress with its lines stored, in one transaction."""
@@ -224,6 +258,7 @@ class BatchService:
         started = await self._store.call(store)
         if started:
             self.queued.update(line.model for line in lines)
+            self._signal()
         return started
 
     async def fail_validation(self, batch_id: str, errors: list[LineError]) -> None:
@@ -254,6 +289,7 @@ class BatchService:
         recorded = await self._store.call(commit)
         if recorded:
             self.queued[model] -= 1
+            self._signal()
         return recorded
 
     async def finish(self, batch_id: str, status: str, *, output_file_id: str | None,
@@ -277,6 +313,7 @@ class BatchService:
         for row in await self._store.call(commit):
             self.queued[row["model"]] -= row["n"]
         self.queued = +self.queued  # drop models with nothing left
+        self._signal()
 
     async def lines_after(self, batch_id: str, after: int, limit: int) -> list[sqlite3.Row]:
         """The next ``limit`` lines after line ``after``, in input order, with their results

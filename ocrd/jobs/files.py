@@ -26,6 +26,7 @@ from ocrd.errors import Conflict, InvalidRequest, ObjectNotFound, PayloadTooLarg
 from ocrd.jobs.store import JobStore, disk_full, transaction
 
 PURPOSES = ("batch", "ocr", "user_data")
+MADE_PURPOSE = "batch_output"  # OpenAI's purpose for the files a batch makes
 BATCH_FILE_SECONDS = 30 * 24 * 3600  # OpenAI: batch files expire after 30 days unless told
 EXPIRES_MIN, EXPIRES_MAX = 3600, 30 * 24 * 3600  # OpenAI's bounds for expires_after.seconds
 LIST_LIMIT = 10_000  # OpenAI's default and most for GET /v1/files
@@ -96,9 +97,14 @@ class FileService:
         return await self._keep(source, _clean_filename(filename), purpose, max_bytes, now, expires_at)
 
     async def store_file(self, source: BinaryIO, *, filename: str, purpose: str) -> StoredFile:
-        """A file ocrd makes itself (a batch's output: purpose ``batch_output``), copied from
+        """A file ocrd makes itself (a batch's output: purpose ``MADE_PURPOSE``), copied from
         ``source`` (read from its start) and kept as an upload is."""
         return await self._keep(source, filename, purpose, 2**62, int(self._clock()), None)
+
+    @property
+    def folder(self) -> Path:
+        """Where the files are (``state_dir/jobs/files``)."""
+        return self._store.files_dir
 
     def scratch(self) -> BinaryIO:
         """A nameless file beside the stored ones, gone when closed (or at a crash): where a file
@@ -175,6 +181,20 @@ class FileService:
                            param="file_id")
         await self._store.call(lambda db: _delete(db, file_id))
         (self._store.files_dir / file_id).unlink(missing_ok=True)
+
+    async def remove_made(self, filenames: tuple[str, ...]) -> None:
+        """Removes files ocrd made (purpose ``batch_output``) by these names."""
+        def remove(db: sqlite3.Connection) -> list[str]:
+            marks = ", ".join("?" * len(filenames))
+            ids = [row["id"] for row in db.execute(
+                f"SELECT id FROM files WHERE purpose = ? AND filename IN ({marks})",
+                (MADE_PURPOSE, *filenames)).fetchall()]
+            with transaction(db):
+                db.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in ids])
+            return ids
+
+        for file_id in await self._store.call(remove):
+            (self._store.files_dir / file_id).unlink(missing_ok=True)
 
     async def remove_expired(self) -> int:
         """Removes files past their expiry; how many."""

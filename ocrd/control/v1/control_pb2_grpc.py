@@ -110,6 +110,41 @@ class ControlStub:
                 request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullImageRequest.SerializeToString,
                 response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullImageProgress.FromString,
                 _registered_method=True)
+        self.UploadFile = channel.stream_unary(
+                '/ocrd.v1.Control/UploadFile',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.UploadFileRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.StoredFile.FromString,
+                _registered_method=True)
+        self.ReadFile = channel.unary_stream(
+                '/ocrd.v1.Control/ReadFile',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.ReadFileRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.CreateBatch = channel.unary_unary(
+                '/ocrd.v1.Control/CreateBatch',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.CreateBatchRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.Batch.FromString,
+                _registered_method=True)
+        self.GetBatch = channel.unary_unary(
+                '/ocrd.v1.Control/GetBatch',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.Batch.FromString,
+                _registered_method=True)
+        self.ListBatches = channel.unary_unary(
+                '/ocrd.v1.Control/ListBatches',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.ListBatchesRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.ListBatchesResponse.FromString,
+                _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/ocrd.v1.Control/CancelBatch',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.Batch.FromString,
+                _registered_method=True)
+        self.WatchBatch = channel.unary_stream(
+                '/ocrd.v1.Control/WatchBatch',
+                request_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.Batch.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -228,6 +263,61 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadFile(self, request_iterator, context):
+        """Stores a file in ocrd's Files API store (what POST /v1/files does): the first message is
+        the header, the rest the file's bytes in order. INVALID_ARGUMENT for a bad purpose or
+        expiry or a file over limits.max_file_bytes, RESOURCE_EXHAUSTED on a full state_dir.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadFile(self, request, context):
+        """A stored file's bytes (an uploaded file, a batch's output or error file): the first message
+        carries the file's description, every message a piece of its bytes in order. NOT_FOUND for
+        a file that is not there (or expired).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateBatch(self, request, context):
+        """Creates a batch over an uploaded JSONL file (what POST /v1/batches does).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatch(self, request, context):
+        """One batch. NOT_FOUND for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatches(self, request, context):
+        """Batches, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
+        """Cancels a validating or in-progress batch: lines in flight finish, what was done is kept.
+        FAILED_PRECONDITION for a batch that has ended otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBatch(self, request, context):
+        """The batch now, then again each time its status or counts change (at most a few times a
+        second), until it has ended (the last message has a final status) or the client cancels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -305,6 +395,41 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.PullImage,
                     request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullImageRequest.FromString,
                     response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.PullImageProgress.SerializeToString,
+            ),
+            'UploadFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadFile,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.UploadFileRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.StoredFile.SerializeToString,
+            ),
+            'ReadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadFile,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.ReadFileRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.FileChunk.SerializeToString,
+            ),
+            'CreateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBatch,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.CreateBatchRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.Batch.SerializeToString,
+            ),
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.GetBatchRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.Batch.SerializeToString,
+            ),
+            'ListBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatches,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.ListBatchesRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.ListBatchesResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.CancelBatchRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.Batch.SerializeToString,
+            ),
+            'WatchBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatch,
+                    request_deserializer=ocrd_dot_control_dot_v1_dot_control__pb2.GetBatchRequest.FromString,
+                    response_serializer=ocrd_dot_control_dot_v1_dot_control__pb2.Batch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -713,6 +838,195 @@ class Control:
             '/ocrd.v1.Control/PullImage',
             ocrd_dot_control_dot_v1_dot_control__pb2.PullImageRequest.SerializeToString,
             ocrd_dot_control_dot_v1_dot_control__pb2.PullImageProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ocrd.v1.Control/UploadFile',
+            ocrd_dot_control_dot_v1_dot_control__pb2.UploadFileRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.StoredFile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ocrd.v1.Control/ReadFile',
+            ocrd_dot_control_dot_v1_dot_control__pb2.ReadFileRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocrd.v1.Control/CreateBatch',
+            ocrd_dot_control_dot_v1_dot_control__pb2.CreateBatchRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocrd.v1.Control/GetBatch',
+            ocrd_dot_control_dot_v1_dot_control__pb2.GetBatchRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocrd.v1.Control/ListBatches',
+            ocrd_dot_control_dot_v1_dot_control__pb2.ListBatchesRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.ListBatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocrd.v1.Control/CancelBatch',
+            ocrd_dot_control_dot_v1_dot_control__pb2.CancelBatchRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ocrd.v1.Control/WatchBatch',
+            ocrd_dot_control_dot_v1_dot_control__pb2.GetBatchRequest.SerializeToString,
+            ocrd_dot_control_dot_v1_dot_control__pb2.Batch.FromString,
             options,
             channel_credentials,
             insecure,
