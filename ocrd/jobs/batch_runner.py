@@ -109,11 +109,18 @@ class BatchRunner:
 
     async def _out_of_room(self, batch: Batch, exc: StorageFull) -> None:
         """A full state_dir fails the batch: what was committed is kept and goes to its files
-        (``finalizing`` until they could be written), the lines not run to the error file."""
-        log.error("batch %s failed: %s", batch.id, exc.message)
+        (``finalizing`` until they could be written), the lines not run to the error file. While
+        not even that can be recorded, no line runs (its result could not be kept either): the
+        failure is tried again now and then, and recorded once there is room."""
+        log.error("batch %s fails: %s", batch.id, exc.message)
         error = LineError("storage_full", f"the batch stopped: {exc.message}")
-        await self._batches.set_status(batch.id, "finalizing", only_from=("in_progress",),
-                                       errors=orjson.dumps([error.to_openai()]).decode())
+        while True:
+            try:
+                await self._batches.set_status(batch.id, "finalizing", only_from=("in_progress",),
+                                               errors=orjson.dumps([error.to_openai()]).decode())
+                return
+            except StorageFull:
+                await asyncio.sleep(RETRY_PAUSE)
 
     async def _validate(self, batch: Batch) -> bool:
         try:

@@ -166,6 +166,33 @@ def test_a_cancel_mid_batch_keeps_what_was_done_and_live_requests_go_first(clien
     client.files.delete(input_id)  # finished: the input may go now
 
 
+def test_two_batches_and_live_traffic_at_once_all_get_their_answers(client, daemon):
+    """Two batches submitted together run one after the other, oldest first; live requests sent
+    all along are each answered while the batches run, never held until they end."""
+    first_lines = [chat_line(f"one-{n}", WORDS[n % len(WORDS)]) for n in range(8)]
+    second_lines = [chat_line(f"two-{n}", WORDS[(n + 3) % len(WORDS)]) for n in range(6)]
+    first = client.batches.create(input_file_id=upload(client, first_lines),
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+    second = client.batches.create(input_file_id=upload(client, second_lines),
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+    live: list[tuple[str, bool]] = []  # (text read, whether a batch still had lines to run)
+    while len(live) < 6:
+        answer = client.chat.completions.create(model="ppocr", messages=ocr_messages(render_text_image(["LIVE 31"])))
+        running = [client.batches.retrieve(b.id).status for b in (first, second)]
+        live.append((answer.choices[0].message.content, any(s in ("validating", "in_progress") for s in running)))
+
+    one, two = finished(client, first.id), finished(client, second.id)
+    assert (one.status, one.request_counts.completed, two.status, two.request_counts.completed) == (
+        "completed", 8, "completed", 6)
+    assert two.in_progress_at >= one.finalizing_at  # one batch at a time, oldest first
+    for batch, lines in ((one, first_lines), (two, second_lines)):
+        output = read_lines(client, batch.output_file_id)
+        assert sorted(output) == sorted(line["custom_id"] for line in lines)
+        assert batch.error_file_id is None
+    assert all(char_accuracy("LIVE 31", text) >= 0.8 for text, _ in live)
+    assert live[0][1] and live[2][1], "live requests answered only after the batches ended"
+
+
 def test_batches_are_listed_newest_first_with_openais_paging(client):
     ids = [client.batches.create(input_file_id=upload(client, [chat_line("x", "X")]),
                                  endpoint="/v1/chat/completions", completion_window="24h").id
