@@ -87,7 +87,6 @@ class BatchRunner:
             if self._clock() >= batch.expires_at:
                 await self._finish(batch, "expired")
                 return
-            await self._expire_waiting(batch.id)
             concurrency = max(1, self._concurrency())
             rows = await self._batches.pending(batch.id, concurrency * 4)
             if not rows:
@@ -97,15 +96,6 @@ class BatchRunner:
                 await self._run_lines(batch, rows, concurrency)
             except StorageFull as exc:
                 await self._out_of_room(batch, exc)
-
-    async def _expire_waiting(self, running: str) -> None:
-        """Batches waiting behind ``running`` whose 24 hours have passed end now, not at their
-        turn (a client polling one sees it expire when it does)."""
-        now = self._clock()
-        for waiting in await self._batches.active():
-            if waiting.id != running and waiting.status in ("validating", "in_progress") \
-                    and now >= waiting.expires_at:
-                await self._finish(waiting, "expired")
 
     async def _out_of_room(self, batch: Batch, exc: StorageFull) -> None:
         """A full state_dir fails the batch: what was committed is kept and goes to its files
