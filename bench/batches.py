@@ -132,8 +132,11 @@ def competing(daemon: RunningDaemon, lines: int, live: int) -> dict[str, Any]:
         batch_id = submit(client, [body_for(n) for n in range(lines * 4)])  # outlasts the live run
         while client.batches.retrieve(batch_id).request_counts.completed < 2:
             time.sleep(0.1)  # the batch is under way
+        done_before, live_started = client.batches.retrieve(batch_id).request_counts.completed, time.perf_counter()
         beside = live_latencies(daemon, live, pause)
-        still_running = client.batches.retrieve(batch_id).status == "in_progress"
+        live_seconds = time.perf_counter() - live_started
+        during = client.batches.retrieve(batch_id)
+        still_running = during.status == "in_progress"
         client.batches.cancel(batch_id)
         wait_done(client, batch_id)
     return {
@@ -144,6 +147,8 @@ def competing(daemon: RunningDaemon, lines: int, live: int) -> dict[str, Any]:
         "live_beside_batch_p99_s": percentile(beside, 0.99),
         "live_p50_ratio": statistics.median(beside) / statistics.median(alone),
         "batch_ran_throughout": still_running,
+        # What the live traffic cost the batch: its pace while live requests came.
+        "batch_lines_per_s_beside_live": (during.request_counts.completed - done_before) / live_seconds,
     }
 
 
@@ -193,7 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--live", type=int, default=30, help="live requests per measurement")
     parser.add_argument("--lines", type=int, default=120, help="lines of the competing batch")
-    parser.add_argument("--long", type=int, default=10_000, help="lines of the memory batch")
+    parser.add_argument("--long", type=int, default=10_000, help="lines of the memory batch (0: skip it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ocrd-bench-batches-") as tmp:
         daemon = RunningDaemon({"state_dir": Path(tmp) / "state", "batches": {"concurrency": CONCURRENCY}})
@@ -202,7 +207,8 @@ def main() -> None:
         finally:
             daemon.stop()
             daemon.close()
-        result["memory"] = memory(Path(tmp), args.long)
+        if args.long:
+            result["memory"] = memory(Path(tmp), args.long)
     print(json.dumps({key: round(value, 3) if isinstance(value, float) else value
                       for key, value in result.items()}, indent=2))
 

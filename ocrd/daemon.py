@@ -278,15 +278,18 @@ class Daemon:
                               "(OCRD_STATE_DIR) to a folder of this daemon's own") from None
 
     async def _expire_files(self) -> None:
-        """Uploads past their expiry go, once a minute (they are invisible from their expiry on)."""
+        """Files past their expiry go, once a minute (they are invisible from their expiry on),
+        and batches that ended as long ago as their result files expire."""
         while True:
             try:
                 removed = await self.files.remove_expired()
+                forgotten = await self.batches.remove_ended()
             except OcrdError as exc:
-                log.warning("expired files not removed: %s", exc.message)
+                log.warning("expired files and batches not removed: %s", exc.message)
             else:
-                if removed:
-                    log.info("removed %d expired file(s)", removed)
+                if removed or forgotten:
+                    log.info("removed %d expired file(s) and %d batch(es) ended 30 days ago",
+                             removed, forgotten)
             await asyncio.sleep(EXPIRY_INTERVAL)
 
     def _announce_ready(self) -> None:

@@ -119,8 +119,9 @@ class Scheduler(Loading):
             yield runner
         finally:
             slot.leases -= 1
-            slot.turns.release()
-            self._mark_used(slot, self._clock() - started)
+            seconds = self._clock() - started
+            slot.turns.release(live_seconds=None if batch else seconds)
+            self._mark_used(slot, seconds)
 
     def _check_queue(self, slot: Slot) -> None:
         # Requests holding a turn are not waiting. While turns are free (idle, loading, or a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from dataclasses import dataclass, field
 
 from ocrd.catalog import CatalogEntry
@@ -49,28 +50,53 @@ class UnloadResult:
     freed_bytes: int
 
 
+# The longest a runner is kept free for live traffic after a live request (see Turns).
+MAX_LIVE_GRACE = 5.0
+LIVE_GAPS = 16  # recent gaps between a live request's end and the next one's arrival
+GAP_SHARE = 0.5  # the grace covers this share of those gaps (the median) ...
+GAP_MARGIN = 1.25  # ... with this margin
+
+
 class Turns:
     """At most ``limit`` holders at once, the others served first come, first served; those
     that ask with ``low`` (batch lines) only when nobody else waits.
 
     A live request therefore never waits behind a batch line that came first, only for turns
-    already held (by anyone) to end. Unlike ``asyncio.Semaphore`` the limit can change while
-    requests hold or wait for a turn (a SIGHUP that changes ``max_concurrent_requests``): a lower
-    limit lets the holders finish and admits nobody new until they are under it."""
+    already held (by anyone) to end. On a runner that serves one request at a time, a batch
+    line also waits for a grace after a live request ends: as long as live clients have
+    recently taken to send their next request (the median gap, with a margin; at least as
+    long as the request took, at most ``MAX_LIVE_GRACE``). A client working through its pages
+    then finds the runner free instead of half-way through a batch line, which it could not
+    interrupt. Batch lines lose that time only while live traffic comes.
+
+    Unlike ``asyncio.Semaphore`` the limit can change while requests hold or wait for a turn (a
+    SIGHUP that changes ``max_concurrent_requests``): a lower limit lets the holders finish and
+    admits nobody new until they are under it."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.active = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._low: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._grace_until = 0.0  # time.monotonic(): low turns wait until then
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._live_ended: float | None = None  # time.monotonic() of the last live turn's end
+        self._gaps: collections.deque[float] = collections.deque(maxlen=LIVE_GAPS)
 
     async def acquire(self, *, low: bool = False) -> None:
-        if self.active < self.limit and not self._waiters and (not low or not self._low):
+        if not low and self._live_ended is not None:
+            gap = time.monotonic() - self._live_ended
+            if gap < MAX_LIVE_GRACE:  # longer: not the same client's next request
+                self._gaps.append(gap)
+        if self.active < self.limit and not self._waiters and (
+                not low or (not self._low and not self._in_grace())):
             self.active += 1
             return
         queue = self._low if low else self._waiters
         waiter = asyncio.get_running_loop().create_future()
         queue.append(waiter)
+        if low:
+            self._admit()  # a free turn held back only by the grace: admitted when it ends
         try:
             await waiter
         except asyncio.CancelledError:
@@ -80,20 +106,48 @@ class Turns:
                 queue.remove(waiter)
             raise
 
-    def release(self) -> None:
+    def release(self, *, live_seconds: float | None = None) -> None:
+        """Ends a turn; ``live_seconds``: a live request's, which took that long."""
         self.active -= 1
+        if live_seconds is not None:
+            now = time.monotonic()
+            self._live_ended = now
+            self._grace_until = now + self._grace(live_seconds)
         self._admit()
 
     def set_limit(self, limit: int) -> None:
         self.limit = limit
         self._admit()
 
+    def _grace(self, live_seconds: float) -> float:
+        grace = max(live_seconds, 0.0)
+        if self._gaps:
+            gaps = sorted(self._gaps)
+            grace = max(grace, GAP_MARGIN * gaps[int(GAP_SHARE * (len(gaps) - 1))])
+        return min(grace, MAX_LIVE_GRACE)
+
+    def _in_grace(self) -> bool:
+        # Runners that serve several at once (vLLM batches) have room for both.
+        return self.limit == 1 and time.monotonic() < self._grace_until
+
     def _admit(self) -> None:
         while self.active < self.limit and (self._waiters or self._low):
+            if not self._waiters and self._in_grace():
+                self._admit_after_grace()
+                return
             waiter = (self._waiters or self._low).popleft()
             if not waiter.done():
                 self.active += 1
                 waiter.set_result(None)
+
+    def _admit_after_grace(self) -> None:
+        if self._grace_timer is None:
+            delay = self._grace_until - time.monotonic()
+            self._grace_timer = asyncio.get_running_loop().call_later(delay, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace_timer = None
+        self._admit()  # a live request since then has started a new grace: waits on
 
 
 @dataclass

@@ -32,6 +32,7 @@ ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 FINAL = ("completed", "failed", "expired", "cancelled")
 WATCH_PAUSE = 0.25  # a watcher is told at most this often (a batch of short lines changes far faster)
 WATCH_POLL = 5.0  # and looks anyway this often, whatever woke it or not
+KEEP_ENDED = 30 * 24 * 3600  # an ended batch is forgotten with its files (which expire then)
 TIMES = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
          "cancelling_at", "cancelled_at")
 
@@ -208,6 +209,19 @@ class BatchService:
             f"SELECT input_file_id FROM batches WHERE status IN ({', '.join('?' * len(ACTIVE))})",
             ACTIVE).fetchall())
         return {row["input_file_id"] for row in rows}
+
+    async def remove_ended(self) -> int:
+        """Forgets batches that ended ``KEEP_ENDED`` ago (their result files have expired with
+        them); how many."""
+        cutoff = int(self._clock()) - KEEP_ENDED
+        ended = "COALESCE(completed_at, failed_at, expired_at, cancelled_at)"
+
+        def remove(db: sqlite3.Connection) -> int:
+            with transaction(db):
+                return db.execute(f"DELETE FROM batches WHERE status IN ({', '.join('?' * len(FINAL))}) "
+                                  f"AND {ended} <= ?", (*FINAL, cutoff)).rowcount
+
+        return await self._store.call(remove)
 
     # --- the runner's side ---------------------------------------------------------------------
 

@@ -98,8 +98,10 @@ class FileService:
 
     async def store_file(self, source: BinaryIO, *, filename: str, purpose: str) -> StoredFile:
         """A file ocrd makes itself (a batch's output: purpose ``MADE_PURPOSE``), copied from
-        ``source`` (read from its start) and kept as an upload is."""
-        return await self._keep(source, filename, purpose, 2**62, int(self._clock()), None)
+        ``source`` (read from its start) and kept as an upload is, for 30 days as OpenAI's
+        batch files."""
+        now = int(self._clock())
+        return await self._keep(source, filename, purpose, 2**62, now, now + BATCH_FILE_SECONDS)
 
     @property
     def folder(self) -> Path:

@@ -1,6 +1,7 @@
 """The batch runner over a real jobs store (SQLite in a temporary state_dir) with a clock of the
 test's own: a batch whose 24 hours end mid-run keeps the lines done; and a finish that a crash
-interrupted after storing the result files leaves no second copy.
+interrupted after storing the result files leaves no second copy; an ended batch and its files
+go 30 days after it ended.
 
 Lines are answered by ``echo_line`` (the line's body back, status 200): what is under test is
 the runner's bookkeeping, not a model.
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ocrd.errors import ObjectNotFound
 from ocrd.jobs.batch_input import read_input
 from ocrd.jobs.batch_runner import BatchRunner
 from ocrd.jobs.batches import WINDOW_SECONDS, BatchService
@@ -126,3 +128,29 @@ async def test_a_finish_interrupted_after_storing_its_files_stores_them_once(job
 
 async def _status(batches: BatchService, batch_id: str, status: str) -> bool:
     return (await batches.get(batch_id)).status == status
+
+
+async def test_an_ended_batch_and_its_files_go_30_days_after_it_ended(jobs):
+    files, batches, clock = jobs
+
+    async def echo_line(endpoint: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return 200, body
+
+    batch_id = await submit(files, batches, 2, "d")
+    runner = BatchRunner(batches, files, echo_line, concurrency=lambda: 1, clock=clock)
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_for(lambda: _status(batches, batch_id, "completed"))
+    finally:
+        task.cancel()
+    output_id = (await batches.get(batch_id)).row["output_file_id"]
+    assert (await files.get(output_id)).expires_at == int(clock.now) + 30 * 24 * 3600
+
+    clock.now += 30 * 24 * 3600 - 1
+    assert (await files.remove_expired(), await batches.remove_ended()) == (0, 0)
+    clock.now += 1
+    # The input (a batch file: 30 days from its upload) and the output; then the batch itself.
+    assert (await files.remove_expired(), await batches.remove_ended()) == (2, 1)
+    with pytest.raises(ObjectNotFound):
+        await batches.get(batch_id)
+    assert list(files.folder.iterdir()) == []

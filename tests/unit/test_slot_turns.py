@@ -154,3 +154,44 @@ async def test_a_cancelled_batch_waiter_passes_nothing_on_and_leaves_the_queue()
     turns.release()
     await asyncio.gather(holder, kept)
     assert order == ["live", "batch-kept"] and turns.active == 1
+
+
+async def test_after_a_live_request_batch_lines_wait_a_grace_as_long_as_it_took():
+    turns, order = Turns(1), []
+    await turns.acquire()
+    batch = waiting(turns, order, "batch", low=True)
+    turns.release(live_seconds=0.3)  # a live request of 0.3 s ended: the runner is free
+    await settle()
+    assert order == [] and turns.active == 0  # held back for the next live request
+    live = waiting(turns, order, "live")  # which, coming within the grace, finds it free
+    await settle()
+    assert order == ["live"]
+    turns.release(live_seconds=0.3)  # a new grace starts
+    await asyncio.sleep(0.1)
+    assert order == ["live"]
+    await asyncio.wait_for(batch, 5)  # nobody came: the batch line goes once the grace is over
+    await live
+    assert order == ["live", "batch"] and turns.active == 1
+
+
+async def test_a_batch_line_asking_within_a_grace_waits_for_its_end():
+    turns, order = Turns(1), []
+    await turns.acquire()
+    turns.release(live_seconds=0.2)
+    batch = waiting(turns, order, "batch", low=True)
+    await settle()
+    assert order == []
+    await asyncio.wait_for(batch, 5)
+    assert order == ["batch"]
+
+
+async def test_no_grace_after_batch_lines_nor_on_runners_that_serve_several_at_once():
+    turns, order = Turns(1), []
+    await turns.acquire(low=True)
+    turns.release()  # a batch line ended: the next goes at once
+    await asyncio.wait_for(waiting(turns, order, "batch-1", low=True), 0.05)
+    wide, wide_order = Turns(4), []
+    await wide.acquire()
+    wide.release(live_seconds=5.0)  # vLLM batches: live and batch requests run side by side
+    await asyncio.wait_for(waiting(wide, wide_order, "batch", low=True), 0.05)
+    assert (order, wide_order) == (["batch-1"], ["batch"])
