@@ -37,7 +37,7 @@ from ocrd.core.engines import runner_factory
 from ocrd.core.pins import read_pins, save_pins
 from ocrd.core.scheduler import Scheduler
 from ocrd.errors import ConfigError, OcrdError
-from ocrd.events import Event, EventBus
+from ocrd.events import Event, EventBus, ModelState
 from ocrd.http.app import build_app
 from ocrd.http.connections import (
     BACKLOG,
@@ -226,21 +226,39 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
         self._tasks.append(asyncio.create_task(self._expire_files(), name="ocrd-expiry"))
         self._tasks.append(asyncio.create_task(self.batch_runner.run(), name="ocrd-batches"))
-        self._tasks.append(asyncio.create_task(self._restore_pins(), name="ocrd-pins"))
+        self._tasks.append(asyncio.create_task(self._load_committed(), name="ocrd-preload"))
         await self._stop.wait()
         await self._shutdown(http, http_task, control)
         return 0
 
-    async def _restore_pins(self) -> None:
-        """After READY: the models pinned before the restart, loaded again, one by one."""
-        for model, wish in await asyncio.to_thread(read_pins, self.settings.state_dir):
+    async def _load_committed(self) -> None:
+        """After READY (and after a reload): the models pinned before the restart, loaded again
+        with their wishes, then those preloaded by the configuration, one by one; then
+        ``/health/ready`` may answer 200."""
+        first = not self.app_state.loaded_at_start
+        restored = await asyncio.to_thread(read_pins, self.settings.state_dir) if first else []
+        for model, wish in restored:
+            await self._load_at_start(model, "pinned model", keep_alive=wish.keep_alive, pin=True,
+                                      engine=wish.engine, quantization=wish.quantization)
+        for name, per_model in self.settings.models.items():
+            if not per_model.preload:
+                continue
             try:
-                await self.scheduler.load(model, keep_alive=wish.keep_alive, pin=True,
-                                          engine=wish.engine, quantization=wish.quantization)
+                state = self.scheduler.info(name).state
             except OcrdError as exc:
-                log.warning("pinned model %s not loaded again: %s", model, exc.message)
-            else:
-                log.info("pinned model %s loaded again", model)
+                log.warning("preloaded model %s not loaded: %s", name, exc.message)
+                continue
+            if state not in (ModelState.READY, ModelState.LOADING):
+                await self._load_at_start(name, "preloaded model")
+        self.app_state.loaded_at_start = True
+
+    async def _load_at_start(self, model: str, what: str, **wishes: Any) -> None:
+        try:
+            info = await self.scheduler.load(model, **wishes)
+        except OcrdError as exc:
+            log.warning("%s %s not loaded: %s", what, model, exc.message)
+        else:
+            log.info("%s %s loaded", what, info.id)
 
     def _batch_line_ran(self, model: str, status: int) -> None:
         self.metrics.batch_lines.labels(self._metric_model(model), "completed" if status < 400 else "failed").inc()
@@ -331,6 +349,8 @@ class Daemon:
             self.containers.apply_settings(settings)
             self.catalog.recheck_programs()  # tesseract installed since: listed at once
             self.warm.resize()  # fewer: the extra ones end; more: primed now
+            # A model newly preloaded is loaded now (one loaded already is left as it is).
+            self._tasks.append(asyncio.create_task(self._load_committed(), name="ocrd-preload"))
             self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
             self.info.default_model = settings.default_model
             apply_log_level(settings.log_level)

@@ -373,6 +373,9 @@ class ModelSettings(_Section):
         None, description="Idle time after which this model unloads (wins over scheduler.keep_alive).")
     pinned: bool = Field(
         False, description="Once loaded, never unload this model for idleness nor evict it for room.")
+    preload: bool = Field(
+        False, description="Load this model when ocrd starts and keep it loaded (it is pinned): "
+        "GET /health/ready answers 503 until it is ready (a Kubernetes readiness probe).")
     queue_size: int | None = Field(
         None, ge=0, description="Requests that may wait for this model (wins over scheduler.queue_size).")
     engine: Engine | None = Field(None, description="Engine for this model (wins over planner.engine).")

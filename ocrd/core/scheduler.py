@@ -44,7 +44,7 @@ from ocrd.core.directory import ModelDirectory
 from ocrd.core.explain import explain_not_downloaded, explain_slot
 from ocrd.core.loading import Loading
 from ocrd.core.slot_table import log, stop_quietly
-from ocrd.core.slots import Slot, SlotInfo, UnloadResult, drain, is_idle
+from ocrd.core.slots import Commitment, Slot, SlotInfo, UnloadResult, drain, is_idle
 from ocrd.core.wishes import LoadWish
 from ocrd.errors import Conflict, ModelNotFound, ModelNotReady, QueueFull, ShuttingDown
 from ocrd.events import Event, ModelState
@@ -90,6 +90,22 @@ class Scheduler(Loading):
         """The models loaded, loading, unloading or failed, without listing what the host could
         serve (which reads the Hugging Face cache for every catalog model): for status lines."""
         return [self._info(slot) for slot in self._slots.values() if slot.state != ModelState.NOT_LOADED]
+
+    def committed_models(self) -> list[Commitment]:
+        """The models this node has undertaken to serve: preloaded (``[models.X] preload``) and
+        pinned by a load. The daemon loads them at start; ``/health/ready`` waits for them. A
+        preloaded name this host cannot serve is one too (state ``unavailable``, and why)."""
+        slots = {slot.entry.id: slot for slot in self._slots.values() if slot.load.pin}
+        missing: list[Commitment] = []
+        for name, per_model in self.settings.models.items():
+            if per_model.preload:
+                try:
+                    slot = self._slot(name)
+                except ModelNotFound as exc:
+                    missing.append(Commitment(name, "unavailable", exc.message))
+                    continue
+                slots.setdefault(slot.entry.id, slot)
+        return [Commitment(slot.entry.id, slot.state.value, slot.error) for slot in slots.values()] + missing
 
     # --- requests ------------------------------------------------------------------------------
 

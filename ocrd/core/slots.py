@@ -44,6 +44,15 @@ class SlotInfo:
 
 
 @dataclass(frozen=True)
+class Commitment:
+    """A model this node has undertaken to serve (``Scheduler.committed_models``)."""
+
+    id: str
+    state: str  # a ModelState's value, or "unavailable" for a name this host cannot serve
+    error: str
+
+
+@dataclass(frozen=True)
 class UnloadResult:
     model: str
     was_loaded: bool

@@ -86,6 +86,7 @@ class ModelWishes:
     gpu_memory_utilization: float | None = None
     keep_alive: float = 0.0
     pinned: bool = False
+    preload: bool = False  # [models.X] preload: loaded at start, pinned, awaited by /health/ready
     queue_size: int = 0
     max_concurrent_requests: int | None = None  # None: the engine's (``EngineKind.concurrency``)
     replicas: int | None = None  # [models.X] replicas; None: the engine's (``EngineKind.replicas``)
@@ -148,7 +149,8 @@ def resolve_wishes(entry: CatalogEntry, settings: Settings, load: LoadWish = NO_
         vllm_args=(*settings.vllm.args, *per_model.vllm_args),
         gpu_memory_utilization=per_model.gpu_memory_utilization,
         keep_alive=_first(load.keep_alive, per_model.keep_alive, scheduler.keep_alive),
-        pinned=load.pin or per_model.pinned,
+        pinned=load.pin or per_model.pinned or per_model.preload,
+        preload=per_model.preload,
         queue_size=_first(per_model.queue_size, scheduler.queue_size),
         max_concurrent_requests=per_model.max_concurrent_requests,
         replicas=per_model.replicas,

@@ -1,4 +1,4 @@
-"""Plain endpoints: ``/health``, ``/metrics``, and the seed's ``POST /models/load``/``unload``.
+"""Plain endpoints: ``/health``, ``/health/ready``, ``/metrics``, and the seed's ``POST /models/load``/``unload``.
 
 Same core as ``ocrctl load``/``unload`` (the scheduler); kept for scripts written against the
 original servers, which POST ``{"model": "..."}``. Their bodies are pydantic models, so that the
@@ -62,6 +62,20 @@ class HealthResponse(BaseModel):
     models: list[HealthModel]
 
 
+class ReadyModel(BaseModel):
+    id: str
+    state: str
+    error: str
+
+
+class ReadyResponse(BaseModel):
+    # ready: serving, and every preloaded or pinned model is loaded; starting: those are being
+    # loaded after a start; loading: one of them is not loaded now (loading, failed, unloaded).
+    status: Literal["ready", "starting", "loading", "stopping"]
+    version: str
+    waiting_for: list[ReadyModel]
+
+
 class LoadModelResponse(BaseModel):
     status: Literal["loaded"]
     model: str
@@ -91,6 +105,24 @@ async def health(request: Request) -> JSONResponse:
     status = "stopping" if state.stopping else "ok"
     body = {"status": status, "version": state.version, "models": models}
     return JSONResponse(body, status_code=503 if state.stopping else 200)
+
+
+@router.get("/health/ready", responses={200: {"model": ReadyResponse},
+                                        503: {"model": ReadyResponse, "description": "not ready"}})
+async def ready(request: Request) -> JSONResponse:
+    """A readiness probe: 200 once the models this node has undertaken to serve (``[models.X]
+    preload``, and those pinned by a load) are loaded; ``/health`` says only that ocrd runs."""
+    state: AppState = request.app.state.ocrd
+    waiting = [{"id": model.id, "state": model.state, "error": model.error}
+               for model in state.scheduler.committed_models() if model.state != "ready"]
+    if state.stopping:
+        status = "stopping"
+    elif not state.loaded_at_start:
+        status = "starting"
+    else:
+        status = "loading" if waiting else "ready"
+    body = {"status": status, "version": state.version, "waiting_for": waiting}
+    return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
 
 @router.get("/metrics", response_class=Response,

@@ -8,8 +8,9 @@ presented key is hashed and compared with every stored hash in constant time. HT
 roles: a key may use the whole HTTP API (including ``POST /models/load``); the control plane's
 roles stay on gRPC.
 
-Open without a key: ``GET /health`` (load balancers and ``systemctl``-style probes carry no secret,
-and it says only whether ocrd serves and which models are loaded) and ``GET /openapi.json`` (the
+Open without a key: ``GET /health`` and ``GET /health/ready`` (load balancers, ``systemctl``-style
+and Kubernetes probes carry no secret, and they say only whether ocrd serves and which models are
+loaded) and ``GET /openapi.json`` (the
 API's description, no data). ``/metrics`` needs a key: its labels name models and its counters
 show usage; Prometheus sends one with ``authorization: {credentials_file: ...}``.
 
@@ -34,7 +35,7 @@ from ocrd.log_throttle import ThrottledLog
 
 log = logging.getLogger("ocrd.http")
 
-OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/health/ready", "/openapi.json"})
 
 
 class ApiKeyAuth:

@@ -28,6 +28,9 @@ class AppState:
     started_at: float = field(default_factory=time.time)
     # Set when shutdown begins: /health answers 503 so load balancers stop sending traffic.
     stopping: bool = False
+    # Set once the models pinned before a restart and the preloaded ones have been loaded (or
+    # failed to): /health/ready waits for it.
+    loaded_at_start: bool = False
     # What POST /v1/chat/completions and POST /v1/ocr call (made here, once, from the fields above).
     chat: ChatService = field(init=False)
     documents: DocumentService = field(init=False)
