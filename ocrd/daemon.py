@@ -238,8 +238,8 @@ class Daemon:
         first = not self.app_state.loaded_at_start
         restored = await asyncio.to_thread(read_pins, self.settings.state_dir) if first else []
         for model, wish in restored:
-            await self._load_at_start(model, "pinned model", keep_alive=wish.keep_alive, pin=True,
-                                      engine=wish.engine, quantization=wish.quantization)
+            await self._load_at_start(model, "pinned model", "loaded again", keep_alive=wish.keep_alive,
+                                      pin=True, engine=wish.engine, quantization=wish.quantization)
         for name, per_model in self.settings.models.items():
             if not per_model.preload:
                 continue
@@ -249,16 +249,16 @@ class Daemon:
                 log.warning("preloaded model %s not loaded: %s", name, exc.message)
                 continue
             if state not in (ModelState.READY, ModelState.LOADING):
-                await self._load_at_start(name, "preloaded model")
+                await self._load_at_start(name, "preloaded model", "loaded")
         self.app_state.loaded_at_start = True
 
-    async def _load_at_start(self, model: str, what: str, **wishes: Any) -> None:
+    async def _load_at_start(self, model: str, what: str, done: str, **wishes: Any) -> None:
         try:
             info = await self.scheduler.load(model, **wishes)
         except OcrdError as exc:
-            log.warning("%s %s not loaded: %s", what, model, exc.message)
+            log.warning("%s %s not %s: %s", what, model, done, exc.message)
         else:
-            log.info("%s %s loaded", what, info.id)
+            log.info("%s %s %s", what, info.id, done)
 
     def _batch_line_ran(self, model: str, status: int) -> None:
         self.metrics.batch_lines.labels(self._metric_model(model), "completed" if status < 400 else "failed").inc()

@@ -33,7 +33,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 TAKING_A_BODY = [("/v1/chat/completions", "POST"), ("/v1/ocr", "POST"), ("/models/load", "POST"),
                  ("/models/unload", "POST"), ("/v1/files", "POST"), ("/v1/batches", "POST")]
 OPERATIONS = [*TAKING_A_BODY, ("/v1/models/{model_id}", "GET"), ("/v1/models", "GET"),
-              ("/health", "GET"), ("/metrics", "GET"), ("/v1/files", "GET"),
+              ("/health", "GET"), ("/health/ready", "GET"), ("/metrics", "GET"), ("/v1/files", "GET"),
               ("/v1/files/{file_id}", "GET"), ("/v1/files/{file_id}", "DELETE"),
               ("/v1/files/{file_id}/content", "GET"), ("/v1/batches", "GET"),
               ("/v1/batches/{batch_id}", "GET"), ("/v1/batches/{batch_id}/cancel", "POST")]
