@@ -2,7 +2,9 @@
 
 Start-up order: scheduler, the HTTP socket bound, vLLM containers of a previous run adopted or
 removed (``ocrd.runners.vllm.adoption``), the control socket bound, then READY=1.
-Shutdown (SIGTERM/SIGINT): STOPPING=1, /health and gRPC health turn to not-serving, the HTTP
+After READY, with ``[cluster] router_url``, the node's models are registered with the router
+(``ocrd.cluster``). Shutdown (SIGTERM/SIGINT): STOPPING=1, the node withdrawn from the router
+(while the requests drain), /health and gRPC health turn to not-serving, the HTTP
 server stops accepting and drains in-flight requests (bounded by scheduler.drain_timeout), the
 control plane stops, every runner is stopped, exit 0. SIGHUP re-reads the configuration file:
 every setting applies from then on (those a runner starts with: to the models loaded after it),
@@ -28,6 +30,7 @@ import uvicorn
 from ocrd import __version__
 from ocrd.cache.pull import Puller
 from ocrd.catalog import Catalog
+from ocrd.cluster.registrar import Registrar
 from ocrd.config.loading import load_settings
 from ocrd.config.settings import Settings
 from ocrd.control.server import ControlServer, start_control_server
@@ -138,6 +141,9 @@ class Daemon:
                                         line_runner(self.app_state.chat, self.app_state.documents),
                                         lambda: self.settings.batches.concurrency, ran=self._batch_line_ran)
         self.metrics.watch_batch_queue(self._batch_queue)
+        # [cluster] router_url: this node's models kept registered with the router (ocrd.cluster).
+        self.cluster = Registrar(lambda: self.settings.cluster, lambda: self.info.http_url,
+                                 self.scheduler.models, lambda: self.app_state.loaded_at_start)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._control: ControlServer | None = None  # once bound; SIGHUP gives it new tokens
@@ -223,6 +229,7 @@ class Daemon:
                 raise ConfigError(f"the HTTP server could not start on {self.info.http_url}")
             await asyncio.sleep(0.01)
         self._announce_ready()
+        self.cluster.start()
         self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
         self._tasks.append(asyncio.create_task(self._expire_files(), name="ocrd-expiry"))
         self._tasks.append(asyncio.create_task(self.batch_runner.run(), name="ocrd-batches"))
@@ -349,6 +356,7 @@ class Daemon:
             self.containers.apply_settings(settings)
             self.catalog.recheck_programs()  # tesseract installed since: listed at once
             self.warm.resize()  # fewer: the extra ones end; more: primed now
+            self.cluster.wake()  # a new router, address or model list: registered now
             # A model newly preloaded is loaded now (one loaded already is left as it is).
             self._tasks.append(asyncio.create_task(self._load_committed(), name="ocrd-preload"))
             self._tasks.append(asyncio.create_task(self._prime_warm_runners(), name="ocrd-warm"))
@@ -362,6 +370,8 @@ class Daemon:
 
     async def _shutdown(self, http: _HttpServer, http_task: asyncio.Task[None], control: Any) -> None:
         log.info("stopping: draining in-flight requests, then stopping runners")
+        # Withdrawn from the router while the requests drain (bounded by cluster.timeout).
+        withdrawal = asyncio.create_task(self.cluster.stop(), name="ocrd-cluster-stop")
         self.notifier.stopping("stopping: draining requests")
         self.app_state.stopping = True
         # Batch lines in flight are abandoned, not failed: uncommitted, they run again after the
@@ -371,6 +381,7 @@ class Daemon:
         http.should_exit = True
         await http_task
         await control.stop(grace=1.0)
+        await withdrawal
         await self.scheduler.shutdown()
         await self.warm.close()
         self.containers.close()

@@ -222,6 +222,16 @@ class RegistryUnavailable(OcrdError):
     default_code = "registry_unavailable"
 
 
+class RouterUnavailable(OcrdError):
+    """The cluster's router (``[cluster] router_url``) cannot be reached, or refused a call to
+    its worker API (``ocrd.cluster``); logged by the registration, never a client's answer."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    openai_type = "server_error"
+    default_code = "router_unavailable"
+
+
 class StorageFull(OcrdError):
     """No space left where the Hugging Face cache is."""
 

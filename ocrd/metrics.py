@@ -4,6 +4,14 @@ Counters come from the request path and the event bus; per-model gauges (state, 
 queued, memory) are read from the scheduler at scrape time, so they can never drift from it.
 Labels carry canonical model ids only (never what a client typed), so cardinality stays bounded
 by the catalog.
+
+For a router that picks nodes by load (the Gateway API Inference Extension's model-server
+protocol asks for queued requests, running requests and KV-cache utilisation; docs/scale-out.md),
+the same scheduler counts are also exported unlabelled, for the whole node:
+``ocrd_requests_running`` and ``ocrd_requests_waiting``, and ``ocrd_capacity_used_ratio``, the
+share of the loaded models' concurrency in use (0 to 1), with ``ocrd_model_capacity_used_ratio``
+per model. ocrd's builtin and Transformers runners have no paged KV cache to report; requests in
+flight against what the runners serve at once is what fills up on them instead.
 """
 
 from __future__ import annotations
@@ -100,10 +108,36 @@ class _SlotCollector(Collector):
                                    labels=["model"])
         memory = GaugeMetricFamily("ocrd_model_memory_bytes", "Memory the model's runner holds",
                                    labels=["model"])
-        for info in self._slots():
+        used = GaugeMetricFamily("ocrd_model_capacity_used_ratio", "Requests holding the model "
+                                 "over those its runners serve at once (0 to 1)", labels=["model"])
+        infos = self._slots()
+        for info in infos:
             for candidate in ModelState:
                 state.add_metric([info.id, candidate.value], 1.0 if info.state == candidate else 0.0)
             in_flight.add_metric([info.id], info.in_flight)
             queued.add_metric([info.id], info.queued)
             memory.add_metric([info.id], info.memory_bytes)
-        yield from (state, in_flight, queued, memory)
+            used.add_metric([info.id], _ratio(info.in_flight, info.concurrency))
+        yield from (state, in_flight, queued, memory, used)
+        yield from _node_load(infos)
+
+
+def _node_load(infos: list[SlotInfo]) -> Iterator[GaugeMetricFamily]:
+    """The whole node's load, unlabelled: what a load-aware router reads as one number per node
+    (the model-server protocol's TotalRunningRequests, TotalQueuedRequests and, for want of a KV
+    cache, KVCacheUtilization)."""
+    running = sum(info.in_flight for info in infos)
+    yield GaugeMetricFamily("ocrd_requests_running", "Requests holding a model now (a turn on "
+                            "its runner), all models together", value=running)
+    yield GaugeMetricFamily("ocrd_requests_waiting", "Requests waiting for a model (for its load "
+                            "or for a turn), all models together; queued batch lines not counted",
+                            value=sum(info.queued for info in infos))
+    # Only models with a runner (or one on the way) have capacity to fill; an idle node is at 0.
+    active = [info for info in infos if info.state != ModelState.NOT_LOADED]
+    yield GaugeMetricFamily("ocrd_capacity_used_ratio", "Requests holding a model over what the "
+                            "runners of the loaded models serve at once (0 to 1)",
+                            value=_ratio(running, sum(info.concurrency for info in active)))
+
+
+def _ratio(part: int, whole: int) -> float:
+    return min(1.0, part / whole) if whole > 0 else 0.0

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ocrd.addresses import default_runtime_dir, default_socket_path, default_state_dir
 from ocrd.catalog.facts import check_managed_flags
+from ocrd.config.cluster import ClusterSettings
 from ocrd.config.limits import BatchesSettings, DocumentsSettings, LimitsSettings
 from ocrd.config.remote import TokenSettings, check_listen_addresses
 from ocrd.config.tokens import HASH_PATTERN, Role
@@ -436,6 +437,7 @@ class Settings(BaseSettings):
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     models: dict[str, ModelSettings] = Field(
         default_factory=dict,
         description="Per-model settings, one table per model named by its id or an alias, e.g. "

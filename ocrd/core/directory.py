@@ -85,7 +85,10 @@ class ModelDirectory:
         """Servable now: catalog order (models an upstream took over in their place), then
         upstream models of their own, then cached models the catalog does not know."""
         upstreams = {entry.id: entry for entry in self._upstreams.values()}
-        entries = [upstreams.pop(entry.id, entry) for entry in self.catalog.entries()]
+        # A catalog model that needs a program (tesseract) is listed where it is installed, as
+        # resolve() serves it: a node behind a router registers what this lists (ocrd.cluster).
+        entries = [upstreams.pop(entry.id, entry) for entry in self.catalog.entries()
+                   if entry.id in upstreams or self.catalog.is_available(entry)]
         entries = [entry for entry in entries if self._servable(entry) is None]
         return entries + list(upstreams.values()) + [
             entry for entry in self._uncatalogued() if entry.id not in self._upstreams]

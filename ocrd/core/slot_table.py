@@ -100,6 +100,7 @@ class SlotTable:
             replica_pids=tuple(pid for r in replicas if (pid := r.pid)),
             license=slot.entry.license,
             license_note=slot.entry.license_note,
+            concurrency=slot.turns.limit,
         )
 
     def _slot(self, name: str) -> Slot:

@@ -41,6 +41,7 @@ class SlotInfo:
     replica_pids: tuple[int, ...] = ()  # every runner process of the model ([models.X] replicas)
     license: str | None = None  # the catalog's licence of the weights; None when unknown
     license_note: str | None = None  # what the licence restricts, where it does
+    concurrency: int = 1  # requests it serves at once, all replicas together (turns.limit)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """The FastAPI application: routers over one core, errors in OpenAI's shape.
 
-Middlewares, outermost first: CORS (only with ``http.cors_origins``; outermost so that refusals
-carry its headers and a browser can read them), API keys (``http.api_keys``; before any body is
-read), paths with control characters refused, the body-size cap, the catch-all that turns a crash
-into the 500 envelope, and ``ChatShortcut``, which answers ``POST /v1/chat/completions`` without
-FastAPI's router (``ocrd.http.openai.chat``). Each reads its settings from ``state`` at every
-request, so a SIGHUP that changes them applies to the next request.
+Middlewares, outermost first: ``ClusterPaths``, which serves the URL each model is registered at
+with a cluster's router (``/cluster/NAME/...``) as the root (``ocrd.cluster.urls``), so that all
+that follows applies to it alike; CORS (only with ``http.cors_origins``; outermost of the rest so
+that refusals carry its headers and a browser can read them), API keys (``http.api_keys``; before
+any body is read), paths with control characters refused, the body-size cap, the catch-all that
+turns a crash into the 500 envelope, and ``ChatShortcut``, which answers ``POST
+/v1/chat/completions`` without FastAPI's router (``ocrd.http.openai.chat``). Each reads its
+settings from ``state`` at every request, so a SIGHUP that changes them applies to the next
+request.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ocrd.addresses import is_loopback_host
+from ocrd.cluster.urls import ClusterPaths
 from ocrd.http import admin
 from ocrd.http.auth import ApiKeyAuth
 from ocrd.http.errors import install_error_handlers
@@ -55,6 +59,7 @@ def build_app(state: AppState) -> FastAPI:
     app.add_middleware(PathGuard)
     app.add_middleware(ApiKeyAuth, state=state)
     app.add_middleware(Cors, state=state)
+    app.add_middleware(ClusterPaths)
     if not is_loopback_host(settings.http.host) and not settings.http.api_keys:
         log.warning("the HTTP API listens on %s without API keys: anyone who reaches the port may "
                     "use it; add [[http.api_keys]] ('ocrd hash-token --http') or bind 127.0.0.1",

@@ -53,6 +53,16 @@ def test_an_empty_cache_serves_the_builtin_models_only(hub):
     assert ids(directory(hub).available()) == ["builtin/ppocr", "builtin/tesseract"]
 
 
+def test_a_builtin_model_whose_program_is_missing_is_not_listed(hub):
+    # Listed only where it can be served: GET /v1/models, and what a node registers with a
+    # cluster's router (ocrd.cluster), must not offer what resolve() then refuses.
+    models = ModelDirectory(Catalog.load_default({"tesseract": "/nonexistent/tesseract"}),
+                            Settings(cache={"hub_dir": hub}))
+    assert ids(models.available()) == ["builtin/ppocr"]
+    with pytest.raises(ModelNotFound, match="needs the 'tesseract' program"):
+        models.resolve("tesseract")
+
+
 def test_a_downloaded_catalog_model_is_listed_and_resolves_by_alias(hub):
     cache_model(hub, MINERU, QWEN_LIKE)
     models = directory(hub)

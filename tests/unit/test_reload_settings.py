@@ -43,6 +43,8 @@ APPLIES_ON_RELOAD = {
     "gpu.devices", "gpu.reserve_mib",
     "vllm.launcher", "vllm.image", "vllm.pull_images", "vllm.python", "vllm.device", "vllm.args",
     "vllm.env", "vllm.restart_attempts", "vllm.restart_backoff", "vllm.max_concurrent_requests",
+    # Read by the registration each round (ocrd.cluster); a reload starts a round at once.
+    "cluster.router_url", "cluster.advertise_url", "cluster.interval", "cluster.timeout",
 }  # fmt: skip
 
 
