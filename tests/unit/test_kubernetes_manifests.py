@@ -186,7 +186,8 @@ def kustomization_problems(listed: list[str], present: set[str]) -> list[str]:
 
 def test_each_kustomization_lists_every_manifest_of_its_folder_but_the_examples():
     folders = {path.parent for path in manifest_files()}
-    assert folders == {MANIFESTS, MANIFESTS / "vllm-router", MANIFESTS / "gateway-api-inference-extension"}
+    assert folders == {MANIFESTS, MANIFESTS / "vllm-router", MANIFESTS / "vllm-router-igw",
+                       MANIFESTS / "gateway-api-inference-extension"}
     for folder in folders:
         kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
         assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
@@ -409,8 +410,8 @@ def test_services_and_the_disruption_budget_select_the_ocrd_pods():
     assert isinstance(budget["minAvailable"], int) and "maxUnavailable" not in budget
 
 
-def router_args() -> list[str]:
-    router = container(find("Deployment", "vllm-router"), "router")
+def router_args(deployment: str = "vllm-router") -> list[str]:
+    router = container(find("Deployment", deployment), "router")
     assert router["command"] == ["vllm-router"]
     return router["args"]
 
@@ -469,3 +470,51 @@ def test_every_namespaced_object_is_in_the_ocrd_namespace():
         for doc in documents(path):
             if doc["kind"] != "Namespace":
                 assert doc["metadata"].get("namespace") == "ocrd", f"{path.name}: {doc['kind']}"
+
+
+# --- vllm-router in igw mode, the nodes registering themselves ([cluster]) -----------------------
+
+
+CLUSTER_LINES = ('    # [cluster]\n', '    # router_url = "http://vllm-router-igw.ocrd.svc:8000"\n')
+
+
+def test_igw_router_args_parse_and_it_runs_alone_without_discovery():
+    from vllm_router.launch_router import parse_router_args
+
+    args = parse_router_args(router_args("vllm-router-igw"))
+    args._validate_router_args()
+    assert args.enable_igw and not args.service_discovery
+    deployment = find("Deployment", "vllm-router-igw")
+    # The nodes register through the Service: a second replica would know only some of them.
+    assert deployment["spec"]["replicas"] == 1
+    port = next(p for p in container(deployment, "router")["ports"] if p["name"] == "http")["containerPort"]
+    assert (args.host, args.port) == ("0.0.0.0", port)
+    with pytest.raises(SystemExit):
+        parse_router_args(router_args("vllm-router-igw") + ["--enable-igw-mode"])
+
+
+def test_the_configmaps_cluster_lines_name_the_igw_routers_service_and_load(
+        tmp_path: Path, clean_env: pytest.MonkeyPatch):
+    text = find("ConfigMap", "ocrd-config")["data"]["ocrd.toml"]
+    assert all(line.strip() in text for line in CLUSTER_LINES), "the commented [cluster] lines moved"
+    uncommented = text.replace("# [cluster]", "[cluster]").replace("# router_url", "router_url")
+    path = tmp_path / "ocrd.toml"
+    path.write_text(uncommented)
+    clean_env.setenv("OCRD_CLUSTER__ADVERTISE_URL", "http://10.1.2.3:8000")  # as the pod's env makes it
+    cluster = load_settings(path).cluster
+    router = httpx.URL(cluster.router_url)
+    service = find("Service", "vllm-router-igw")
+    assert router.host == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    assert router.port == service["spec"]["ports"][0]["port"]
+    assert cluster.advertise_url.rstrip("/") == "http://10.1.2.3:8000"
+
+
+def test_the_advertise_url_is_the_pods_ip_and_ocrds_port():
+    ocrd = container(find("DaemonSet", "ocrd"), "ocrd")
+    env = {item["name"]: item for item in ocrd["env"]}
+    names = [item["name"] for item in ocrd["env"]]
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # $(POD_IP) is expanded only from variables defined before it.
+    assert names.index("POD_IP") < names.index("OCRD_CLUSTER__ADVERTISE_URL")
+    port = next(p for p in ocrd["ports"] if p["name"] == "http")["containerPort"]
+    assert env["OCRD_CLUSTER__ADVERTISE_URL"]["value"] == f"http://$(POD_IP):{port}"
