@@ -57,6 +57,10 @@ async def submit(files: FileService, batches: BatchService, count: int, prefix: 
     return batch.id
 
 
+async def echo_line(endpoint: str, body: dict[str, Any]) -> tuple[int, Any]:
+    return 200, body
+
+
 async def wait_for(condition: Any, timeout: float = 10.0) -> None:
     async def poll() -> None:
         while not await condition():
@@ -97,9 +101,6 @@ async def test_a_batch_whose_day_ends_mid_run_keeps_what_was_done(jobs):
 async def test_a_finish_interrupted_after_storing_its_files_stores_them_once(jobs):
     files, batches, clock = jobs
 
-    async def echo_line(endpoint: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return 200, body
-
     batch_id = await submit(files, batches, 3, "c")
     batch = await batches.get(batch_id)
     lines, errors = read_input(jsonl(3, "c"), "/v1/ocr")
@@ -111,12 +112,8 @@ async def test_a_finish_interrupted_after_storing_its_files_stores_them_once(job
     left = await files.store_file(io.BytesIO(b'{"done": 1}\n'), filename=f"{batch.id}_output.jsonl",
                                   purpose=MADE_PURPOSE)
 
-    runner = BatchRunner(batches, files, echo_line, concurrency=lambda: 1, clock=clock)
-    task = asyncio.create_task(runner.run())
-    try:
-        await wait_for(lambda: _status(batches, batch_id, "completed"))
-    finally:
-        task.cancel()
+    await run_until(BatchRunner(batches, files, echo_line, concurrency=lambda: 1, clock=clock),
+                    batches, batch_id, "completed")
 
     made, _ = await files.list(purpose=None)
     outputs = [f for f in made if f.purpose == MADE_PURPOSE]
@@ -126,6 +123,15 @@ async def test_a_finish_interrupted_after_storing_its_files_stores_them_once(job
     assert not (files.folder / left.id).exists()
 
 
+async def run_until(runner: BatchRunner, batches: BatchService, batch_id: str, status: str) -> None:
+    """Runs ``runner`` until batch ``batch_id`` has ``status``."""
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_for(lambda: _status(batches, batch_id, status))
+    finally:
+        task.cancel()
+
+
 async def _status(batches: BatchService, batch_id: str, status: str) -> bool:
     return (await batches.get(batch_id)).status == status
 
@@ -133,16 +139,9 @@ async def _status(batches: BatchService, batch_id: str, status: str) -> bool:
 async def test_an_ended_batch_and_its_files_go_30_days_after_it_ended(jobs):
     files, batches, clock = jobs
 
-    async def echo_line(endpoint: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return 200, body
-
     batch_id = await submit(files, batches, 2, "d")
-    runner = BatchRunner(batches, files, echo_line, concurrency=lambda: 1, clock=clock)
-    task = asyncio.create_task(runner.run())
-    try:
-        await wait_for(lambda: _status(batches, batch_id, "completed"))
-    finally:
-        task.cancel()
+    await run_until(BatchRunner(batches, files, echo_line, concurrency=lambda: 1, clock=clock),
+                    batches, batch_id, "completed")
     output_id = (await batches.get(batch_id)).row["output_file_id"]
     assert (await files.get(output_id)).expires_at == int(clock.now) + 30 * 24 * 3600
 
