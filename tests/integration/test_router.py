@@ -1,8 +1,17 @@
-"""ocrd nodes behind the real vllm-router (docs/scale-out.md): three real ``ocrd serve`` daemons on
-loopback ports, each registering itself (``[cluster]``, ocrd.cluster) with a real ``vllm-router
---enable-igw``, and requests sent through the router with the official ``openai`` client.
+"""ocrd nodes behind the real vllm-router (docs/scale-out.md): three real ``ocrd serve`` daemons,
+each on a host of its own, registering itself (``[cluster]``, ocrd.cluster) with a real
+``vllm-router --enable-igw``, and requests sent through the router with the official ``openai``
+client.
 
-Nodes: ``ppocr-a`` and ``ppocr-c`` serve the builtin PP-OCR only (their tesseract command does not
+Hosts: each node runs in its own Linux network namespace on one bridge (tests/support/netns.py),
+like machines on a LAN: every node binds port 8000, and the router, in the test's namespace, reaches
+them only at the addresses they advertise. ``ppocr-a`` and ``ppocr-c`` listen on 0.0.0.0 and
+advertise their LAN address through ``OCRD_CLUSTER__ADVERTISE_URL``, as the Kubernetes manifests
+do; ``both-b`` binds its LAN address and advertises what it bound (the default). Without root
+(or ``ip``) the nodes run on loopback ports instead, and say so; in CI (``OCRD_REQUIRE_NETNS=1``)
+that is a failure.
+
+Models: ``ppocr-a`` and ``ppocr-c`` serve the builtin PP-OCR only (their tesseract command does not
 exist, so tesseract is not listed there), ``both-b`` serves PP-OCR and Tesseract: a tesseract
 request has one right node, a ppocr request three. Which node served what is read from each
 node's own ``ocrd_requests_total``, not from the router. The router runs with ``--policy
@@ -33,6 +42,7 @@ fails. About 60 s on two cores (115 s when other work keeps the load average at 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import signal
 import threading
@@ -47,18 +57,22 @@ import httpx
 import openai
 import pytest
 
+from tests.support import netns
 from tests.support.daemon import (
     RunningDaemon,
     assert_no_runner_survives,
     deep_merge,
+    free_port,
     ocr_messages,
     wait_until,
 )
+from tests.support.netns import Lan
 from tests.support.render import char_accuracy, render_text_image
 from tests.support.vllm_router import RunningRouter, running_router
 
 pytestmark = pytest.mark.slow
 
+NODE_PORT = 8000  # on a host of its own, every node takes ocrd's default port
 INTERVAL = 0.5  # cluster.interval of the nodes: a forgotten node is back within it
 REGISTERED_TIMEOUT = 30.0  # hang guard: registration takes about a second
 PPOCR, TESSERACT = "builtin/ppocr", "builtin/tesseract"
@@ -83,18 +97,24 @@ def node_config(router: RunningRouter, *, tesseract: bool) -> dict[str, Any]:
 class Cluster:
     router: RunningRouter
     configs: dict[str, dict[str, Any]]
+    lan: Lan | None  # None: every node on loopback, at a port of its own
     nodes: dict[str, RunningDaemon] = field(default_factory=dict)
     started: list[RunningDaemon] = field(default_factory=list)  # every daemon, restarts included
 
-    def start(self, name: str, port: int | None = None, wait: bool = True) -> RunningDaemon:
-        config = self.configs[name]
-        if port is not None:  # the same node again, at the address the router knows
-            config = {**config, "http": {"host": "127.0.0.1", "port": port}}
-        daemon = RunningDaemon(config, wait_ready=False)
+    def start(self, name: str, wait: bool = True) -> RunningDaemon:
+        """Node ``name``, or the same node again: the same host, address and port."""
+        config, env, host, prefix = self.configs[name], {}, "127.0.0.1", []
+        if self.lan is not None:
+            node = self.lan.hosts[name]
+            host, prefix = node.address, node.prefix
+            if name.startswith("both"):  # binds its address, and advertises what it bound
+                config = deep_merge(config, {"http": {"host": node.address, "port": NODE_PORT}})
+            else:  # binds every address, and is told which one to advertise
+                config = deep_merge(config, {"http": {"host": "0.0.0.0", "port": NODE_PORT}})
+                env = {"OCRD_CLUSTER__ADVERTISE_URL": f"http://{node.address}:{NODE_PORT}"}
+        daemon = RunningDaemon(config, env=env, host=host, prefix=prefix, wait_ready=False)
         self.started.append(daemon)
         self.nodes[name] = daemon
-        if port is not None:
-            daemon.port = port  # what its config says, not the free port it picked for itself
         if wait:
             daemon.wait_ready()
         return daemon
@@ -127,13 +147,30 @@ class Cluster:
 
 
 @contextlib.contextmanager
+def hosts(names: list[str]) -> Iterator[Lan | None]:
+    """A LAN with a namespace per node, or None (loopback) where this machine cannot make one."""
+    reason = netns.require_or_skip_reason()
+    if reason:
+        print(f"nodes on loopback ports, not on hosts of their own: {reason}")
+        yield None
+        return
+    with netns.lan(names) as network:
+        print("nodes on hosts of their own: " + ", ".join(
+            f"{host.name} at {host.address}" for host in network.hosts.values()))
+        yield network
+
+
+@contextlib.contextmanager
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_router(tmp_path / "router.log", "--policy", "round_robin",
-                        "--health-check-interval-secs", "1") as router:
-        configs = {"ppocr-a": node_config(router, tesseract=False),
-                   "both-b": node_config(router, tesseract=True),
-                   "ppocr-c": node_config(router, tesseract=False)}
-        state = Cluster(router, configs)
+    names = ["ppocr-a", "both-b", "ppocr-c"]
+    with hosts(names) as lan, running_router(
+            tmp_path / "router.log", "--policy", "round_robin", "--health-check-interval-secs", "1",
+            host=lan.gateway if lan else "127.0.0.1") as router:
+        configs = {name: node_config(router, tesseract=name.startswith("both")) for name in names}
+        if lan is None:  # a port each, kept across restarts
+            for config in configs.values():
+                config["http"] = {"host": "127.0.0.1", "port": free_port()}
+        state = Cluster(router, configs, lan)
         try:
             for name in configs:  # started together, then waited for
                 state.start(name, wait=False)
@@ -155,6 +192,29 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                     daemon.close()
             if failures:
                 raise failures[0]
+
+
+@contextlib.contextmanager
+def not_a_router(host: str) -> Iterator[str]:
+    """The URL of an HTTP server on ``host`` that answers 404 to everything: a wrong router_url."""
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        do_POST = do_DELETE = do_GET
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def served(node: RunningDaemon) -> dict[str, int]:
@@ -278,7 +338,6 @@ def test_a_node_killed_mid_traffic_is_retried_elsewhere_and_registers_itself_aga
     with cluster(tmp_path) as state:
         state.wait_registered("ppocr-a", "both-b", "ppocr-c")
         victim = state.nodes["ppocr-a"]
-        port = victim.port
         with state.client() as client:
             # Non-stream requests: those on the killed node are sent again by the router.
             results = _kill_while_it_works(victim, lambda: _burst(client, 6, LONG))
@@ -294,7 +353,7 @@ def test_a_node_killed_mid_traffic_is_retried_elsewhere_and_registers_itself_aga
             # router's entries, marked unhealthy meanwhile, are replaced by healthy ones.
             wait_until(lambda: not all(w["is_healthy"] for w in state.router.workers()),
                        timeout=30, message="the router did not see the node die")
-            state.start("ppocr-a", port=port)
+            state.start("ppocr-a")
             seconds = state.wait_registered("ppocr-a", "both-b", "ppocr-c")
             print(f"killed node back in the router's list within {seconds:.2f}s of READY")
             # The router may list the old entries as healthy again before the node's own round
@@ -345,12 +404,13 @@ def test_a_restarted_router_gets_every_node_again_and_a_clean_stop_withdraws_the
             assert char_accuracy(SHORT[0], read(client, PPOCR, SHORT)) >= 0.9
 
         # A reload to another router (cluster.* keys apply on SIGHUP) withdraws the node from
-        # this one at once. The other "router" is an ocrd, which answers 404 to /workers: one
-        # warning, and the node serves on.
-        node, wrong = state.nodes["ppocr-a"], state.nodes["ppocr-c"]
-        node.reload(deep_merge(node.config, {"cluster": {"router_url": wrong.base_url}}))
-        wait_until(lambda: set(state.router.urls()) == set(state.names("ppocr-c")), timeout=10,
-                   message="the reloaded node withdrawn")
-        wait_until(lambda: f"the router at {wrong.base_url} answered GET /workers with 404" in
-                   node.stderr(), timeout=10, message="the error answer logged")
-        assert httpx.get(node.base_url + "/health").status_code == 200
+        # this one at once. The other "router" answers 404 to /workers: one warning, and the
+        # node serves on.
+        node = state.nodes["ppocr-a"]
+        with not_a_router(state.lan.gateway if state.lan else "127.0.0.1") as wrong:
+            node.reload(deep_merge(node.config, {"cluster": {"router_url": wrong}}))
+            wait_until(lambda: set(state.router.urls()) == set(state.names("ppocr-c")), timeout=10,
+                       message="the reloaded node withdrawn")
+            wait_until(lambda: f"the router at {wrong} answered GET /workers with 404" in
+                       node.stderr(), timeout=10, message="the error answer logged")
+            assert httpx.get(node.base_url + "/health").status_code == 200

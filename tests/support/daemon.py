@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,8 +153,13 @@ class RunningDaemon:
     """``ocrd serve`` as a subprocess with its own config, sockets and sd_notify listener."""
 
     def __init__(self, config: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
-                 wait_ready: bool = True, flags: bool = False):
-        """``flags``: no config file; ``ocrd serve --port --socket --runtime-dir`` instead."""
+                 wait_ready: bool = True, flags: bool = False, host: str = "127.0.0.1",
+                 prefix: Sequence[str] = ()):
+        """``flags``: no config file; ``ocrd serve --port --socket --runtime-dir`` instead.
+
+        ``prefix`` goes in front of the command (``ip netns exec NS``: another host, see
+        tests/support/netns.py; it must exec, so that the process started is the daemon), and
+        ``host`` is where the test reaches the daemon's port (that host's address)."""
         self.dir = Path(tempfile.mkdtemp(prefix="ocrd-", dir="/tmp"))
         self.port = free_port()
         self.socket_path = self.dir / "ocrd.sock"
@@ -172,6 +177,8 @@ class RunningDaemon:
             "scheduler": {"warm_runners": 0},
         }
         self.config = deep_merge(base, config or {})
+        self.host = host
+        self.port = int(self.config["http"]["port"])  # the config may name its own
         self.write_config(self.config)
         self._notify_path = self.dir / "notify.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -195,9 +202,9 @@ class RunningDaemon:
                        "--runtime-dir", str(self.runtime_dir)]
         else:
             command = [OCRD, "serve", "--config", str(self.config_path)]
-        self.command = command
+        self.command = [*prefix, *command]
         self.process = subprocess.Popen(
-            command,
+            self.command,
             stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
             env=self.env, cwd=REPO,
         )
@@ -218,7 +225,7 @@ class RunningDaemon:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def address(self) -> str:
@@ -290,7 +297,7 @@ class RunningDaemon:
                 continue
             probe = None
             if "READY=1" in text.splitlines():
-                probe = (_tcp_connectable("127.0.0.1", self.port), _unix_connectable(self.socket_path))
+                probe = (_tcp_connectable(self.host, self.port), _unix_connectable(self.socket_path))
             with self._notes.cond:
                 self._notes.items.append(Notification(text, time.monotonic(), probe))
                 self._notes.cond.notify_all()

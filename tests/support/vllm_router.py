@@ -1,9 +1,10 @@
 """The real ``vllm-router`` binary (PyPI ``vllm-router``, in the test extra) as a subprocess.
 
 ``RunningRouter`` starts it in inference-gateway mode (``--enable-igw``: routes by the request's
-``model`` among the workers registered through its ``/workers`` API) on a free loopback port,
-waits for its ``/health``, and reads its worker list. ``kill()`` and ``start()`` again on the same
-port stand for a router that crashed and came back with an empty list.
+``model`` among the workers registered through its ``/workers`` API) on a free port of loopback
+(or of ``host``: its address on a test LAN, tests/support/netns.py), waits for its ``/health``,
+and reads its worker list. ``kill()`` and ``start()`` again on the same port stand for a router
+that crashed and came back with an empty list.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ START_TIMEOUT = 30.0  # hang guard: it answers /health in about 0.2 s
 
 
 class RunningRouter:
-    def __init__(self, log_path: Path, *extra: str):
+    def __init__(self, log_path: Path, *extra: str, host: str = "127.0.0.1"):
         assert ROUTER, "vllm-router is not installed: pip install -e '.[test]' (constraints/test.txt)"
+        self.host = host
         self.port = free_port()
         self.metrics_port = free_port()
         self.log_path = log_path
@@ -39,10 +41,10 @@ class RunningRouter:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
-        command = [ROUTER, "--enable-igw", "--host", "127.0.0.1", "--port", str(self.port),
+        command = [ROUTER, "--enable-igw", "--host", self.host, "--port", str(self.port),
                    # Its Prometheus exporter would take port 29000, which two routers cannot share.
                    "--prometheus-port", str(self.metrics_port), *self.extra]
         with self.log_path.open("ab") as log:
@@ -94,8 +96,8 @@ class RunningRouter:
 
 
 @contextlib.contextmanager
-def running_router(log_path: Path, *extra: str) -> Iterator[RunningRouter]:
-    router = RunningRouter(log_path, *extra)
+def running_router(log_path: Path, *extra: str, host: str = "127.0.0.1") -> Iterator[RunningRouter]:
+    router = RunningRouter(log_path, *extra, host=host)
     try:
         yield router
     finally:
