@@ -6,11 +6,16 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
 from ocrd import __version__
 from ocrd.cli import security_commands
+from ocrd.cli.default_config import _item_class, _model_class, _toml_key, toml_value
 from ocrd.config.loading import load_settings, unknown_env_variables
 from ocrd.config.settings import Settings
 from ocrd.errors import ConfigError, OcrdError
@@ -39,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     _add_config_flag(check)
-    show = commands.add_parser("print-config", help="print the effective configuration as TOML")
+    about = ("print the configuration in effect (defaults, file, OCRD_* variables) as TOML: "
+             "every key, an unset one as a comment (TOML has no null)")
+    show = commands.add_parser("print-config", help=about, description=about[0].upper() + about[1:])
     _add_config_flag(show)
-    show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    show.add_argument("--json", action="store_true", help="print JSON instead (unset keys: null)")
     commands.add_parser(
         "default-config",
         help="print the documented default configuration (packaging/ocrd.toml): every key "
@@ -105,13 +112,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ocrd: configuration OK ({source})")
         return EXIT_OK
     if args.command == "print-config":
-        data = settings.model_dump(mode="json")
-        print(json.dumps(data, indent=2) if args.json else to_toml(data))
+        if args.json:
+            print(json.dumps(settings.model_dump(mode="json"), indent=2))
+        else:
+            print(render_effective_config(settings), end="")
         return EXIT_OK
+    quiet_grpc_core()
     setup_logging(settings)
     from ocrd.daemon import serve  # the daemon's imports are not needed for the other commands
 
     return serve(settings, args.config, overrides)
+
+
+def quiet_grpc_core() -> None:
+    """Keeps gRPC's C core to its errors in the daemon's log.
+
+    The core logs every failed TLS handshake on a grpc.listen port at INFO, straight to stderr
+    past Python's logging ("I1206 ... ssl_transport_security.cc:2563] Handshake failed with error
+    SSL_ERROR_SSL: ... WRONG_VERSION_NUMBER"): a port scanner or a plaintext client leaves a line
+    that reads like a fault of ocrd, and anyone who can reach the port can fill the journal. The
+    client is told what went wrong (ocrctl explains it in one line), and the server learns nothing
+    it could act on. GRPC_VERBOSITY is gRPC's documented switch (it sets absl's minimum log level);
+    ERROR keeps the core's real errors. It is read when gRPC starts, so this runs before anything
+    imports grpc; a value the user set wins (docs/security.md: debugging a connection)."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def setup_logging(settings: Settings) -> None:
@@ -126,44 +150,58 @@ def setup_logging(settings: Settings) -> None:
     apply_log_level(settings.log_level)
 
 
-def to_toml(data: dict[str, Any]) -> str:
-    """TOML for the settings' shape: scalars, lists of scalars, nested tables."""
-    lines: list[str] = []
-    _emit_table(lines, [], data)
+def render_effective_config(settings: Settings) -> str:
+    """The settings in effect as TOML, every key of every table. TOML has no null, so a key that
+    is unset is written as a comment saying what unset means (``# tls_cert = (unset)``): the
+    output parses, and loads back into the same settings."""
+    layers = ["built-in defaults", *([str(settings.config_path)] if settings.config_path else []),
+              "OCRD_* variables"]
+    lines = [f"# The configuration in effect: {' < '.join(layers)}.",
+             "# Keys shown commented out are unset (TOML has no null)."]
+    _emit_table(lines, [], type(settings), settings.model_dump(mode="json"), header=None)
     return "\n".join(lines).strip() + "\n"
 
 
-def _emit_table(lines: list[str], path: list[str], table: dict[str, Any]) -> None:
-    arrays = {k: v for k, v in table.items()
-              if isinstance(v, list) and v and all(isinstance(item, dict) for item in v)}
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and k not in arrays}
-    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    if path and (scalars or not tables):
-        lines.append("")
-        lines.append("[" + ".".join(_toml_key(p) for p in path) + "]")
-    for key, value in scalars.items():
-        if value is not None:  # TOML has no null: an unset optional is simply absent
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, value in tables.items():
-        _emit_table(lines, [*path, key], value)
-    for key, items in arrays.items():  # [[upstreams]]: flat tables
-        for item in items:
-            lines += ["", "[[" + ".".join(_toml_key(p) for p in [*path, key]) + "]]"]
-            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items() if v is not None]
+def _emit_table(lines: list[str], path: list[str], model: type[BaseModel], data: dict[str, Any],
+                header: str | None) -> None:
+    """One table: its header, its keys (scalars, lists, inline tables), then the tables below it,
+    which must come after every key of this one."""
+    if header is not None:
+        lines += ["", header]
+    below: list[tuple[list[str], type[BaseModel], dict[str, Any], str]] = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        value, where = data[name], [*path, name]
+        if (section := _model_class(field.annotation)) is not None:
+            below.append((where, section, value, f"[{_dotted(where)}]"))
+        elif (item := _item_class(field.annotation)) is not None and value:
+            if isinstance(value, dict):  # [models."ID"]
+                below += [([*where, key], item, entry, f"[{_dotted([*where, key])}]")
+                          for key, entry in value.items()]
+            else:  # [[upstreams]]
+                below += [(where, item, entry, f"[[{_dotted(where)}]]") for entry in value]
+        elif value is None:
+            lines.append(f"# {_toml_key(name)} = {_unset_meaning(field)}")
+        else:
+            lines.append(f"{_toml_key(name)} = {toml_value(value)}")
+    for where, section, value, table_header in below:
+        _emit_table(lines, where, section, value, table_header)
 
 
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+def _unset_meaning(field: FieldInfo) -> str:
+    # The descriptions say what unset means ("...; unset: the one running ocrd.") or which
+    # setting applies instead ("(wins over scheduler.keep_alive)").
+    description = " ".join((field.description or "").split())
+    if found := re.search(r"\bunset: (.+?)(?:[.;](?:\s|$)|$)", description):
+        return f"(unset: {found.group(1)})"
+    if found := re.search(r"\bwins over (\w+\.\w+)", description):
+        return f"(unset: {found.group(1)} applies)"
+    return "(unset)"
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
+def _dotted(path: list[str]) -> str:
+    return ".".join(_toml_key(part) for part in path)
 
 
 if __name__ == "__main__":  # pragma: no cover

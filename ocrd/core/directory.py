@@ -6,7 +6,9 @@ installed — and adds cached models the catalog does not know but transformers 
 resolves what the settings ask of a model once (``wishes``: ``ocrd.core.wishes``), and from those
 wishes knows what the planner needs (size facts) and turns a planner ``Decision`` into the
 ``RunnerSpec`` a runner starts from. Which engines this host can run is asked of the injected
-Docker status (the daemon's ``DockerStatusCache``; tests pass their own). The scheduler asks it;
+Docker status (the daemon's ``DockerStatusCache``; tests pass their own) and of the installed
+packages (``ocrd.planning.availability``: an extra installed after start-up is seen within
+seconds, and at once after a reload, ``apply_settings``). The scheduler asks it;
 what it reads of the cache it keeps (``ocrd.cache.snapshot_index``: checked with a few stats at
 each look, dropped whenever ocrd changes the cache: ``cache_changed``); nothing else here holds
 state beyond the settings.
@@ -30,7 +32,13 @@ from ocrd.config.upstreams import upstream_entries, upstream_options
 from ocrd.core.engines import engine_kind, in_hf_cache
 from ocrd.core.wishes import NO_LOAD_WISH, LoadWish, ModelWishes, resolve_wishes
 from ocrd.errors import EngineUnavailable, InvalidRequest, ModelNotFound
-from ocrd.planning.availability import Availability, DockerStatusCache, DockerStatusProbe, engine_availability
+from ocrd.planning.availability import (
+    Availability,
+    DockerStatusCache,
+    DockerStatusProbe,
+    engine_availability,
+    recheck_packages,
+)
 from ocrd.planning.model_size import SizeFacts, size_facts
 from ocrd.planning.planner import Decision
 from ocrd.runners.base import RunnerSpec
@@ -60,6 +68,7 @@ class ModelDirectory:
         # SIGHUP: added upstreams are served and removed ones forgotten from now on.
         self._upstreams = _by_name(upstream_entries(settings.upstreams, self.catalog))
         self.cache_changed()  # the cache itself may be another one now
+        recheck_packages()  # an extra installed since start-up is served from now on
 
     def cache_changed(self) -> None:
         """ocrd changed the Hugging Face cache (a pull, a deletion, a runner's download): what

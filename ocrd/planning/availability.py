@@ -13,32 +13,44 @@ Docker engine (with the NVIDIA runtime unless ``vllm.device = "cpu"``), asked th
 the event loop; the process launcher needs the ``vllm`` package importable by ``vllm.python``.
 The Docker status is injected (``docker_status``): the daemon builds one ``DockerStatusCache``
 and hands its ``get`` to the directory; tests pass their own answer.
+
+Which packages an interpreter has is remembered by one ``MissingPackages`` for the process (the
+import system's own caches are per process too; the directory, the planner, ``explain``, the
+doctor and the warm runners all ask it): a package found is kept, one found missing is asked
+again after a few seconds, and a SIGHUP (``recheck_packages``) asks every one again, so an extra
+installed after start-up is served without a restart.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib
 import importlib.util
+import logging
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ocrd.config.settings import Settings
 from ocrd.core.engines import ENGINES
+from ocrd.install_hint import install_command
 from ocrd.runners.vllm import docker_host
 from ocrd.runners.vllm.docker_host import DockerStatus
 
 TRANSFORMERS_PACKAGES = ("torch", "transformers")
 VLLM_PACKAGES = ("vllm",)
 DOCKER_STATUS_TTL = 5.0  # seconds a Docker status answer is reused
+RECHECK_MISSING_AFTER = 3.0  # seconds a "not installed" answer is reused before it is asked again
 _PROBE = (
     "import importlib.util as u, sys; "
     "missing = [n for n in sys.argv[1:] if u.find_spec(n) is None]; print(' '.join(missing))"
 )
 
+
+log = logging.getLogger("ocrd.planning.availability")
 
 # Docker's status now (``DockerStatusCache.get``, or a test's answer).
 DockerStatusProbe = Callable[[], DockerStatus]
@@ -48,18 +60,21 @@ DockerStatusProbe = Callable[[], DockerStatus]
 class Availability:
     available: bool
     reason: str = ""
+    fix: str = ""  # what to do about it, when something can be done (also in ``reason``)
 
 
 def transformers_availability(settings: Settings) -> Availability:
     python = settings.transformers.python or sys.executable
-    missing = _missing_packages(python, TRANSFORMERS_PACKAGES)
+    missing = _missing_packages(python, TRANSFORMERS_PACKAGES, engine="transformers")
     if missing is None:
         return Availability(False, f"cannot run {python} (transformers.python)")
     if missing:
+        fix = install_command("transformers", python)
         return Availability(
             False,
-            f"{', '.join(missing)} not installed for {python}; install the extra: "
-            f"pip install 'ocrd-vlm[transformers]' (or set transformers.python to a venv that has them)",
+            f"{', '.join(missing)} not installed for {python}; install the extra: {fix} "
+            f"(or set transformers.python to a venv that has them)",
+            fix,
         )
     return Availability(True)
 
@@ -87,7 +102,7 @@ def vllm_settings_availability(settings: Settings, docker_status: DockerStatusPr
 def vllm_package_availability(python: str) -> Availability:
     """The ``vllm`` package importable by ``python`` (empty: ocrd's own interpreter)."""
     interpreter = python or sys.executable
-    missing = _missing_packages(interpreter, VLLM_PACKAGES)
+    missing = _missing_packages(interpreter, VLLM_PACKAGES, engine="vllm")
     if missing is None:
         return Availability(False, f"cannot run {interpreter} (vllm.python)")
     if missing:
@@ -96,9 +111,63 @@ def vllm_package_availability(python: str) -> Availability:
     return Availability(True)
 
 
-@functools.lru_cache(maxsize=8)
-def _missing_packages(python: str, packages: tuple[str, ...]) -> tuple[str, ...] | None:
+class _Answer(NamedTuple):
+    missing: tuple[str, ...] | None  # None: the interpreter could not be run
+    taken: float  # when it was asked (the clock's time)
+    stale: bool = False  # asked again at the next use, whatever its age (a reload)
+
+
+class MissingPackages:
+    """Which of some packages an interpreter cannot import (None: it cannot be run), remembered.
+
+    A complete answer is kept: packages do not vanish from under a running daemon in practice. A
+    missing one is asked again once it is older than ``ttl``, so that an extra installed after
+    start-up is seen by the next load, explain or listing, while the probe of another
+    interpreter (a subprocess) runs at most once per ``ttl`` however many requests ask.
+    ``recheck`` (SIGHUP) has every answer asked again at its next use. A missing answer that
+    turns complete is logged once, at INFO."""
+
+    def __init__(self, *, ttl: float = RECHECK_MISSING_AFTER, clock: Callable[[], float] = time.monotonic):
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()  # asked from the event loop and from worker threads
+        self._answers: dict[tuple[str, tuple[str, ...]], _Answer] = {}
+
+    def __call__(self, python: str, packages: tuple[str, ...], *, engine: str = "") -> tuple[str, ...] | None:
+        key = (python, packages)
+        with self._lock:
+            known = self._answers.get(key)
+        if known is not None and not known.stale and (
+                known.missing == () or self._clock() - known.taken < self._ttl):
+            return known.missing
+        missing = _probe_packages(python, packages)
+        with self._lock:
+            before = self._answers.get(key)
+            self._answers[key] = _Answer(missing, self._clock())
+        if before is not None and before.missing != () and missing == ():
+            names = ", ".join(before.missing or packages)
+            where = "" if python == sys.executable else f" for {python}"
+            what = f"the {engine} engine is" if engine else "they are"
+            log.info("%s installed after start-up%s: %s available now", names, where, what)
+        return missing
+
+    def recheck(self) -> None:
+        """Every answer is asked again at its next use (the one before is kept, so that an
+        extra installed meanwhile is logged)."""
+        with self._lock:
+            self._answers = {key: answer._replace(stale=True) for key, answer in self._answers.items()}
+
+    def cache_clear(self) -> None:
+        """Forgets every answer (tests start from none)."""
+        with self._lock:
+            self._answers.clear()
+
+
+def _probe_packages(python: str, packages: tuple[str, ...]) -> tuple[str, ...] | None:
     if python == sys.executable:
+        # The import system caches directory listings: without this a package installed after
+        # start-up can stay unseen.
+        importlib.invalidate_caches()
         return tuple(name for name in packages if importlib.util.find_spec(name) is None)
     try:
         done = subprocess.run([python, "-c", _PROBE, *packages], capture_output=True, text=True,
@@ -106,6 +175,15 @@ def _missing_packages(python: str, packages: tuple[str, ...]) -> tuple[str, ...]
     except (OSError, subprocess.SubprocessError):
         return None
     return tuple(done.stdout.split())
+
+
+# This process's answers (the import system's caches are per process too).
+_missing_packages = MissingPackages()
+
+
+def recheck_packages() -> None:
+    """SIGHUP: which packages each interpreter has is asked again at the next use."""
+    _missing_packages.recheck()
 
 
 def vllm_availability(launcher: str, docker: DockerStatus | None,

@@ -226,10 +226,16 @@ def check_runner_support(options: TransformersOptions) -> None:
         from packaging.specifiers import SpecifierSet
 
         if transformers.__version__ not in SpecifierSet(options.transformers_version):
+            # Standard library only, and only on this error: the runner still imports nothing
+            # of ocrd but its errors on the way to a model.
+            from ocrd.install_hint import install_command
+
+            wanted = f"transformers{options.transformers_version}"
             raise ModelLoadFailed(
-                f"{options.repo_id} needs transformers{options.transformers_version} but this "
-                f"runner has {transformers.__version__}; point transformers.python at a venv with "
-                f"a matching transformers (and ocrd-vlm[transformers])"
+                f"{options.repo_id} needs {wanted} but this runner has {transformers.__version__}; "
+                f"make a venv with it (python3 -m venv VENV && "
+                f"{install_command('transformers', 'VENV/bin/python')} '{wanted}') and set "
+                f"transformers.python = \"VENV/bin/python\""
             )
 
 

@@ -4,15 +4,20 @@ flags, through ``ocrd.cli.main.main(argv)`` and once through the installed conso
 from __future__ import annotations
 
 import json
+import re
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from ocrd import __version__
 from ocrd.cli.main import EXIT_OK, EXIT_USAGE, build_parser, flag_overrides, main
 from ocrd.config.loading import load_settings
+from ocrd.config.tokens import hash_token
 from tests.support.files import write
 
 VENV_BIN = Path(sys.executable).parent
@@ -188,6 +193,78 @@ def test_print_config_json_matches_the_settings(
     data = json.loads(capsys.readouterr().out)
     assert data == load_settings(good_config).model_dump(mode="json")
     assert data["grpc"]["socket_mode"] == "0600"
+
+
+@pytest.fixture
+def every_table_config(good_config: Path, tmp_path: Path) -> Path:
+    """good_config plus one of each table that repeats, each with keys left unset."""
+    return write(
+        tmp_path / "every-table.toml",
+        good_config.read_text()
+        + textwrap.dedent(f"""
+        [[upstreams]]
+        model = "remote/ocr"
+        url = "http://ocr.example:8000/v1"
+        [[http.api_keys]]
+        name = "app"
+        hash = "{hash_token("app-key")}"
+        [[grpc.tokens]]
+        name = "alice"
+        role = "admin"
+        hash = "{hash_token("alice-token")}"
+        """),
+    )
+
+
+def assert_every_key_shown(settings: BaseModel, shown: dict[str, Any], where: str = "") -> None:
+    """Every field of the settings, walked down through sections, [models."ID"] and [[upstreams]]
+    tables, is a key of the same table of what print-config printed."""
+    for name, field in type(settings).model_fields.items():
+        if field.exclude:
+            continue
+        assert name in shown, f"print-config leaves out {where}{name}"
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            assert_every_key_shown(value, shown[name], f"{where}{name}.")
+        elif isinstance(value, dict) and any(isinstance(v, BaseModel) for v in value.values()):
+            for key, entry in value.items():
+                assert_every_key_shown(entry, shown[name][key], f"{where}{name}.{key}.")
+        elif isinstance(value, list) and any(isinstance(v, BaseModel) for v in value):
+            assert len(shown[name]) == len(value)
+            for index, entry in enumerate(value):
+                assert_every_key_shown(entry, shown[name][index], f"{where}{name}[{index}].")
+
+
+UNSET_LINE = re.compile(r"^# (\S+) = \(unset(: .+)?\)$", re.MULTILINE)
+
+
+def test_print_config_shows_every_key_an_unset_one_as_a_comment(
+    every_table_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["print-config", "--config", str(every_table_config)]) == EXIT_OK
+    printed = capsys.readouterr().out
+    settings = load_settings(every_table_config)
+
+    # Uncommented, the unset keys take their place in their tables.
+    assert_every_key_shown(settings, tomllib.loads(UNSET_LINE.sub(r'\1 = "unset"', printed)))
+    assert "# tls_cert = (unset)" in printed.splitlines()
+    assert "# python = (unset: the one running ocrd)" in printed.splitlines()
+    assert ("# hub_dir = (unset: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)"
+            in printed.splitlines())
+    assert "# timeout = (unset: http.request_timeout)" in printed.splitlines()  # [[upstreams]]
+    assert "# keep_alive = (unset: scheduler.keep_alive applies)" in printed.splitlines()
+    # As printed, the same configuration.
+    again = write(tmp_path / "printed.toml", printed)
+    assert main(["check-config", "--config", str(again)]) == EXIT_OK
+    assert load_settings(again).model_dump() == settings.model_dump()
+
+
+def test_print_config_of_the_defaults_shows_every_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["print-config"]) == EXIT_OK
+    printed = capsys.readouterr().out
+
+    assert_every_key_shown(load_settings(), tomllib.loads(UNSET_LINE.sub(r'\1 = "unset"', printed)))
+    assert printed.startswith("# The configuration in effect: built-in defaults < OCRD_* variables.")
 
 
 def test_print_config_with_a_bad_file_fails_like_check_config(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from ocrd.ops.doctor.engine_checks import (
     vllm_severity,
 )
 from ocrd.ops.doctor.gpu_checks import check_gpu_devices, check_gpu_memory, check_nvml
+from ocrd.planning import availability
 from ocrd.planning.availability import Availability
 from ocrd.planning.gpu import GpuProbe, unavailable
 from ocrd.planning.planner import Decision
@@ -207,12 +209,22 @@ def test_no_docker_socket_or_a_tcp_docker_host_skips_the_socket_check(tmp_path):
     assert tcp.status == SKIPPED and "not a Unix socket" in tcp.message
 
 
-def test_the_transformers_engine_missing_is_a_warning_with_the_install_line():
+def test_the_transformers_engine_missing_is_a_warning_with_the_install_line_for_this_installation(
+        tmp_path, monkeypatch):
     assert check_transformers(Availability(True)).status == OK
-    check = check_transformers(Availability(False, "torch, transformers not installed for /usr/bin/python3; "
-                                                   "install the extra"))
-    assert check.status == WARN and check.message.endswith("not installed for /usr/bin/python3")
-    assert "ocrd-vlm[transformers]" in check.fix
+    # Made-up package names on an empty directory: missing whatever this venv has installed.
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(availability, "TRANSFORMERS_PACKAGES", ("ocrd_doctor_torch", "ocrd_doctor_transformers"))
+    monkeypatch.setattr(availability, "_missing_packages", availability.MissingPackages())
+    check = check_transformers(availability.transformers_availability(Settings()))
+    assert check.status == WARN
+    assert check.message == (f"the transformers engine is not available: ocrd_doctor_torch, "
+                             f"ocrd_doctor_transformers not installed for {sys.executable}")
+    # The checkout this venv has ocrd from (scripts/test installs it with pip install -e), into
+    # this interpreter: not the pip on PATH, not ocrd-vlm from an index (it is on none).
+    command = f"{sys.executable} -m pip install -e '{REPO}[transformers]'"
+    assert check.fix.startswith(command)
+    assert check.fix.endswith(", or set transformers.python to a venv that has torch and transformers")
 
 
 # --- the Hugging Face cache ------------------------------------------------------------------------

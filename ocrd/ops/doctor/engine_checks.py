@@ -16,13 +16,9 @@ from ocrd.config.settings import Settings
 from ocrd.core.wishes import resolve_wishes
 from ocrd.ops.doctor.base import FAIL, OK, SKIPPED, WARN, Check, group_of, user_name
 from ocrd.planning.availability import Availability
-from ocrd.runners.vllm.docker_host import DEFAULT_SOCKET, INSTALL_HINT, DockerStatus
+from ocrd.runners.vllm.docker_host import DEFAULT_SOCKET, DockerStatus, install_hint
 
 DOCKER_SOCKET = Path(DEFAULT_SOCKET)
-TRANSFORMERS_HINT = (
-    "pip install 'ocrd-vlm[transformers]' into ocrd's venv, or set transformers.python to a venv "
-    "that has torch and transformers"
-)
 
 
 def vllm_severity(settings: Settings, entry: CatalogEntry | None, transformers: Availability) -> str:
@@ -42,7 +38,7 @@ def check_docker(status: DockerStatus, launcher: str, severity: str) -> Check:
         runtimes = ", ".join(status.runtimes) or "none reported"
         return Check("docker", OK, f"Docker {status.version} is reachable (runtimes: {runtimes})")
     if "not installed" in status.reason:
-        fix = INSTALL_HINT
+        fix = install_hint()
     else:
         fix = ("start Docker (sudo systemctl start docker); if it runs, let ocrd's user open its "
                "socket (see docker-socket)")
@@ -102,5 +98,9 @@ def check_docker_socket(environ: Mapping[str, str], launcher: str, severity: str
 def check_transformers(availability: Availability) -> Check:
     if availability.available:
         return Check("transformers", OK, "the transformers engine is installed (torch, transformers)")
+    # The fix names the interpreter that lacks them and how this ocrd was installed.
+    fix = availability.fix or "set transformers.python to a venv that has torch and transformers"
+    if availability.fix:
+        fix += ", or set transformers.python to a venv that has torch and transformers"
     return Check("transformers", WARN, f"the transformers engine is not available: "
-                                       f"{availability.reason.split(';')[0]}", TRANSFORMERS_HINT)
+                                       f"{availability.reason.split(';')[0]}", fix)

@@ -6,7 +6,8 @@ starts; a runner made while there is none connects by itself). Before the daemon
 ``adopt_containers`` goes through the containers this daemon instance left (``vllm.instance``,
 see ``ocrd.config.settings.vllm_instance``) — after a crash, a SIGKILL or an upgrade — keeps those that ocrd
 would start the same way now and that still answer, as READY models of the scheduler, and removes
-the others. Docker being unreachable then is a warning, never a failed start.
+the others. Docker being unreachable then is logged (a warning only when the configuration asks
+for vLLM), never a failed start.
 
 The placement of an adopted container (device, GPU, ``gpu_memory_utilization``) is the one it was
 started with, read from its labels: planning it afresh would see the container's own memory as
@@ -51,8 +52,9 @@ class VllmContainers:
         instance = vllm_instance(self._settings)
         client = await asyncio.to_thread(docker_host.docker_client)
         if isinstance(client, str):
-            # Hosts without Docker are common when vLLM is not used: only a docker launcher warns.
-            level = logging.WARNING if self._settings.vllm.launcher == "docker" else logging.INFO
+            # Hosts without Docker are common when vLLM is not used: only a configuration that
+            # asks for vLLM warns now; a load that needs it fails saying why.
+            level = logging.WARNING if _asks_for_vllm(self._settings) else logging.INFO
             log.log(level, "vLLM containers of instance %s not checked: %s", instance, client)
             return
         self._client = client
@@ -93,6 +95,15 @@ class VllmContainers:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _asks_for_vllm(settings: Settings) -> bool:
+    """The configuration names vLLM (``planner.engine``, a model's ``engine``) with the docker
+    launcher: Docker is needed, not just of use."""
+    if settings.vllm.launcher != "docker":
+        return False
+    return settings.planner.engine == "vllm" or any(
+        model.engine == "vllm" for model in settings.models.values())
 
 
 def adopted_decision(spec: RunnerSpec, name: str) -> Decision:

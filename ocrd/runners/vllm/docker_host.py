@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ocrd.install_hint import install_command
+
 DEFAULT_SOCKET = "/var/run/docker.sock"  # the SDK's default without DOCKER_HOST
 MANAGED_LABEL = "ocrd.managed"
 MODEL_LABEL = "ocrd.model"
 CONFIG_HASH_LABEL = "ocrd.config-hash"
 INSTANCE_LABEL = "ocrd.instance"
 
-INSTALL_HINT = "pip install 'ocrd-vlm[vllm]'"
 NVIDIA_RUNTIME_HINT = (
     "Docker has no NVIDIA runtime: install the NVIDIA Container Toolkit "
     "(`nvidia-ctk runtime configure --runtime=docker`, then restart Docker), or run the model "
@@ -52,6 +53,11 @@ class DockerStatus:
         return "nvidia" in self.runtimes
 
 
+def install_hint() -> str:
+    """How to install the docker SDK (the ``vllm`` extra) into the daemon's venv."""
+    return install_command("vllm")
+
+
 def docker_client(timeout: float = 10.0) -> Any:
     """A connected ``docker.DockerClient`` (from ``DOCKER_HOST`` or the default socket), or a
     one-line string saying why there is none."""
@@ -62,7 +68,7 @@ def docker_client(timeout: float = 10.0) -> Any:
         import docker
         from docker.errors import DockerException
     except ImportError:
-        return f"the docker package is not installed: {INSTALL_HINT}"
+        return f"the docker package is not installed: {install_hint()}"
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
