@@ -79,4 +79,6 @@ def _print_errors(models: Sequence[pb.ModelInfo]) -> None:
     if failed:
         print()
     for model in failed:
-        print(f"{model.id}: {model.error}")
+        # Most errors name their model first already ("remote/ppocr: the upstream server at
+        # ... cannot be reached", as a load's error reads on its own): once is enough.
+        print(f"{model.id}: {model.error.removeprefix(f'{model.id}: ')}")

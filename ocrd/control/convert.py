@@ -16,6 +16,7 @@ from ocrd.cache.pull import PullStep
 from ocrd.cache.service import CacheInventory
 from ocrd.cache.verify import CacheVerification
 from ocrd.control.v1 import control_pb2 as pb
+from ocrd.core.known_models import Download, KnownModel
 from ocrd.core.scheduler import SlotInfo, UnloadResult
 from ocrd.events import Event, ModelState
 from ocrd.jobs.batches import TIMES, Batch
@@ -84,12 +85,47 @@ def model_info(slot: SlotInfo) -> pb.ModelInfo:
         in_flight=slot.in_flight,
         queued=slot.queued,
         queue_capacity=slot.queue_capacity,
-        last_used=timestamp(slot.last_used),
+        last_used=timestamp(_used_since_load(slot)),
         loaded_at=timestamp(slot.loaded_at),
         error=slot.error,
         license=slot.license or "",
         license_note=slot.license_note or "",
     )
+
+
+def _used_since_load(slot: SlotInfo) -> float | None:
+    """When a request last finished on the runner loaded now: a use before this load (the model
+    was used, unloaded and loaded again) is not this runner's, and ``ocrctl ps`` showing it as
+    "LAST USED 2m ago" beside a keep-alive that counts from the load misleads."""
+    if slot.last_used is not None and slot.loaded_at is not None and slot.last_used < slot.loaded_at:
+        return None
+    return slot.last_used
+
+
+_DOWNLOAD: dict[Download, pb.DownloadState] = {
+    Download.NOT_NEEDED: pb.DOWNLOAD_STATE_NOT_NEEDED,
+    Download.NOT_DOWNLOADED: pb.DOWNLOAD_STATE_NOT_DOWNLOADED,
+    Download.PARTIAL: pb.DOWNLOAD_STATE_PARTIAL,
+    Download.DOWNLOADED: pb.DOWNLOAD_STATE_DOWNLOADED,
+}
+
+
+def known_model(known: KnownModel, slot: SlotInfo | None) -> pb.ModelInfo:
+    """A model of ``ListModels`` with all: its slot as usual when the scheduler has one (a model
+    this host serves, or one it ran before), else the catalog's facts, not loaded."""
+    entry = known.entry
+    if slot is not None:
+        info = model_info(slot)
+    else:
+        info = pb.ModelInfo(id=entry.id, aliases=list(entry.aliases), description=entry.description,
+                            engine=known.engine, state=pb.MODEL_STATE_NOT_LOADED,
+                            license=entry.license or "", license_note=entry.license_note or "")
+    info.size_bytes = max(0, known.size_bytes or 0)
+    info.engines.extend(pb.ModelEngine(name=e.name, available=e.available, reason=e.reason)
+                        for e in known.engines)
+    info.download = _DOWNLOAD[known.download]
+    info.unavailable_reason = known.unavailable
+    return info
 
 
 def event(item: Event) -> pb.Event:

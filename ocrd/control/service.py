@@ -23,8 +23,9 @@ from ocrd.control.file_transfer import file_chunks, receive_upload
 from ocrd.control.v1 import control_pb2 as pb
 from ocrd.control.v1 import control_pb2_grpc
 from ocrd.core.engines import engine_wish, quantization_wish
+from ocrd.core.known_models import known_models
 from ocrd.core.scheduler import Scheduler
-from ocrd.errors import EngineUnavailable
+from ocrd.errors import EngineUnavailable, InvalidRequest
 from ocrd.events import ModelState
 from ocrd.jobs.batches import BatchService
 from ocrd.jobs.files import FileService
@@ -104,8 +105,17 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=self._model_infos(loaded_only=request.loaded_only),
-                                     warm_runners=await self._warm_runners())
+        if not request.all:
+            return pb.ListModelsResponse(models=self._model_infos(loaded_only=request.loaded_only),
+                                         warm_runners=await self._warm_runners())
+        if request.loaded_only:
+            raise InvalidRequest("all and loaded_only exclude each other: ask for one")
+        # The slots of servable models, and of any other the scheduler still holds (a failed one).
+        slots = {info.id: info for info in (*self._scheduler.models(), *self._scheduler.active_models())}
+        directory = self._scheduler.directory
+        return pb.ListModelsResponse(
+            models=[convert.known_model(known, slots.get(known.entry.id)) for known in known_models(directory)],
+            warm_runners=await self._warm_runners(), cache_dir=str(directory.hub_dir))
 
     async def LoadModel(
         self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext

@@ -167,10 +167,13 @@ class Loading(SlotTable):
         self._restarts.ready(slot.entry.id)
         if engine_kind(slot.engine).hf_cache:
             self._models.cache_changed()  # its runner may have downloaded what the cache lacked
-        memory = f", {runner.memory_bytes / 2**20:.0f} MiB" if runner.memory_bytes else ""
+        details = [f"pid {runner.pid}"] if runner.pid is not None else []  # an upstream: no process of ocrd's
+        if runner.memory_bytes:
+            details.append(f"{runner.memory_bytes / 2**20:.0f} MiB")
+        said = f" ({', '.join(details)})" if details else ""
         plan = f"; {summary(slot.decision)}" if slot.decision is not None else ""
         how = "adopted" if adopted else "ready"
-        self._publish(slot, "model.ready", f"{how} (pid {runner.pid}{memory}){plan}", progress=1.0)
+        self._publish(slot, "model.ready", f"{how}{said}{plan}", progress=1.0)
         future.set_result(None)
         slot.signal.notify()
 

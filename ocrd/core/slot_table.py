@@ -188,7 +188,8 @@ class SlotTable:
                  stage: str = "") -> None:
         event = self.events.publish(Event(kind=kind, model=slot.entry.id, state=slot.state,
                                           message=message, progress=progress, stage=stage))
-        log.info("%s %s: %s", event.kind, event.model, event.message)
+        # Some messages start with the model's id already (an upstream's, to read well alone).
+        log.info("%s %s: %s", event.kind, event.model, event.message.removeprefix(f"{event.model}: "))
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)

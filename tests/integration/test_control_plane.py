@@ -75,6 +75,25 @@ async def test_list_models_lists_every_servable_model_and_filters_loaded_ones(st
     assert loaded[0].device == "cpu" and loaded[0].HasField("loaded_at")
 
 
+async def test_list_models_with_all_adds_what_this_host_cannot_serve_and_keeps_the_slots(stub):
+    await load_all(stub, model=PPOCR)
+    listing = await stub.ListModels(pb.ListModelsRequest(all=True))
+    models = {m.id: m for m in listing.models}
+    assert listing.cache_dir and len(models) > 20  # the whole catalog, on an empty cache
+    ppocr, dots = models[PPOCR], models["rednote-hilab/dots.ocr"]
+    # A served model as ListModels shows it anyway (its slot: state, pid), plus the new facts.
+    assert (ppocr.state, ppocr.download, ppocr.unavailable_reason) == (
+        pb.MODEL_STATE_READY, pb.DOWNLOAD_STATE_NOT_NEEDED, "")
+    assert ppocr.pid > 0 and [e.name for e in ppocr.engines] == ["builtin"]
+    assert (dots.state, dots.download) == (pb.MODEL_STATE_NOT_LOADED, pb.DOWNLOAD_STATE_NOT_DOWNLOADED)
+    assert dots.size_bytes > 0 and "ocrctl pull rednote-hilab/dots.ocr" in dots.unavailable_reason
+
+
+async def test_list_models_refuses_all_with_loaded_only(stub):
+    error = await rpc_error(stub.ListModels(pb.ListModelsRequest(all=True, loaded_only=True)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "exclude each other" in error.details()
+
+
 async def test_load_streams_progress_while_loading_and_ends_ready(stub, runners):
     runners.plan(PPOCR, progress=STEPS, gated=True, memory_bytes=PPOCR_MEMORY)
     call = stub.LoadModel(pb.LoadModelRequest(model="ppocr"))

@@ -164,3 +164,18 @@ def test_unload_after_a_request_frees_the_runner_the_request_started(unloaded):
     pid = daemon.ps()[PPOCR]["pid"]
     assert daemon.ocrctl("unload", PPOCR).returncode == 0
     wait_until(lambda: not pid_alive(pid), timeout=30, message="the runner gone")
+
+
+def test_ps_after_a_fresh_load_says_never_used_not_the_previous_runners_last_use(unloaded):
+    daemon = unloaded
+    with daemon.http() as http:
+        answer = http.post("/v1/chat/completions", json={
+            "model": "ppocr", "messages": ocr_messages(render_text_image(["used once"]))})
+    assert answer.status_code == 200, answer.text
+    assert daemon.ocrctl("ps").stdout.splitlines()[1].endswith(" ago")
+    assert daemon.ocrctl("unload", PPOCR).returncode == 0
+    assert daemon.ocrctl("load", PPOCR).returncode == 0
+
+    header, row = daemon.ocrctl("ps").stdout.splitlines()
+    assert header.endswith("LAST USED") and row.endswith(" never"), row
+    assert "last_used" not in daemon.ps()[PPOCR]

@@ -98,6 +98,7 @@ def test_a_preset_of_the_catalog_model_applies_through_its_upstream(daemon, upst
 def test_ocrctl_ps_shows_a_loaded_upstream_with_its_url_and_unload_forgets_it(daemon, upstream) -> None:
     load = daemon.ocrctl("load", OWN_MODEL)
     assert load.returncode == 0, load.stderr
+    assert "pid" not in load.stdout + load.stderr and "ready" in load.stdout + load.stderr, load  # no process of ocrd's
     shown = daemon.ps()[OWN_MODEL]
     assert (shown["engine"], shown["device"], shown["state"]) == ("upstream", upstream.url, "MODEL_STATE_READY")
     assert not shown.get("pid") and not int(shown.get("memoryBytes", 0))
@@ -129,8 +130,16 @@ def test_loads_that_cannot_reach_or_find_the_model_fail_with_one_line_each(tmp_p
                 assert result.returncode == 1, result
                 line = result.stderr.strip()
                 assert "\n" not in line and line.startswith("ocrctl: ") and words in line, line
+            # `ocrctl ps` lists each failed load's error under the table, naming the model once.
+            errors = daemon.ocrctl("ps").stdout.split("\n\n")[1].splitlines()
+            assert [line.split(": ", 1)[0] for line in errors] == list(expected), errors
+            assert all(line.startswith(f"{model}: the upstream server at ") and words in line
+                       for line, (model, words) in zip(errors, expected.items(), strict=True)), errors
             with daemon.http() as http:
                 response = http.post("/v1/chat/completions", json={
                     "model": "acme/refused", "messages": [{"role": "user", "content": "hi"}]})
             assert response.status_code == 503
             assert "cannot be reached" in response.json()["error"]["message"]
+            # The daemon's log names the model once too.
+            failed = [line for line in daemon.stderr().splitlines() if "model.failed acme/refused" in line]
+            assert failed and all("acme/refused: acme/refused" not in line for line in failed), failed

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ocrd.catalog import CatalogEntry
 from ocrd.control import convert
 from ocrd.control.v1 import control_pb2 as pb
+from ocrd.core.known_models import Download, EngineChoice, KnownModel
 from ocrd.core.scheduler import SlotInfo, UnloadResult
 from ocrd.events import Event, ModelState
 
@@ -60,6 +62,38 @@ def test_a_model_that_is_not_running_has_no_pid_no_times_and_keeps_its_error():
     assert (info.state, info.pid, info.memory_bytes) == (pb.MODEL_STATE_FAILED, 0, 0)
     assert not info.HasField("last_used") and not info.HasField("loaded_at")
     assert info.error == "runner exited: killed"
+
+
+def test_a_use_before_the_current_load_is_not_the_runners_last_use():
+    # Used, unloaded, loaded again: `ocrctl ps` must say "never", not the old runner's "2m45s ago".
+    reloaded = convert.model_info(slot(last_used=1_699_998_000.0, loaded_at=1_699_999_000.5))
+    assert not reloaded.HasField("last_used")
+    used_since = convert.model_info(slot(last_used=1_699_999_001.0, loaded_at=1_699_999_000.5))
+    assert used_since.last_used.ToNanoseconds() == 1_699_999_001_000_000_000
+
+
+def test_a_known_model_without_a_slot_carries_the_catalogs_facts_and_its_download_state():
+    entry = CatalogEntry(id="org/vlm", aliases=("vlm",), description="a VLM", engines=("vllm", "transformers"),
+                         license="mit")
+    known = KnownModel(entry=entry, engine="transformers", size_bytes=2_000_000_000,
+                       engines=(EngineChoice("vllm", False, "no Docker"), EngineChoice("transformers", True)),
+                       download=Download.PARTIAL, unavailable="not downloaded: `ocrctl pull org/vlm`")
+    info = convert.known_model(known, None)
+    assert (info.id, list(info.aliases), info.description, info.license) == ("org/vlm", ["vlm"], "a VLM", "mit")
+    assert (info.engine, info.state, info.pid) == ("transformers", pb.MODEL_STATE_NOT_LOADED, 0)
+    assert (info.size_bytes, info.download) == (2_000_000_000, pb.DOWNLOAD_STATE_PARTIAL)
+    assert [(e.name, e.available, e.reason) for e in info.engines] == [
+        ("vllm", False, "no Docker"), ("transformers", True, "")]
+    assert info.unavailable_reason == "not downloaded: `ocrctl pull org/vlm`"
+
+
+def test_a_known_model_with_a_slot_keeps_what_the_scheduler_says_of_it():
+    entry = CatalogEntry(id="builtin/ppocr", engines=("builtin",))
+    known = KnownModel(entry=entry, engine="builtin", engines=(EngineChoice("builtin", True),),
+                       download=Download.NOT_NEEDED, size_bytes=None)
+    info = convert.known_model(known, slot())
+    assert (info.state, info.pid, info.memory_bytes) == (pb.MODEL_STATE_READY, 1234, 150 * 2**20)
+    assert (info.size_bytes, info.download, info.unavailable_reason) == (0, pb.DOWNLOAD_STATE_NOT_NEEDED, "")
 
 
 def test_a_pinned_model_reports_keep_alive_zero():

@@ -1,4 +1,5 @@
-"""``ocrctl models`` as printed: the licence column and the notes of licences that restrict use."""
+"""``ocrctl models`` as printed: the licence column, the notes of licences that restrict use, and the
+pointer to ``--all``."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ LISTING = pb.ListModelsResponse(models=[
 class FakeClient:
     def call(self, method, request, response_type):
         assert method == "ListModels"
+        assert not request.all and not request.loaded_only  # what this host can serve now
         return LISTING
 
 
 def run(capsys: pytest.CaptureFixture[str], *, as_json: bool) -> str:
-    assert run_models(FakeClient(), argparse.Namespace(json=as_json)) == 0  # type: ignore[arg-type]
+    assert run_models(FakeClient(), argparse.Namespace(json=as_json, all=False)) == 0  # type: ignore[arg-type]
     return capsys.readouterr().out
 
 
@@ -39,8 +41,9 @@ def test_models_table_has_a_licence_column_and_marks_a_restrictive_one(capsys):
     assert re.match(r"builtin/ppocr\s+ppocr\s+builtin\s+not loaded\s+apache-2.0\s+PP-OCR$", lines[1])
     assert re.match(r"datalab-to/chandra-ocr-2\s.*\sOpenRAIL-M \(modified\) \*\s+Chandra OCR 2$", lines[2])
     assert re.match(r"org/cached\s+-\s+transformers\s+not loaded\s+-", lines[3])
-    # The restriction itself, in full, under the table.
-    assert lines[4:] == ["* datalab-to/chandra-ocr-2: commercial use restricted"]
+    # The restriction itself, in full, under the table; then where the rest of the catalog is.
+    assert lines[4:] == ["* datalab-to/chandra-ocr-2: commercial use restricted",
+                         "('ocrctl models --all' lists every model ocrd knows, downloaded or not)"]
 
 
 def test_models_json_has_the_licence_and_its_note(capsys):

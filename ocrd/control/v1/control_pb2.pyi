@@ -19,6 +19,14 @@ class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_STATE_UNLOADING: _ClassVar[ModelState]
     MODEL_STATE_FAILED: _ClassVar[ModelState]
 
+class DownloadState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DOWNLOAD_STATE_UNSPECIFIED: _ClassVar[DownloadState]
+    DOWNLOAD_STATE_NOT_NEEDED: _ClassVar[DownloadState]
+    DOWNLOAD_STATE_NOT_DOWNLOADED: _ClassVar[DownloadState]
+    DOWNLOAD_STATE_PARTIAL: _ClassVar[DownloadState]
+    DOWNLOAD_STATE_DOWNLOADED: _ClassVar[DownloadState]
+
 class CheckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHECK_STATUS_UNSPECIFIED: _ClassVar[CheckStatus]
@@ -32,6 +40,11 @@ MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
 MODEL_STATE_UNLOADING: ModelState
 MODEL_STATE_FAILED: ModelState
+DOWNLOAD_STATE_UNSPECIFIED: DownloadState
+DOWNLOAD_STATE_NOT_NEEDED: DownloadState
+DOWNLOAD_STATE_NOT_DOWNLOADED: DownloadState
+DOWNLOAD_STATE_PARTIAL: DownloadState
+DOWNLOAD_STATE_DOWNLOADED: DownloadState
 CHECK_STATUS_UNSPECIFIED: CheckStatus
 CHECK_STATUS_OK: CheckStatus
 CHECK_STATUS_WARN: CheckStatus
@@ -39,7 +52,7 @@ CHECK_STATUS_FAIL: CheckStatus
 CHECK_STATUS_SKIPPED: CheckStatus
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "aliases", "engine", "state", "device", "pid", "memory_bytes", "pinned", "keep_alive_seconds", "in_flight", "queued", "queue_capacity", "last_used", "loaded_at", "error", "description", "replica_pids", "license", "license_note")
+    __slots__ = ("id", "aliases", "engine", "state", "device", "pid", "memory_bytes", "pinned", "keep_alive_seconds", "in_flight", "queued", "queue_capacity", "last_used", "loaded_at", "error", "description", "replica_pids", "license", "license_note", "size_bytes", "engines", "download", "unavailable_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +72,10 @@ class ModelInfo(_message.Message):
     REPLICA_PIDS_FIELD_NUMBER: _ClassVar[int]
     LICENSE_FIELD_NUMBER: _ClassVar[int]
     LICENSE_NOTE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     engine: str
@@ -78,7 +95,21 @@ class ModelInfo(_message.Message):
     replica_pids: _containers.RepeatedScalarFieldContainer[int]
     license: str
     license_note: str
-    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., description: _Optional[str] = ..., replica_pids: _Optional[_Iterable[int]] = ..., license: _Optional[str] = ..., license_note: _Optional[str] = ...) -> None: ...
+    size_bytes: int
+    engines: _containers.RepeatedCompositeFieldContainer[ModelEngine]
+    download: DownloadState
+    unavailable_reason: str
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., description: _Optional[str] = ..., replica_pids: _Optional[_Iterable[int]] = ..., license: _Optional[str] = ..., license_note: _Optional[str] = ..., size_bytes: _Optional[int] = ..., engines: _Optional[_Iterable[_Union[ModelEngine, _Mapping]]] = ..., download: _Optional[_Union[DownloadState, str]] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+
+class ModelEngine(_message.Message):
+    __slots__ = ("name", "available", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    available: bool
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WarmRunner(_message.Message):
     __slots__ = ("engine", "device", "pid", "memory_bytes", "ready")
@@ -121,18 +152,22 @@ class GetStatusResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., http_url: _Optional[str] = ..., grpc_addresses: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., config_path: _Optional[str] = ..., default_model: _Optional[str] = ..., warm_runners: _Optional[_Iterable[_Union[WarmRunner, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ("loaded_only",)
+    __slots__ = ("loaded_only", "all")
     LOADED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     loaded_only: bool
-    def __init__(self, loaded_only: _Optional[bool] = ...) -> None: ...
+    all: bool
+    def __init__(self, loaded_only: _Optional[bool] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models", "warm_runners")
+    __slots__ = ("models", "warm_runners", "cache_dir")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     WARM_RUNNERS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_DIR_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     warm_runners: _containers.RepeatedCompositeFieldContainer[WarmRunner]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., warm_runners: _Optional[_Iterable[_Union[WarmRunner, _Mapping]]] = ...) -> None: ...
+    cache_dir: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., warm_runners: _Optional[_Iterable[_Union[WarmRunner, _Mapping]]] = ..., cache_dir: _Optional[str] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("model", "keep_alive_seconds", "pin", "engine", "quantization")
