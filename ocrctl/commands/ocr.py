@@ -6,7 +6,8 @@ as a ``data:`` URL in a chat completion, exactly as any OpenAI client would send
 one-page PDFs (``ocrctl.pdf``), which go to ``POST /v1/ocr`` (Mistral's OCR API) a few at a
 time, so that a bar counts the pages as they come back and no page re-sends the whole file;
 ``ocrctl.ocr_output`` joins the answers into one document. ``--jobs`` files are read at once;
-results come out in the order the files were named.
+results come out in the order the files were named. When builtin/ppocr's text shows words it could
+not read (a script its model does not have), a line on stderr names tesseract (``ocrctl.script_hint``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ocrctl.commands.common import add_command
 from ocrctl.commands.document_bars import DocumentBars
 from ocrctl.ocr_output import as_markdown, as_text, merge_pages, page_of, plain_text
 from ocrctl.pages import Ranges, parse_pages, select_pages
+from ocrctl.script_hint import script_hint
 from ocrd.control.v1 import control_pb2 as pb
 
 T = TypeVar("T")
@@ -226,7 +228,9 @@ class _Reader:
         from ocrctl.pdf import is_pdf
 
         if is_pdf(data):
-            return self._render(await self._pdf(key, path, data))
+            response = await self._pdf(key, path, data)
+            self._hint(path, response["model"], _page_texts(response), document=True)
+            return self._render(response)
         mime = image_type(data)
         if mime is None:
             raise CommandError(f"unsupported file type (supported: {SUPPORTED})")
@@ -237,13 +241,26 @@ class _Reader:
             answer = await self._api.post("/v1/ocr", {"model": self._model,
                                                       "document": {"type": "image_url", "image_url": url}})
             self._bars.advance(key)
-            return self._render(merge_pages([(0, page_of(answer))], _model_of(answer, self._model), len(data)))
+            response = merge_pages([(0, page_of(answer))], _model_of(answer, self._model), len(data))
+            self._hint(path, response["model"], _page_texts(response))
+            return self._render(response)
         answer = await self._api.post("/v1/chat/completions", self._chat_body(url))
         self._bars.advance(key)
+        content = _content_of(answer)
+        if content is not None:
+            self._hint(path, _model_of(answer, self._model), [(0, content)])
         if self._raw_chat:
             return json.dumps(answer) + "\n"
-        content = _text_of(answer)
+        if content is None:
+            raise CommandError("ocrd's answer has no choices[0].message.content")
         return plain_text(content) if self._format == "text" else content + "\n"
+
+    def _hint(self, path: Path, model: str, pages: list[tuple[int, str]], document: bool = False) -> None:
+        """A line on stderr when the text read looks like a script the model does not read;
+        the output and the exit status stay as they are (the model did read the file)."""
+        hint = script_hint(model, pages, document=document)
+        if hint:
+            self._bars.message(f"ocrctl: {path}: {hint}")
 
     def _chat_body(self, url: str) -> dict[str, Any]:
         content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}}]
@@ -384,8 +401,12 @@ def _model_of(answer: Any, default: str) -> str:
     return model if isinstance(model, str) and model else default
 
 
-def _text_of(answer: dict[str, Any]) -> str:
+def _page_texts(response: dict[str, Any]) -> list[tuple[int, str]]:
+    return [(page["index"], plain_text(page["markdown"])) for page in response["pages"]]
+
+
+def _content_of(answer: Any) -> str | None:
     try:
-        return answer["choices"][0]["message"]["content"] or ""
+        return str(answer["choices"][0]["message"]["content"] or "")
     except (KeyError, IndexError, TypeError):
-        raise CommandError("ocrd's answer has no choices[0].message.content") from None
+        return None
