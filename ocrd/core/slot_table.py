@@ -188,8 +188,10 @@ class SlotTable:
                  stage: str = "") -> None:
         event = self.events.publish(Event(kind=kind, model=slot.entry.id, state=slot.state,
                                           message=message, progress=progress, stage=stage))
+        # A model that failed (its load, or its runner) is what an operator looks for in the log.
+        level = logging.WARNING if kind == "model.failed" else logging.INFO
         # Some messages start with the model's id already (an upstream's, to read well alone).
-        log.info("%s %s: %s", event.kind, event.model, event.message.removeprefix(f"{event.model}: "))
+        log.log(level, "%s %s: %s", event.kind, event.model, event.message.removeprefix(f"{event.model}: "))
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
