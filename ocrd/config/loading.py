@@ -84,15 +84,25 @@ def _describe_validation_error(
         quiet = isinstance(got, list) or any(str(part) in _SECRET_KEYS for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")  # pydantic's words, not the user's
         what = message if quiet else f"{message} (got {got!r})"
-    env_name = "OCRD_" + "__".join(str(part) for part in error["loc"]).upper()
+    env_name = _env_variable(error["loc"])
     if _lookup(overrides, error["loc"]):
         where = " (from the command line)"
-    elif env_name in os.environ:
+    elif env_name:
         where = f" (from ${env_name})"
     else:
         where = f" in {path}" if path else ""
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{key}: {what}{where}{more}"
+
+
+def _env_variable(loc: tuple[Any, ...]) -> str:
+    """The OCRD_* variable set for the key at ``loc``, or for a table or list holding it (a bad
+    item of ``OCRD_HTTP__API_KEYS='[...]'`` is at ``http.api_keys.0.hash``): the longest set; ""."""
+    for end in range(len(loc), 0, -1):
+        name = "OCRD_" + "__".join(str(part) for part in loc[:end]).upper()
+        if name in os.environ:
+            return name
+    return ""
 
 
 def _lookup(tree: dict[str, Any], path: tuple[Any, ...]) -> bool:

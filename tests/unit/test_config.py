@@ -307,6 +307,20 @@ def test_bad_duration_in_env_names_the_variable(monkeypatch: pytest.MonkeyPatch)
     assert "$OCRD_SCHEDULER__KEEP_ALIVE" in message
 
 
+def test_a_bad_item_of_a_list_in_env_names_the_variable_not_the_file(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCRD_HTTP__API_KEYS", '[{"name": "app", "hash": "the-key-itself"}]')
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file)
+
+    message = assert_one_line(caught.value)
+    assert message.startswith("http.api_keys.0.hash:")
+    assert "$OCRD_HTTP__API_KEYS)" in message
+    assert str(config_file) not in message and "the-key-itself" not in message
+
+
 def test_bad_per_model_value_names_the_model_key(tmp_path: Path) -> None:
     path = write(tmp_path / "ocrd.toml", '[models."builtin/ppocr"]\npinned = "sometimes"\n')
 
