@@ -85,21 +85,12 @@ def model_info(slot: SlotInfo) -> pb.ModelInfo:
         in_flight=slot.in_flight,
         queued=slot.queued,
         queue_capacity=slot.queue_capacity,
-        last_used=timestamp(_used_since_load(slot)),
+        last_used=timestamp(slot.last_used),
         loaded_at=timestamp(slot.loaded_at),
         error=slot.error,
         license=slot.license or "",
         license_note=slot.license_note or "",
     )
-
-
-def _used_since_load(slot: SlotInfo) -> float | None:
-    """When a request last finished on the runner loaded now: a use before this load (the model
-    was used, unloaded and loaded again) is not this runner's, and ``ocrctl ps`` showing it as
-    "LAST USED 2m ago" beside a keep-alive that counts from the load misleads."""
-    if slot.last_used is not None and slot.loaded_at is not None and slot.last_used < slot.loaded_at:
-        return None
-    return slot.last_used
 
 
 _DOWNLOAD: dict[Download, pb.DownloadState] = {

@@ -164,6 +164,7 @@ class Loading(SlotTable):
         slot.state = ModelState.READY
         slot.loaded_at_wall = self._wall()
         slot.last_used = self._clock()  # keep-alive counts from the load
+        slot.last_used_wall = None  # no request has finished on this runner yet (ocrctl ps: never)
         self._restarts.ready(slot.entry.id)
         if engine_kind(slot.engine).hf_cache:
             self._models.cache_changed()  # its runner may have downloaded what the cache lacked

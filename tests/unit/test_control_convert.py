@@ -64,14 +64,6 @@ def test_a_model_that_is_not_running_has_no_pid_no_times_and_keeps_its_error():
     assert info.error == "runner exited: killed"
 
 
-def test_a_use_before_the_current_load_is_not_the_runners_last_use():
-    # Used, unloaded, loaded again: `ocrctl ps` must say "never", not the old runner's "2m45s ago".
-    reloaded = convert.model_info(slot(last_used=1_699_998_000.0, loaded_at=1_699_999_000.5))
-    assert not reloaded.HasField("last_used")
-    used_since = convert.model_info(slot(last_used=1_699_999_001.0, loaded_at=1_699_999_000.5))
-    assert used_since.last_used.ToNanoseconds() == 1_699_999_001_000_000_000
-
-
 def test_a_known_model_without_a_slot_carries_the_catalogs_facts_and_its_download_state():
     entry = CatalogEntry(id="org/vlm", aliases=("vlm",), description="a VLM", engines=("vllm", "transformers"),
                          license="mit")

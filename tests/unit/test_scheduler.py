@@ -363,6 +363,18 @@ async def test_keep_alive_zero_unloads_right_after_the_request(make):
     assert runner.stopped
 
 
+async def test_a_model_loaded_again_has_no_last_use_until_a_request_ends_on_it(make):
+    # Used, unloaded, loaded again: `ocrctl ps` says "never", not the old runner's "2m45s ago".
+    h = make()
+    await h.request("a").finish()
+    assert h.scheduler.info("a").last_used is not None
+    await h.scheduler.unload("a")
+    await h.scheduler.load("a")
+    assert h.scheduler.info("a").last_used is None
+    await h.request("a").finish()
+    assert h.scheduler.info("a").last_used is not None
+
+
 async def test_load_time_keep_alive_and_pin_last_until_unload(make):
     h = make(keep_alive=300)
     await h.scheduler.load("a", keep_alive=5)
