@@ -155,12 +155,17 @@ def test_grpc_reflection_v1_lists_the_control_service(daemon):
     assert control_file.file_descriptor_response.file_descriptor_proto  # describe works too
 
 
-def test_unload_after_a_request_frees_the_runner_the_request_started(unloaded):
-    daemon = unloaded
+def read_with_ppocr(daemon, text: str) -> None:
+    """One chat request for ppocr (it loads the model when it is not loaded)."""
     with daemon.http() as http:
         answer = http.post("/v1/chat/completions", json={
-            "model": "ppocr", "messages": ocr_messages(render_text_image(["auto load"]))})
+            "model": "ppocr", "messages": ocr_messages(render_text_image([text]))})
     assert answer.status_code == 200, answer.text
+
+
+def test_unload_after_a_request_frees_the_runner_the_request_started(unloaded):
+    daemon = unloaded
+    read_with_ppocr(daemon, "auto load")
     pid = daemon.ps()[PPOCR]["pid"]
     assert daemon.ocrctl("unload", PPOCR).returncode == 0
     wait_until(lambda: not pid_alive(pid), timeout=30, message="the runner gone")
@@ -168,10 +173,7 @@ def test_unload_after_a_request_frees_the_runner_the_request_started(unloaded):
 
 def test_ps_after_a_fresh_load_says_never_used_not_the_previous_runners_last_use(unloaded):
     daemon = unloaded
-    with daemon.http() as http:
-        answer = http.post("/v1/chat/completions", json={
-            "model": "ppocr", "messages": ocr_messages(render_text_image(["used once"]))})
-    assert answer.status_code == 200, answer.text
+    read_with_ppocr(daemon, "used once")
     assert daemon.ocrctl("ps").stdout.splitlines()[1].endswith(" ago")
     assert daemon.ocrctl("unload", PPOCR).returncode == 0
     assert daemon.ocrctl("load", PPOCR).returncode == 0
